@@ -1,0 +1,60 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Release builds target AVX2 + FMA on x86-64 so Swift SIMD loops vectorise with fused
+// multiply-add (baseline x86-64 lowers them to per-lane `fmaf` calls; see docs/benchmarks.md).
+#if arch(x86_64)
+let cpuSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let cpuSettings: [SwiftSetting] = []
+#endif
+
+let package = Package(
+    name: "Amber",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "amber", targets: ["amber"]),
+        .library(name: "AmberTensor", targets: ["AmberTensor"]),
+        .library(name: "AmberTrain", targets: ["AmberTrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "AmberTensor",
+            dependencies: ["CBLAS"],
+            swiftSettings: cpuSettings
+        ),
+        .target(
+            name: "AmberTrain",
+            dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .executableTarget(
+            name: "amber",
+            dependencies: [
+                "AmberTensor",
+                "AmberTrain",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberTensorTests",
+            dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberTrainTests",
+            dependencies: ["AmberTrain", "AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

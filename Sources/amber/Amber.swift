@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Amber: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "amber",
+        abstract: "Ambiguity-aware cross-modal matching with a persistent memory bank.",
+        subcommands: []
+    )
+}
