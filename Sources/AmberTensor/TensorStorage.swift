@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -23,11 +25,8 @@ public final class TensorStorage: @unchecked Sendable {
     /// Allocates `count` uninitialised floats.
     init(uninitializedCount count: Int) {
         precondition(count >= 0, "TensorStorage: negative element count \(count)")
-        let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        var raw: UnsafeMutableRawPointer?
-        let status = posix_memalign(&raw, 64, bytes)
-        precondition(status == 0 && raw != nil, "TensorStorage: cannot allocate \(bytes) bytes")
-        self.base = raw!.bindMemory(to: Float.self, capacity: max(count, 1))
+        let raw = BufferPool.shared.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride)
+        self.base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         self.owner = nil
     }
@@ -40,7 +39,9 @@ public final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        if owner == nil { free(base) }
+        if owner == nil {
+            BufferPool.shared.release(UnsafeMutableRawPointer(base), byteCount: max(count, 1) * MemoryLayout<Float>.stride)
+        }
     }
 
     /// A new storage with the same contents.
@@ -48,5 +49,62 @@ public final class TensorStorage: @unchecked Sendable {
         let result = TensorStorage(uninitializedCount: count)
         result.base.update(from: base, count: count)
         return result
+    }
+}
+
+/// Keeps freed large buffers for reuse, so a training loop that allocates the same shapes every
+/// step does not map fresh pages (and take a page fault per 4 KiB) each time.
+///
+/// Buffers of at least `minimumPooledBytes` are rounded up to whole 4 KiB pages and kept in a
+/// list per size; the pool holds at most `capacityBytes` (default 1 GiB, or
+/// `AMBER_TENSOR_POOL_MB`) and frees anything beyond. Smaller buffers go straight to malloc.
+final class BufferPool: Sendable {
+    static let shared = BufferPool(
+        capacityBytes: (getenv("AMBER_TENSOR_POOL_MB").flatMap { Int(String(cString: $0)) } ?? 1024) << 20
+    )
+
+    static let minimumPooledBytes = 64 << 10
+    let capacityBytes: Int
+    /// Free buffers by size class (addresses as integers), and their total size.
+    private let state = Mutex<(free: [Int: [Int]], heldBytes: Int)>(([:], 0))
+
+    init(capacityBytes: Int) {
+        self.capacityBytes = capacityBytes
+    }
+
+    /// Bytes a request of `byteCount` occupies.
+    static func sizeClass(_ byteCount: Int) -> Int {
+        byteCount < minimumPooledBytes ? byteCount : (byteCount + 4095) & ~4095
+    }
+
+    func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
+        let size = BufferPool.sizeClass(byteCount)
+        if size >= BufferPool.minimumPooledBytes {
+            let reused: Int? = state.withLock { state in
+                guard let address = state.free[size]?.popLast() else { return nil }
+                state.heldBytes -= size
+                return address
+            }
+            if let reused, let pointer = UnsafeMutableRawPointer(bitPattern: reused) { return pointer }
+        }
+        var raw: UnsafeMutableRawPointer?
+        let status = posix_memalign(&raw, 64, size)
+        precondition(status == 0 && raw != nil, "TensorStorage: cannot allocate \(size) bytes")
+        return raw!
+    }
+
+    func release(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
+        let size = BufferPool.sizeClass(byteCount)
+        if size >= BufferPool.minimumPooledBytes {
+            let address = Int(bitPattern: pointer)
+            let kept = state.withLock { state -> Bool in
+                guard state.heldBytes + size <= capacityBytes else { return false }
+                state.free[size, default: []].append(address)
+                state.heldBytes += size
+                return true
+            }
+            if kept { return }
+        }
+        free(pointer)
     }
 }

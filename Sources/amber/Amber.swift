@@ -5,6 +5,6 @@ struct Amber: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amber",
         abstract: "Ambiguity-aware cross-modal matching with a persistent memory bank.",
-        subcommands: []
+        subcommands: [BenchCommand.self]
     )
 }
