@@ -16,15 +16,31 @@ let package = Package(
         .executable(name: "amber", targets: ["amber"]),
         .library(name: "AmberTensor", targets: ["AmberTensor"]),
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
+        .library(name: "AmberStore", targets: ["AmberStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
             name: "CBLAS",
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .target(
+            name: "AmberStore",
+            dependencies: [
+                "CLibPQ",
+                "AmberTensor",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: cpuSettings
         ),
         .target(
             name: "AmberTensor",
@@ -41,6 +57,8 @@ let package = Package(
             dependencies: [
                 "AmberTensor",
                 "AmberTrain",
+                "AmberStore",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuSettings
@@ -48,6 +66,11 @@ let package = Package(
         .testTarget(
             name: "AmberTensorTests",
             dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberStoreTests",
+            dependencies: ["AmberStore", "AmberTensor", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

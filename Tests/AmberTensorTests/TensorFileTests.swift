@@ -21,7 +21,7 @@ func bytes(hex: String) -> [UInt8] {
 }
 
 func writeBytes(_ data: [UInt8], to path: String) {
-    FileManager.default.createFile(atPath: path, contents: Data(data))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(data))
 }
 
 @Suite("npy files")

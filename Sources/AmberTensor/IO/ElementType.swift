@@ -30,6 +30,17 @@ public struct RawArray: @unchecked Sendable {
 
     public var count: Int { Tensor.elementCount(shape) }
 
+    /// An array over `bytes`, which `owner` (if any) keeps alive.
+    public init(shape: [Int], elementType: ElementType, bytes: UnsafeRawBufferPointer, path: String, owner: AnyObject?) {
+        precondition(bytes.count == Tensor.elementCount(shape) * elementType.byteCount,
+                     "RawArray: \(bytes.count) bytes for shape \(shape) of \(elementType)")
+        self.shape = shape
+        self.elementType = elementType
+        self.bytes = bytes
+        self.path = path
+        self.owner = owner
+    }
+
     /// The elements as a `Float` tensor (float16/bfloat16 widened). Float32 data that is
     /// aligned in a mapped file is used in place, without a copy.
     /// - Throws: ``TensorFileError`` for integer arrays.

@@ -1,0 +1,67 @@
+import AmberStore
+import ArgumentParser
+import Foundation
+
+struct IngestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Load items, features and pairs from a directory into the database, in one transaction.",
+        discussion: """
+        Layouts: the global/local layout of flickr8k-800 (ims_global.npy, ims_local.npy, image_ids.txt, \
+        caps.txt, caps_global.npy, caps_tokens.npy, caps_tok_offsets.npy) and the SCAN/VSE precomp layout \
+        ({split}_ims.npy, {split}_caps.txt, {split}_ids.txt). Re-ingesting a directory adds nothing. \
+        Invalid input is rejected with the file and the problem, and nothing is written.
+        """
+    )
+
+    @Argument(help: "The directory to ingest.")
+    var directory: String
+
+    @Option(help: "Global/local layout: images from this index on are dev (default: the last eighth).")
+    var devStart: Int?
+
+    @Option(help: "Global/local layout: images from this index on are test (default: none).")
+    var testStart: Int?
+
+    @Option(help: "Captions per image (caption j belongs to image j / N).")
+    var captionsPerImage: Int = 5
+
+    @Flag(help: "Apply pending migrations first.")
+    var migrate = false
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() throws {
+        let readStart = Date()
+        let dataset: IngestDataset
+        do {
+            dataset = try DatasetReader.read(directory, options: .init(captionsPerImage: captionsPerImage, devStart: devStart, testStart: testStart))
+        } catch let error as IngestError {
+            throw ValidationError("\(error)")
+        }
+        FileHandle.standardError.write(Data(String(format: "read and validated %d images, %d texts, %d pairs in %.1fs\n",
+                                                   dataset.images.count, dataset.texts.count, dataset.pairs.count,
+                                                   Date().timeIntervalSince(readStart)).utf8))
+        try database.withDatabase { url in
+            let connection = try PostgresConnection(url: url)
+            if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection) }
+            let bar = ProgressBar(label: "ingest")
+            let report: IngestReport
+            do {
+                report = try Ingestor.ingest(dataset, into: connection) { bar.update(phase: $0.phase, done: $0.done, total: $0.total) }
+            } catch let error as IngestError {
+                bar.finish()
+                throw ValidationError("\(error)")
+            }
+            bar.finish()
+            let items = dataset.images.count + dataset.texts.count
+            print(String(format: "added %d images, %d texts, %d feature rows, %d pairs (%.2fs, %.0f items/s)",
+                         report.imagesAdded, report.textsAdded, report.featuresAdded, report.pairsAdded,
+                         report.seconds, Double(items) / max(report.seconds, 1e-9)))
+            let missing = dataset.texts.filter { $0.features == nil }.count
+            if missing > 0 {
+                print("\(missing) texts have no features in this layout; the text encoder computes them")
+            }
+        }
+    }
+}

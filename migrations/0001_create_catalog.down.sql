@@ -1,0 +1,12 @@
+DROP TABLE amber.ingest_cursor;
+DROP TABLE amber.pairs;
+DROP FUNCTION amber.notify_new_pairs();
+DROP FUNCTION amber.serialize_pair_ingest();
+DROP TABLE amber.features;
+DROP TABLE amber.feature_dimensions;
+DROP TABLE amber.items;
+DROP FUNCTION amber.element_size(amber.element_type);
+DROP TYPE amber.element_type;
+DROP TYPE amber.split;
+DROP TYPE amber.modality;
+DROP SCHEMA amber;

@@ -1,0 +1,9 @@
+DROP TABLE amber.prototypes;
+DROP TABLE amber.memory_bank;
+DROP FUNCTION amber.all_finite(real[]);
+DROP FUNCTION amber.promote_model(bigint);
+DROP TABLE amber.serving;
+DROP TABLE amber.models;
+DROP TYPE amber.model_status;
+DROP TABLE amber.training_steps;
+DROP TABLE amber.training_runs;
