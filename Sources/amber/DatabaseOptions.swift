@@ -39,12 +39,18 @@ final class ProgressBar {
     let label: String
     private let started = Date()
     private var lastFraction = -1.0
+    private var lastPhase = ""
     private let isTerminal = isatty(STDERR_FILENO) == 1
 
     init(label: String) { self.label = label }
 
     func update(phase: String, done: Int, total: Int, unit: String = "rows") {
         let fraction = total == 0 ? 1 : Double(done) / Double(total)
+        if phase != lastPhase {
+            if isTerminal && !lastPhase.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) }
+            lastPhase = phase
+            lastFraction = -1
+        }
         guard isTerminal || fraction >= lastFraction + 0.1 || (fraction == 1 && lastFraction < 1) else { return }
         lastFraction = fraction
         let elapsed = Date().timeIntervalSince(started)
