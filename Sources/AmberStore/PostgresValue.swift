@@ -57,9 +57,9 @@ public enum PostgresValue: Sendable, Equatable {
         case .text(let value): return (0, Array(value.utf8) + [0], false)
         case .bytes(let value): return (PostgresType.bytea, value, true)
         case .floats(let values):
-            return (PostgresType.float4Array, BinaryArray.encode(values.map { BigEndian.bytes(of: $0.bitPattern) }, elementType: PostgresType.float4), true)
+            return (PostgresType.float4Array, BinaryArray.encodeFixedWidth(values.map(\.bitPattern), elementType: PostgresType.float4), true)
         case .ints(let values):
-            return (PostgresType.int8Array, BinaryArray.encode(values.map { BigEndian.bytes(of: UInt64(bitPattern: $0)) }, elementType: PostgresType.int8), true)
+            return (PostgresType.int8Array, BinaryArray.encodeFixedWidth(values.map { UInt64(bitPattern: $0) }, elementType: PostgresType.int8), true)
         case .texts(let values):
             return (PostgresType.textArray, BinaryArray.encode(values.map { Array($0.utf8) }, elementType: PostgresType.text), true)
         case .json(let value): return (PostgresType.jsonb, [1] + Array(value.utf8), true)
@@ -91,6 +91,27 @@ enum BinaryArray {
         for element in elements {
             out += BigEndian.bytes(of: Int32(element.count))
             out += element
+        }
+        return out
+    }
+
+    /// A one-dimensional array of fixed-width values (float4, int8), written in one pass.
+    static func encodeFixedWidth<T: FixedWidthInteger>(_ elements: [T], elementType: UInt32) -> [UInt8] {
+        let width = MemoryLayout<T>.size
+        var out = [UInt8](repeating: 0, count: 20 + elements.count * (4 + width))
+        out.withUnsafeMutableBytes { raw in
+            raw.storeBytes(of: Int32(1).bigEndian, toByteOffset: 0, as: Int32.self)
+            raw.storeBytes(of: Int32(0).bigEndian, toByteOffset: 4, as: Int32.self)
+            raw.storeBytes(of: elementType.bigEndian, toByteOffset: 8, as: UInt32.self)
+            raw.storeBytes(of: Int32(elements.count).bigEndian, toByteOffset: 12, as: Int32.self)
+            raw.storeBytes(of: Int32(1).bigEndian, toByteOffset: 16, as: Int32.self)
+            var offset = 20
+            let length = Int32(width).bigEndian
+            for element in elements {
+                raw.storeBytes(of: length, toByteOffset: offset, as: Int32.self)
+                raw.storeBytes(of: element.bigEndian, toByteOffset: offset + 4, as: T.self)
+                offset += 4 + width
+            }
         }
         return out
     }

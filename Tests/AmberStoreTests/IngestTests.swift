@@ -207,6 +207,7 @@ struct IngestTests {
 final class AmberProcess {
     let pid: pid_t
     private let stderrPath: String
+    private let stdoutPath: String
     private(set) var terminatedBySignal = false
 
     static var executable: String {
@@ -219,28 +220,40 @@ final class AmberProcess {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
     }
 
-    private init(pid: pid_t, stderrPath: String) {
+    private init(pid: pid_t, stdoutPath: String, stderrPath: String) {
         self.pid = pid
+        self.stdoutPath = stdoutPath
         self.stderrPath = stderrPath
     }
 
-    static func launch(_ arguments: [String]) throws -> AmberProcess {
-        let stderrPath = NSTemporaryDirectory() + "amber-child-\(UUID().uuidString).err"
+    static func launch(_ arguments: [String], environment: [String: String]? = nil) throws -> AmberProcess {
+        let base = NSTemporaryDirectory() + "amber-child-\(UUID().uuidString)"
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv = [executable] + arguments
         var cArguments = argv.map { strdup($0) } + [nil]
         defer { for pointer in cArguments { free(pointer) } }
+        var cEnvironment = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0)=\($1)") } + [nil]
+        defer { for pointer in cEnvironment { free(pointer) } }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, nil, &cArguments, environ)
+        let status = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
         guard status == 0 else { throw IngestError(file: executable, "cannot launch: \(String(cString: strerror(status)))") }
-        return AmberProcess(pid: pid, stderrPath: stderrPath)
+        return AmberProcess(pid: pid, stdoutPath: base + ".out", stderrPath: base + ".err")
     }
 
     var stderrText: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+    var stdoutText: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the child to exit; its exit status (128 + signal when killed).
+    func wait() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
 
     /// Sends SIGKILL once stderr contains `marker`; returns whether it did before the child
     /// exited or `timeout` passed. Reaps the child.

@@ -76,7 +76,7 @@ struct SchemaTests {
         #expect(try await listener.next(timeout: 5)?.channel == "amber_new_pairs")
     }
 
-    @Test func bankRejectsNonFiniteEmbeddingsAndPromotionFlipsThePointer() async throws {
+    @Test func bankAndPrototypesRejectBadVectorsAndPromotionFlipsThePointer() async throws {
         let url = try TestDatabase.fresh(migrated: true)
         let connection = try PostgresConnection(url: url)
         let image = try Self.item(connection, "image", "a.jpg")
@@ -85,12 +85,18 @@ struct SchemaTests {
             INSERT INTO amber.memory_bank (run_id, modality, slot, item_id, image_id, embedding, enqueued_step)
             VALUES ($1, 'image', 0, $2, $2, $3, 0)
             """, [.int(run), .int(image), .floats([0.6, 0.8])])
+        expectPostgresError(.constraintViolation) {
+            try connection.execute("""
+                INSERT INTO amber.memory_bank (run_id, modality, slot, item_id, embedding, enqueued_step)
+                VALUES ($1, 'image', 1, $2, '{{1,2},{3,4}}', 0)
+                """, [.int(run), .int(image)])
+        }
+        let version = try connection.execute("INSERT INTO amber.models (step, config, parameters) VALUES (0, '{}', '\\x00') RETURNING version")
+            .value(Int64.self, column: "version")
         for bad: Float in [.nan, .infinity, -.infinity] {
             expectPostgresError(.constraintViolation) {
-                try connection.execute("""
-                    INSERT INTO amber.memory_bank (run_id, modality, slot, item_id, embedding, enqueued_step)
-                    VALUES ($1, 'image', 1, $2, $3, 0)
-                    """, [.int(run), .int(image), .floats([0.6, bad])])
+                try connection.execute("INSERT INTO amber.prototypes (model_version, index, centroid) VALUES ($1, 0, $2)",
+                                       [.int(version), .floats([0.6, bad])])
             }
         }
 
@@ -106,7 +112,7 @@ struct SchemaTests {
         try connection.execute("SELECT amber.promote_model($1)", [.int(second)])
         #expect(try await listener.next(timeout: 5)?.payload == "\(second)")
         let statuses = try connection.execute("SELECT status::text AS s FROM amber.models ORDER BY version").column(String.self)
-        #expect(statuses == ["retired", "promoted"])
+        #expect(statuses == ["candidate", "retired", "promoted"])
         #expect(try connection.execute("SELECT version FROM amber.serving_model").value(Int64.self, column: "version") == second)
         expectPostgresError(.other) { try connection.execute("SELECT amber.promote_model(999)") }
         expectPostgresError(.uniqueViolation) {

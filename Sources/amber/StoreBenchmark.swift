@@ -1,0 +1,109 @@
+import AmberStore
+import AmberTensor
+import ArgumentParser
+import Foundation
+
+struct StoreBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store",
+        abstract: "Ingest rate (items/s) of a dataset and the time to write a memory bank in one transaction."
+    )
+
+    @Option(help: "Dataset to ingest (default: ../shared/data/flickr8k-800 when present).")
+    var data: String?
+
+    @Option(help: "Bank entries per modality.")
+    var bankSize: Int = 4096
+
+    @Option(help: "Embedding dimension of bank entries.")
+    var dimension: Int = 1024
+
+    @Option(help: "Repetitions of the bank write (median reported).")
+    var repetitions: Int = 5
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() throws {
+        print("amber bench store")
+        print("machine: \(MachineDescription.current)")
+        try database.withDatabase { url in
+            // A scratch database on the same server, dropped at the end.
+            let admin = try PostgresConnection(url: url)
+            let name = "amber_bench_\(getpid())"
+            try admin.executeScript("DROP DATABASE IF EXISTS \(name)")
+            try admin.executeScript("CREATE DATABASE \(name)")
+            defer { try? admin.executeScript("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
+            var components = URLComponents(string: url)!
+            components.path = "/" + name
+            let connection = try PostgresConnection(url: components.string!)
+            print("server: \(try connection.execute("SHOW server_version").value(String.self, column: "server_version")), scratch database \(name)\n")
+            try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection)
+            try ingest(connection)
+            try bankWrite(connection)
+        }
+    }
+
+    func ingest(_ connection: PostgresConnection) throws {
+        let directory = data ?? "../shared/data/flickr8k-800"
+        guard FileManager.default.fileExists(atPath: directory) else {
+            print("ingest: skipped (no dataset at \(directory); pass --data)\n")
+            return
+        }
+        let readStart = Date()
+        let dataset = try DatasetReader.read(directory)
+        let readSeconds = Date().timeIntervalSince(readStart)
+        let features: [ItemFeatures] = dataset.images.compactMap(\.features) + dataset.texts.compactMap(\.features)
+        var bytes = 0
+        for feature in features { bytes += feature.global.bytes.count + feature.local.bytes.count }
+        let report = try Ingestor.ingest(dataset, into: connection)
+        let items = report.itemsAdded
+        print("ingest of \(directory): \(dataset.images.count) images, \(dataset.texts.count) texts, \(dataset.pairs.count) pairs, \(bytes >> 20) MiB of features")
+        print(String(format: "  read + validate %.2fs; database transaction %.2fs: %.0f items/s, %.0f MiB/s of features",
+                     readSeconds, report.seconds, Double(items) / report.seconds, Double(bytes) / 1_048_576 / report.seconds))
+        let again = try Ingestor.ingest(try DatasetReader.read(directory), into: connection)
+        print(String(format: "  re-ingest (adds %d items): %.2fs\n", again.itemsAdded, again.seconds))
+    }
+
+    func bankWrite(_ connection: PostgresConnection) throws {
+        // Items for the bank to reference (not timed).
+        let run = try connection.execute("INSERT INTO amber.training_runs (seed) VALUES (1) RETURNING run_id").value(Int64.self, column: "run_id")
+        try connection.copy(into: "amber.items", columns: ["modality", "external_id", "caption"]) { sink in
+            for i in 0..<bankSize {
+                try sink.append([.text("image"), .text("bench-image-\(i)"), .null])
+                try sink.append([.text("text"), .text("bench-text-\(i)"), .text("caption \(i)")])
+            }
+        }
+        let ids = try connection.execute("SELECT item_id, modality::text AS m FROM amber.items WHERE external_id LIKE 'bench-%' ORDER BY item_id")
+        var imageIDs: [Int64] = [], textIDs: [Int64] = []
+        for row in 0..<ids.rowCount {
+            let id = try ids.value(Int64.self, row: row, column: "item_id")
+            if try ids.value(String.self, row: row, column: "m") == "image" { imageIDs.append(id) } else { textIDs.append(id) }
+        }
+        var generator = RandomGenerator(seed: 1)
+        func entries(step: Int64) -> [BankEntry] {
+            (0..<bankSize).flatMap { slot -> [BankEntry] in
+                let image = Tensor.randomNormal([dimension], using: &generator).l2Normalized().scalars
+                let text = Tensor.randomNormal([dimension], using: &generator).l2Normalized().scalars
+                return [
+                    BankEntry(modality: "image", slot: slot, itemID: imageIDs[slot], imageID: imageIDs[slot], embedding: image,
+                              prototype: slot % 64, ambiguity: 0.5, enqueuedStep: step),
+                    BankEntry(modality: "text", slot: slot, itemID: textIDs[slot], imageID: imageIDs[slot], embedding: text,
+                              prototype: slot % 64, ambiguity: 0.5, enqueuedStep: step),
+                ]
+            }
+        }
+        var times: [Double] = []
+        for repetition in 0..<repetitions {
+            let batch = entries(step: Int64(repetition))
+            let start = Date()
+            try connection.transaction { try MemoryBankStore.replace(batch, run: run, on: connection) }
+            times.append(Date().timeIntervalSince(start))
+        }
+        let median = times.sorted()[times.count / 2]
+        let floats = 2 * bankSize * dimension
+        print("memory bank write: 2 × \(bankSize) × \(dimension) floats (\((floats * 4) >> 20) MiB) replacing every slot, one transaction")
+        print(String(format: "  median %.3fs over %d (min %.3fs, max %.3fs): %.0f rows/s, %.0f MiB/s",
+                     median, times.count, times.min()!, times.max()!, Double(2 * bankSize) / median,
+                     Double(floats * 4) / 1_048_576 / median))
+    }
+}

@@ -1,0 +1,71 @@
+@testable import AmberStore
+import Foundation
+import Testing
+
+/// Runs `amber` to completion; returns exit status, stdout and stderr. (posix_spawn and
+/// waitpid rather than Foundation's Process, whose waitUntilExit can miss a child's exit on
+/// Linux when other code reaps children too.)
+func runAmber(_ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String, error: String) {
+    var env = ProcessInfo.processInfo.environment
+    env.removeValue(forKey: "AMBER_DATABASE_URL")
+    for (key, value) in environment { env[key] = value }
+    let process = try AmberProcess.launch(arguments, environment: env)
+    let status = process.wait()
+    return (status, process.stdoutText, process.stderrText)
+}
+
+@Suite("The amber command line (real PostgreSQL)")
+struct CommandLineTests {
+    @Test func embeddedClusterLifecycleAndMigrations() throws {
+        let home = "/tmp/amber-cli-home-\(UUID().uuidString.prefix(8))"
+        defer {
+            _ = try? runAmber(["db", "stop", "--home", home])
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        #expect(try runAmber(["db", "status", "--home", home]).output.contains("not initialised"))
+        let start = try runAmber(["db", "start", "--home", home])
+        #expect(start.status == 0, "\(start.error)")
+        #expect(start.output.contains("started PostgreSQL"))
+        #expect(try runAmber(["db", "start", "--home", home]).output.contains("already running"))
+        #expect(try runAmber(["db", "status", "--home", home]).output.contains("running (pid"))
+        let url = try runAmber(["db", "url", "--home", home]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(url.hasPrefix("postgresql:///amber?host=\(home)/run"))
+
+        let migrate = try runAmber(["migrate", "--home", home])
+        #expect(migrate.status == 0, "\(migrate.error)")
+        #expect(migrate.output.contains("applied 0001_create_catalog"))
+        let down = try runAmber(["migrate", "down", "2", "--home", home])
+        #expect(down.output.contains("reverted 0004_create_roles") && down.output.contains("reverted 0003_create_audit_views"))
+        let status = try runAmber(["migrate", "status", "--home", home])
+        #expect(status.output.contains("applied  0002") && status.output.contains("pending  0003"))
+        #expect(try runAmber(["migrate", "sideways", "--home", home]).status != 0)
+
+        let stop = try runAmber(["db", "stop", "--home", home])
+        #expect(stop.status == 0)
+        #expect(try runAmber(["db", "status", "--home", home]).output.contains("stopped"))
+        // A command that needs the database starts the cluster and stops it again afterwards.
+        #expect(try runAmber(["migrate", "--home", home]).output.contains("applied 0003"))
+        #expect(try runAmber(["db", "status", "--home", home]).output.contains("stopped"))
+    }
+
+    @Test func ingestReportsBadInputByFileAndLine() throws {
+        let fixture = try GlobalLocalFixture()
+        try (0..<8).map { $0 == 4 ? "   " : "image\($0).jpg" }.joined(separator: "\n")
+            .write(toFile: fixture.path("image_ids.txt"), atomically: true, encoding: .utf8)
+        let url = try TestDatabase.fresh(migrated: true)
+        let result = try runAmber(["ingest", fixture.directory, "--database-url", url])
+        #expect(result.status != 0)
+        #expect(result.error.contains("\(fixture.path("image_ids.txt")):5: empty line"), "\(result.error)")
+    }
+
+    @Test func ingestCommandLoadsAndIsIdempotent() throws {
+        let fixture = try GlobalLocalFixture()
+        let url = try TestDatabase.fresh(migrated: true)
+        let first = try runAmber(["ingest", fixture.directory, "--database-url", url])
+        #expect(first.status == 0, "\(first.error)")
+        #expect(first.output.contains("added 8 images, 40 texts, 48 feature rows, 40 pairs"))
+        #expect(first.error.contains("ingest features"))
+        let second = try runAmber(["ingest", fixture.directory, "--database-url", url])
+        #expect(second.output.contains("added 0 images, 0 texts, 0 feature rows, 0 pairs"))
+    }
+}
