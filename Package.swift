@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "AmberTensor", targets: ["AmberTensor"]),
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
         .library(name: "AmberStore", targets: ["AmberStore"]),
+        .library(name: "AmberText", targets: ["AmberText"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -48,6 +49,11 @@ let package = Package(
             swiftSettings: cpuSettings
         ),
         .target(
+            name: "AmberText",
+            dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .target(
             name: "AmberTrain",
             dependencies: ["AmberTensor"],
             swiftSettings: cpuSettings
@@ -58,6 +64,7 @@ let package = Package(
                 "AmberTensor",
                 "AmberTrain",
                 "AmberStore",
+                "AmberText",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -71,6 +78,12 @@ let package = Package(
         .testTarget(
             name: "AmberStoreTests",
             dependencies: ["AmberStore", "AmberTensor", "amber"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberTextTests",
+            dependencies: ["AmberText", "AmberTensor"],
+            resources: [.copy("Fixtures")],
             swiftSettings: cpuSettings
         ),
         .testTarget(
