@@ -239,8 +239,12 @@ extension Tensor {
         }
     }
 
-    /// `eˣ`.
-    public func exp() -> Tensor { map({ expf($0) }, derivative: { _, y in y }) }
+    /// `eˣ` (vectorised; see `VectorMath`).
+    public func exp() -> Tensor {
+        let result = Tensor(uninitializedShape: shape)
+        VectorMath.map(pointer, result.pointer, count: count, lanes: VectorMath.exp, scalar: { expf($0) })
+        return Tensor.record(result, inputs: [self]) { g in [g * result] }
+    }
     /// Natural logarithm.
     public func log() -> Tensor { map({ logf($0) }, derivative: { x, _ in 1 / x }) }
     /// Square root.
@@ -260,8 +264,24 @@ extension Tensor {
     public func leakyRelu(slope: Float = 0.01) -> Tensor {
         map({ $0 > 0 ? $0 : slope * $0 }, derivative: { x, _ in x > 0 ? 1 : slope })
     }
-    /// GELU, erf form: `x · Φ(x) = ½ x (1 + erf(x / √2))` (as BERT uses).
+    /// GELU, erf form: `x · Φ(x) = ½ x (1 + erf(x / √2))` (as BERT uses; vectorised erf).
     public func gelu() -> Tensor {
+        let result = Tensor(uninitializedShape: shape)
+        VectorMath.map(pointer, result.pointer, count: count,
+                       lanes: { x in 0.5 * x * (1 + VectorMath.erf(x * 0.70710678118654752)) },
+                       scalar: { x in 0.5 * x * (1 + erff(x * 0.70710678118654752)) })
+        let saved = detached
+        return Tensor.record(result, inputs: [self]) { g in
+            [g * saved.map({ x in
+                let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))
+                let pdf = expf(-0.5 * x * x) * 0.39894228040143268
+                return cdf + x * pdf
+            }, derivative: { _, _ in 0 })]
+        }
+    }
+
+    /// GELU through the scalar library `erff` (reference for tests and benchmarks).
+    func geluScalar() -> Tensor {
         map({ x in 0.5 * x * (1 + erff(x * 0.70710678118654752)) },
             derivative: { x, _ in
                 let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))

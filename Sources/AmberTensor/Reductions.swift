@@ -169,10 +169,17 @@ extension Tensor {
                 var peak = -Float.infinity
                 for e in 0..<extent { peak = Swift.max(peak, input[base + e * inner]) }
                 var total: Float = 0
-                for e in 0..<extent {
-                    let v = expf(input[base + e * inner] - peak)
-                    out[base + e * inner] = v
-                    total += v
+                if inner == 1 {
+                    // Contiguous lane: shift, vectorised exp, sum.
+                    for e in 0..<extent { out[base + e] = input[base + e] - peak }
+                    VectorMath.map(out + base, out + base, count: extent, lanes: VectorMath.exp, scalar: { expf($0) })
+                    for e in 0..<extent { total += out[base + e] }
+                } else {
+                    for e in 0..<extent {
+                        let v = expf(input[base + e * inner] - peak)
+                        out[base + e * inner] = v
+                        total += v
+                    }
                 }
                 let scale = 1 / total
                 for e in 0..<extent { out[base + e * inner] *= scale }
