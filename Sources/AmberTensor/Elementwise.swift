@@ -252,11 +252,17 @@ extension Tensor {
     /// `x²`.
     public func squared() -> Tensor { map({ $0 * $0 }, derivative: { x, _ in 2 * x }) }
     /// Hyperbolic tangent.
-    public func tanh() -> Tensor { map({ tanhf($0) }, derivative: { _, y in 1 - y * y }) }
-    /// Logistic sigmoid `1 / (1 + e⁻ˣ)`.
+    public func tanh() -> Tensor {
+        let result = Tensor(uninitializedShape: shape)
+        VectorMath.map(pointer, result.pointer, count: count, lanes: VectorMath.tanh, scalar: { tanhf($0) })
+        return Tensor.record(result, inputs: [self]) { g in [g * (1 - result * result)] }
+    }
+    /// Logistic sigmoid `1 / (1 + e⁻ˣ)` (vectorised).
     public func sigmoid() -> Tensor {
-        map({ x in x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x)) },
-            derivative: { _, y in y * (1 - y) })
+        let result = Tensor(uninitializedShape: shape)
+        VectorMath.map(pointer, result.pointer, count: count, lanes: VectorMath.sigmoid,
+                       scalar: { x in x >= 0 ? 1 / (1 + expf(-x)) : expf(x) / (1 + expf(x)) })
+        return Tensor.record(result, inputs: [self]) { g in [g * result * (1 - result)] }
     }
     /// `max(x, 0)`; the gradient at 0 is 0.
     public func relu() -> Tensor { map({ Swift.max($0, 0) }, derivative: { x, _ in x > 0 ? 1 : 0 }) }

@@ -49,6 +49,20 @@ enum VectorMath {
         return y.replacing(with: -y, where: x .< 0)
     }
 
+    /// `tanh x = sign(x) (1 − 2 / (e^{2|x|} + 1))`: absolute error ≈ 1e-7.
+    @inline(__always)
+    static func tanh(_ x: Lanes) -> Lanes {
+        let a = x.replacing(with: -x, where: x .< 0)
+        let y = 1 - 2 / (exp(2 * a) + 1)
+        return y.replacing(with: -y, where: x .< 0).replacing(with: x, where: x .!= x)
+    }
+
+    /// `1 / (1 + e⁻ˣ)`; e⁻ˣ = +∞ for very negative x gives 0.
+    @inline(__always)
+    static func sigmoid(_ x: Lanes) -> Lanes {
+        1 / (1 + exp(-x))
+    }
+
     /// Applies `lanes` to 8 elements at a time and `scalar` to the tail.
     @inline(__always)
     static func map(

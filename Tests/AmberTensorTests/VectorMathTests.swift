@@ -41,6 +41,8 @@ struct VectorMathTests {
         let x = Tensor(shape: [19]) { Float($0) * 0.4 - 4 }
         expectClose(x.exp(), x.scalars.map { Float(Foundation.exp(Double($0))) }, tolerance: 1e-6)
         expectClose(x.gelu(), x.scalars.map { Float(0.5 * Double($0) * (1 + Foundation.erf(Double($0) / 2.0.squareRoot()))) }, tolerance: 1e-6)
+        expectClose(x.tanh(), x.scalars.map { Float(Foundation.tanh(Double($0))) }, tolerance: 1e-6)
+        expectClose(x.sigmoid(), x.scalars.map { Float(1 / (1 + Foundation.exp(-Double($0)))) }, tolerance: 1e-6)
         expectClose(x.softmax(), {
             let e = x.scalars.map { Foundation.exp(Double($0)) }
             let total = e.reduce(0, +)
