@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
         .library(name: "AmberStore", targets: ["AmberStore"]),
         .library(name: "AmberText", targets: ["AmberText"]),
+        .library(name: "AmberModel", targets: ["AmberModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,13 +50,18 @@ let package = Package(
             swiftSettings: cpuSettings
         ),
         .target(
+            name: "AmberModel",
+            dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .target(
             name: "AmberText",
             dependencies: ["AmberTensor"],
             swiftSettings: cpuSettings
         ),
         .target(
             name: "AmberTrain",
-            dependencies: ["AmberTensor"],
+            dependencies: ["AmberTensor", "AmberModel"],
             swiftSettings: cpuSettings
         ),
         .executableTarget(
@@ -65,6 +71,7 @@ let package = Package(
                 "AmberTrain",
                 "AmberStore",
                 "AmberText",
+                "AmberModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -78,6 +85,11 @@ let package = Package(
         .testTarget(
             name: "AmberStoreTests",
             dependencies: ["AmberStore", "AmberTensor", "amber"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberModelTests",
+            dependencies: ["AmberModel", "AmberTensor"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

@@ -1,0 +1,51 @@
+import AmberTensor
+import Foundation
+
+/// Features of a paired dataset in memory, in the global/local layout of flickr8k-800:
+/// images `[I, Dg]` + `[I, n, Dl]`, captions `[T, Dg']` + ragged tokens, caption `j` of image
+/// `j / captionsPerImage`.
+public struct RetrievalData: Sendable {
+    public var imageGlobal: Tensor
+    public var imageLocal: Tensor
+    public var textGlobal: Tensor
+    /// All token vectors, `[Σ n_t, Dl']`; text `t` owns rows `tokenOffsets[t] ..< tokenOffsets[t + 1]`.
+    public var textTokens: Tensor
+    public var tokenOffsets: [Int]
+    public var imageOfText: [Int]
+    public var captions: [String]
+
+    public var imageCount: Int { imageGlobal.shape[0] }
+    public var textCount: Int { imageOfText.count }
+
+    /// Reads a directory in the global/local layout (validated shapes; float16 widened).
+    public static func load(_ directory: String, captionsPerImage: Int = 5) throws -> RetrievalData {
+        func path(_ name: String) -> String { directory + "/" + name }
+        let imageGlobal = try NumpyFile.read(path("ims_global.npy")).tensor()
+        let imageLocal = try NumpyFile.read(path("ims_local.npy")).tensor()
+        let textGlobal = try NumpyFile.read(path("caps_global.npy")).tensor()
+        let textTokens = try NumpyFile.read(path("caps_tokens.npy")).tensor()
+        let offsets = try NumpyFile.read(path("caps_tok_offsets.npy")).int64Values().map { Int($0) }
+        let captions = (try? String(contentsOfFile: path("caps.txt"), encoding: .utf8))?
+            .split(separator: "\n").map(String.init) ?? []
+        let textCount = textGlobal.shape[0]
+        guard imageLocal.shape[0] == imageGlobal.shape[0], textCount == captionsPerImage * imageGlobal.shape[0],
+              offsets.count == textCount + 1, offsets.last == textTokens.shape[0] else {
+            throw TensorFileError(path: directory, problem: "inconsistent dataset: \(imageGlobal.shape) images, \(imageLocal.shape) locals, \(textGlobal.shape) captions, \(offsets.count) offsets, \(textTokens.shape) tokens")
+        }
+        return RetrievalData(imageGlobal: imageGlobal, imageLocal: imageLocal, textGlobal: textGlobal, textTokens: textTokens,
+                             tokenOffsets: offsets, imageOfText: (0..<textCount).map { $0 / captionsPerImage }, captions: captions)
+    }
+
+    /// The images in `range` and their captions (re-indexed from 0).
+    public func subset(images range: Range<Int>) -> RetrievalData {
+        let texts = imageOfText.indices.filter { range.contains(imageOfText[$0]) }
+        let first = texts.first ?? 0, last = (texts.last ?? -1) + 1
+        let tokenRange = tokenOffsets[first] ..< tokenOffsets[last]
+        return RetrievalData(
+            imageGlobal: imageGlobal.slice(axis: 0, range), imageLocal: imageLocal.slice(axis: 0, range),
+            textGlobal: textGlobal.slice(axis: 0, first..<last), textTokens: textTokens.slice(axis: 0, tokenRange),
+            tokenOffsets: tokenOffsets[first...last].map { $0 - tokenOffsets[first] },
+            imageOfText: texts.map { imageOfText[$0] - range.lowerBound },
+            captions: captions.count >= last ? Array(captions[first..<last]) : [])
+    }
+}

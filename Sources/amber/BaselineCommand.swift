@@ -1,0 +1,66 @@
+import AmberModel
+import AmberTensor
+import ArgumentParser
+import Foundation
+
+struct BaselineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "baseline",
+        abstract: "Baselines in the evaluation harness of the model.",
+        subcommands: [CCABaselineCommand.self]
+    )
+}
+
+/// Options shared by commands that train and evaluate offline on a global/local directory.
+struct OfflineDataOptions: ParsableArguments {
+    @Option(help: "Dataset directory (global/local layout).")
+    var data: String = "../shared/data/flickr8k-800"
+
+    @Option(help: "Images from this index on are dev (default: the last eighth).")
+    var devStart: Int?
+
+    func load() throws -> (train: RetrievalData, dev: RetrievalData) {
+        let all = try RetrievalData.load(data)
+        let devStart = self.devStart ?? (all.imageCount - all.imageCount / 8)
+        return (all.subset(images: 0..<devStart), all.subset(images: devStart..<all.imageCount))
+    }
+}
+
+struct CCABaselineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cca",
+        abstract: "Regularised linear CCA on the global vectors: fit on train, grid-search on dev, print R@K and rsum."
+    )
+
+    @OptionGroup var dataOptions: OfflineDataOptions
+
+    @Option(parsing: .upToNextOption, help: "Ridge values to try (relative to the mean variance).")
+    var regularization: [Double] = [0.1, 0.3, 1, 2, 4]
+
+    @Option(parsing: .upToNextOption, help: "Numbers of directions to try.")
+    var components: [Int] = [128, 256]
+
+    @Option(parsing: .upToNextOption, help: "Exponents of the correlation weights to try.")
+    var power: [Double] = [0, 1, 2]
+
+    func run() throws {
+        let (train, dev) = try dataOptions.load()
+        print("CCA on \(dataOptions.data): train \(train.imageCount) images / \(train.textCount) captions, dev \(dev.imageCount) / \(dev.textCount)")
+        let x = train.imageGlobal.indexSelect(train.imageOfText), y = train.textGlobal
+        var best: (Double, LinearCCA.Configuration, RetrievalMetrics)?
+        for r in regularization {
+            for k in components {
+                for p in power {
+                    let configuration = LinearCCA.Configuration(regularization: r, components: k, power: p)
+                    let cca = try LinearCCA.fit(x: x, y: y, configuration: configuration)
+                    let metrics = RetrievalMetrics.evaluate(images: cca.embedX(dev.imageGlobal), texts: cca.embedY(dev.textGlobal), imageOfText: dev.imageOfText)
+                    print(String(format: "  r=%-5g k=%-4d p=%-3g dev rsum %6.1f  %@", r, k, p, metrics.rsum, metrics.description))
+                    if best == nil || metrics.rsum > best!.0 { best = (metrics.rsum, configuration, metrics) }
+                }
+            }
+        }
+        if let best {
+            print(String(format: "best on dev: r=%g k=%d p=%g → %@", best.1.regularization, best.1.components, best.1.power, best.2.description))
+        }
+    }
+}
