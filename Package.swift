@@ -77,9 +77,14 @@ let package = Package(
             ],
             swiftSettings: cpuSettings
         ),
+        .target(
+            name: "AmberTestSupport",
+            dependencies: ["AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
         .testTarget(
             name: "AmberTensorTests",
-            dependencies: ["AmberTensor"],
+            dependencies: ["AmberTensor", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -89,7 +94,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberModelTests",
-            dependencies: ["AmberModel", "AmberTensor"],
+            dependencies: ["AmberModel", "AmberTensor", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 @testable import AmberModel
 import AmberTensor
+import AmberTestSupport
 import Testing
 
 /// Plain full-matrix reference: rank by sorting each row / column.

@@ -1,4 +1,5 @@
 import AmberTensor
+import AmberTestSupport
 import Testing
 
 @Suite("LAPACK decompositions")

@@ -1,4 +1,5 @@
 @testable import AmberTensor
+import AmberTestSupport
 import Testing
 
 /// Reference `op(A) · op(B)` for 2-D row-major arrays, in Double.

@@ -1,5 +1,6 @@
 import AmberTensor
 import Foundation
+import AmberTestSupport
 import Testing
 
 @Suite("Seeded random generator")

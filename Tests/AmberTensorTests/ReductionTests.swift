@@ -1,5 +1,6 @@
 @testable import AmberTensor
 import Foundation
+import AmberTestSupport
 import Testing
 
 /// Reference reduction along `axis` of a row-major array: visits each output position with the

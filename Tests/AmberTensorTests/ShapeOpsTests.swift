@@ -1,4 +1,5 @@
 @testable import AmberTensor
+import AmberTestSupport
 import Testing
 
 @Suite("Shape ops")

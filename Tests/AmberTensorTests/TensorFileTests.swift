@@ -1,5 +1,6 @@
 @testable import AmberTensor
 import Foundation
+import AmberTestSupport
 import Testing
 
 /// A fresh temporary directory for one test.

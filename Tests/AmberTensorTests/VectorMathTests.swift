@@ -1,5 +1,6 @@
 @testable import AmberTensor
 import Foundation
+import AmberTestSupport
 import Testing
 
 @Suite("Vectorised exp and erf")

@@ -1,16 +1,18 @@
-@testable import AmberTensor
+import AmberTensor
 import Testing
 
+// Helpers shared by the test targets: seeded tensors, the gradient checker, tolerance checks.
+
 /// Seeded random tensor with elements in `[lower, upper)`.
-func randomTensor(_ shape: [Int], seed: UInt64, lower: Float = -1, upper: Float = 1) -> Tensor {
+public func randomTensor(_ shape: [Int], seed: UInt64, lower: Float = -1, upper: Float = 1) -> Tensor {
     var generator = RandomGenerator(seed: seed)
     return Tensor.randomUniform(shape, lower: lower, upper: upper, using: &generator)
 }
 
 /// Seeded random tensor whose elements differ pairwise by at least `gap` (no ties, away from
 /// kinks of max/top-k/relu when `avoidZero`).
-func separatedTensor(_ shape: [Int], seed: UInt64, gap: Float = 0.05, avoidZero: Bool = true) -> Tensor {
-    let count = Tensor.elementCount(shape)
+public func separatedTensor(_ shape: [Int], seed: UInt64, gap: Float = 0.05, avoidZero: Bool = true) -> Tensor {
+    let count = shape.reduce(1, *)
     var generator = RandomGenerator(seed: seed)
     var values = (0..<count).map { Float($0) * gap - Float(count) * gap / 2 }
     if avoidZero { values = values.map { $0 >= 0 ? $0 + gap / 2 : $0 - gap / 2 } }
@@ -19,10 +21,10 @@ func separatedTensor(_ shape: [Int], seed: UInt64, gap: Float = 0.05, avoidZero:
 }
 
 /// Outcome of a gradient check: the worst analytic-vs-numeric disagreement.
-struct GradientCheckReport {
-    var worstError: Float = 0
-    var worstLocation = ""
-    var passed: Bool { worstError <= 1 }
+public struct GradientCheckReport {
+    public var worstError: Float = 0
+    public var worstLocation = ""
+    public var passed: Bool { worstError <= 1 }
 }
 
 /// Compares the gradients `backward()` gives with central finite differences.
@@ -31,7 +33,7 @@ struct GradientCheckReport {
 /// matters. For each input element, `n = (L(x + ε) − L(x − ε)) / 2ε` (in Double over Float32
 /// evaluations); the error is `|a − n| / (absoluteTolerance + relativeTolerance · |n|)` and
 /// must be ≤ 1.
-func gradientCheck(
+public func gradientCheck(
     _ inputs: [Tensor],
     epsilon: Float = 1e-2,
     absoluteTolerance: Float = 2e-3,
@@ -77,7 +79,7 @@ func gradientCheck(
 }
 
 /// Expects the gradient check of `function` at `inputs` to pass.
-func expectGradients(
+public func expectGradients(
     _ inputs: [Tensor], epsilon: Float = 1e-2, absoluteTolerance: Float = 2e-3, relativeTolerance: Float = 1e-2,
     sourceLocation: SourceLocation = #_sourceLocation, _ function: ([Tensor]) -> Tensor
 ) {
@@ -88,7 +90,7 @@ func expectGradients(
 }
 
 /// Expects `tensor` to have `shape` and elements within `tolerance` of `expected`.
-func expectClose(
+public func expectClose(
     _ tensor: Tensor, _ expected: [Float], shape: [Int]? = nil, tolerance: Float = 1e-5,
     sourceLocation: SourceLocation = #_sourceLocation
 ) {
@@ -102,13 +104,13 @@ func expectClose(
 }
 
 /// Naive row-major multi-index helpers for reference implementations.
-func strides(_ shape: [Int]) -> [Int] {
+public func strides(_ shape: [Int]) -> [Int] {
     var result = [Int](repeating: 1, count: shape.count)
     for axis in stride(from: shape.count - 2, through: 0, by: -1) { result[axis] = result[axis + 1] * shape[axis + 1] }
     return result
 }
 
-func multiIndex(_ flat: Int, _ shape: [Int]) -> [Int] {
+public func multiIndex(_ flat: Int, _ shape: [Int]) -> [Int] {
     var index = [Int](repeating: 0, count: shape.count)
     var rest = flat
     for axis in stride(from: shape.count - 1, through: 0, by: -1) {
@@ -119,7 +121,7 @@ func multiIndex(_ flat: Int, _ shape: [Int]) -> [Int] {
 }
 
 /// Reference broadcast: element of `tensor` at an output multi-index, NumPy rules.
-func broadcastElement(_ tensor: [Float], _ shape: [Int], at outputIndex: [Int]) -> Float {
+public func broadcastElement(_ tensor: [Float], _ shape: [Int], at outputIndex: [Int]) -> Float {
     let offset = outputIndex.count - shape.count
     var flat = 0
     let s = strides(shape)
