@@ -105,7 +105,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberTrainTests",
-            dependencies: ["AmberTrain", "AmberTensor"],
+            dependencies: ["AmberTrain", "AmberTensor", "AmberModel"],
             swiftSettings: cpuSettings
         ),
     ],

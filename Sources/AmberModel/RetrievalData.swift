@@ -14,6 +14,20 @@ public struct RetrievalData: Sendable {
     public var imageOfText: [Int]
     public var captions: [String]
 
+    public init(imageGlobal: Tensor, imageLocal: Tensor, textGlobal: Tensor, textTokens: Tensor,
+                tokenOffsets: [Int], imageOfText: [Int], captions: [String]) {
+        precondition(imageLocal.shape[0] == imageGlobal.shape[0] && textGlobal.shape[0] == imageOfText.count
+                     && tokenOffsets.count == imageOfText.count + 1 && tokenOffsets.last == textTokens.shape[0],
+                     "RetrievalData: inconsistent shapes \(imageGlobal.shape), \(imageLocal.shape), \(textGlobal.shape), \(tokenOffsets.count) offsets, \(textTokens.shape)")
+        self.imageGlobal = imageGlobal
+        self.imageLocal = imageLocal
+        self.textGlobal = textGlobal
+        self.textTokens = textTokens
+        self.tokenOffsets = tokenOffsets
+        self.imageOfText = imageOfText
+        self.captions = captions
+    }
+
     public var imageCount: Int { imageGlobal.shape[0] }
     public var textCount: Int { imageOfText.count }
 

@@ -1,4 +1,5 @@
 import AmberModel
+import AmberTrain
 import AmberTensor
 import ArgumentParser
 import Foundation
@@ -7,7 +8,7 @@ struct BaselineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baseline",
         abstract: "Baselines in the evaluation harness of the model.",
-        subcommands: [CCABaselineCommand.self]
+        subcommands: [CCABaselineCommand.self, VSEBaselineCommand.self]
     )
 }
 
@@ -61,6 +62,40 @@ struct CCABaselineCommand: ParsableCommand {
         }
         if let best {
             print(String(format: "best on dev: r=%g k=%d p=%g → %@", best.1.regularization, best.1.components, best.1.power, best.2.description))
+        }
+    }
+}
+
+struct VSEBaselineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vsepp",
+        abstract: "VSE++ on the global vectors (linear projections, hardest-negative triplet): train, select on dev."
+    )
+
+    @OptionGroup var dataOptions: OfflineDataOptions
+
+    @Option(help: "Training steps.") var steps: Int = 2000
+    @Option(help: "Joint dimension.") var dimension: Int = 1024
+    @Option(help: "Batch size.") var batchSize: Int = 128
+    @Option(help: "Peak learning rate.") var learningRate: Float = 2e-4
+    @Option(help: "AdamW weight decay.") var weightDecay: Float = 1e-4
+    @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int = 200
+    @Option(help: "Random seed.") var seed: UInt64 = 1
+
+    func run() throws {
+        let (train, dev) = try dataOptions.load()
+        var configuration = VSETrainer.Configuration()
+        configuration.steps = steps
+        configuration.jointDimension = dimension
+        configuration.batchSize = batchSize
+        configuration.learningRate = learningRate
+        configuration.weightDecay = weightDecay
+        configuration.evaluateEvery = evaluateEvery
+        configuration.seed = seed
+        print("VSE++ on \(dataOptions.data): train \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed)")
+        let history = VSETrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
+        if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {
+            print("best on dev at step \(best.step): \(best.metrics)")
         }
     }
 }
