@@ -63,3 +63,26 @@ public struct RetrievalData: Sendable {
             captions: captions.count >= last ? Array(captions[first..<last]) : [])
     }
 }
+
+extension RetrievalData {
+    /// Encoder input for images `indices`: global `[B, Dg]`, all fragments `[B, n, Dl]`.
+    public func imageInput(_ indices: [Int]) -> EncoderInput {
+        EncoderInput(global: imageGlobal.indexSelect(indices), fragments: imageLocal.indexSelect(indices),
+                     fragmentCounts: Array(repeating: imageLocal.shape[1], count: indices.count))
+    }
+
+    /// Encoder input for texts `indices`: global `[B, Dg]`, tokens padded to the longest `[B, n, Dl]`.
+    public func textInput(_ indices: [Int]) -> EncoderInput {
+        let counts = indices.map { tokenOffsets[$0 + 1] - tokenOffsets[$0] }
+        let n = counts.max() ?? 0
+        var rows: [Int] = []
+        rows.reserveCapacity(indices.count * n)
+        for (index, count) in zip(indices, counts) {
+            for i in 0..<n { rows.append(i < count ? tokenOffsets[index] + i : tokenOffsets[index]) }
+        }
+        let width = textTokens.shape[1]
+        return EncoderInput(global: textGlobal.indexSelect(indices),
+                            fragments: textTokens.indexSelect(rows).reshaped([indices.count, n, width]),
+                            fragmentCounts: counts)
+    }
+}
