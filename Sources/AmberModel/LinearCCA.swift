@@ -27,8 +27,10 @@ public struct LinearCCA: Sendable {
     public let configuration: Configuration
     /// Canonical correlations, descending.
     public let correlations: [Double]
-    let meanX: Tensor, meanY: Tensor
-    let projectionX: Tensor, projectionY: Tensor
+    /// Means of the two views, `[dx]`, `[dy]`.
+    public let meanX: Tensor, meanY: Tensor
+    /// Projections `A` `[dx, k]` and `B` `[dy, k]` (correlation-weighted).
+    public let projectionX: Tensor, projectionY: Tensor
 
     /// Fits on paired rows of `x` and `y`.
     public static func fit(x: Tensor, y: Tensor, configuration: Configuration = Configuration()) throws -> LinearCCA {

@@ -16,6 +16,23 @@ public struct MatchingModel: Sendable {
 
     public var parameters: [Parameter] { imageEncoder.parameters + textEncoder.parameters }
 
+    /// Starts the global projections at a CCA solution, `h = (g − μ) A` (its first
+    /// `jointDimension` directions), so training begins where the closed-form baseline ends;
+    /// the gates start leaning towards the global vector (`z ≈ σ(−2) ≈ 0.12`).
+    public func warmStart(from cca: LinearCCA) {
+        let D = imageEncoder.configuration.jointDimension
+        precondition(cca.projectionX.shape[1] >= D && cca.projectionY.shape[1] >= D,
+                     "warmStart: CCA has \(cca.projectionX.shape[1]) directions, the model needs \(D)")
+        for (encoder, projection, mean) in [(imageEncoder, cca.projectionX, cca.meanX), (textEncoder, cca.projectionY, cca.meanY)] {
+            let weight = projection.slice(axis: 1, 0..<D)
+            // Scale so that projected vectors have unit-order norms, like the Xavier start.
+            let scale = 1 / max(withoutGradients { Tensor.matmul(mean.reshaped([1, -1]), weight).abs().mean().scalar }, 1e-3)
+            encoder.globalProjection.weight.assign(weight * scale)
+            encoder.globalProjection.bias.assign((Tensor.matmul(mean.reshaped([1, -1]), weight).reshaped([D]) * (-scale)))
+            encoder.gate.bias.assign(Tensor(shape: [D], repeating: -2))
+        }
+    }
+
     /// Fused embeddings of every image and text of `data` (inference, in chunks).
     public func embed(_ data: RetrievalData, chunkSize: Int = 256) -> (images: Tensor, texts: Tensor) {
         withoutGradients {

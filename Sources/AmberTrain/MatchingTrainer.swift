@@ -19,6 +19,8 @@ public struct MatchingTrainer: Sendable {
         public var gradientClip: Float = 2
         public var evaluateEvery = 100
         public var seed: UInt64 = 1
+        /// Start the global projections from the CCA solution on the training pairs.
+        public var warmStartFromCCA = false
 
         public init() {}
     }
@@ -42,6 +44,11 @@ public struct MatchingTrainer: Sendable {
         let model = MatchingModel(imageGlobal: train.imageGlobal.shape[1], imageFragment: train.imageLocal.shape[2],
                                   textGlobal: train.textGlobal.shape[1], textFragment: train.textTokens.shape[1],
                                   configuration: c.encoder, generator: &generator)
+        if c.warmStartFromCCA {
+            let cca = try! LinearCCA.fit(x: train.imageGlobal.indexSelect(train.imageOfText), y: train.textGlobal,
+                                         configuration: .init(regularization: 2, components: c.encoder.jointDimension, power: 1))
+            model.warmStart(from: cca)
+        }
         let optimizer = AdamW(parameters: model.parameters, configuration: .init(weightDecay: c.weightDecay))
         let schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
         var batcher = PairBatcher(count: train.textCount, batchSize: c.batchSize, seed: c.seed &+ 1)
