@@ -18,7 +18,8 @@ public struct MatchingModel: Sendable {
 
     /// Starts the global projections at a CCA solution, `h = (g − μ) A` (its first
     /// `jointDimension` directions), so training begins where the closed-form baseline ends;
-    /// the gates start leaning towards the global vector (`z ≈ σ(−2) ≈ 0.12`).
+    /// the fragment projections start at the same map when the dimensions agree, and the gates
+    /// start closed-ish and uniform (`W_z = 0`, `z = σ(−2) ≈ 0.12`: mostly the global vector).
     public func warmStart(from cca: LinearCCA) {
         let D = imageEncoder.configuration.jointDimension
         precondition(cca.projectionX.shape[1] >= D && cca.projectionY.shape[1] >= D,
@@ -27,8 +28,17 @@ public struct MatchingModel: Sendable {
             let weight = projection.slice(axis: 1, 0..<D)
             // Scale so that projected vectors have unit-order norms, like the Xavier start.
             let scale = 1 / max(withoutGradients { Tensor.matmul(mean.reshaped([1, -1]), weight).abs().mean().scalar }, 1e-3)
+            let bias = Tensor.matmul(mean.reshaped([1, -1]), weight).reshaped([D]) * (-scale)
             encoder.globalProjection.weight.assign(weight * scale)
-            encoder.globalProjection.bias.assign((Tensor.matmul(mean.reshaped([1, -1]), weight).reshaped([D]) * (-scale)))
+            encoder.globalProjection.bias.assign(bias)
+            // The fragments live in the same space as the global vector (image: the global is
+            // the mean of the grid cells; text: the sentence vector is the mean of the tokens),
+            // so the same projection starts the fragment path in the CCA space too.
+            if encoder.fragmentProjection.weight.shape == weight.shape {
+                encoder.fragmentProjection.weight.assign(weight * scale)
+                encoder.fragmentProjection.bias.assign(bias)
+            }
+            encoder.gate.weight.assign(Tensor.zeros(encoder.gate.weight.shape))
             encoder.gate.bias.assign(Tensor(shape: [D], repeating: -2))
         }
     }

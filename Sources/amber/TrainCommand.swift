@@ -21,6 +21,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "fused, localOnly or globalOnly.") var fusion: String = "fused"
     @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int = 100
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int = 200
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
 
     func run() throws {
@@ -40,6 +41,7 @@ struct TrainCommand: ParsableCommand {
         configuration.evaluateEvery = evaluateEvery
         configuration.seed = seed
         configuration.warmStartFromCCA = warmStart
+        configuration.allNegativesSteps = allNegativesSteps
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed), fusion \(fusion)")
         let history = MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {

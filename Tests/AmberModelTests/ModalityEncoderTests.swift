@@ -119,3 +119,30 @@ struct ModalityEncoderTests {
                 "with two fragments nothing can be dropped")
     }
 }
+
+@Suite("Warm start from CCA")
+struct WarmStartTests {
+    @Test func globalPathStartsAtTheCCAEmbedding() throws {
+        var generator = RandomGenerator(seed: 5)
+        let n = 60
+        let z = Tensor.randomNormal([n, 3], using: &generator)
+        let x = Tensor.matmul(z, Tensor.randomNormal([3, 6], using: &generator)) + Tensor.randomNormal([n, 6], standardDeviation: 0.2, using: &generator)
+        let y = Tensor.matmul(z, Tensor.randomNormal([3, 5], using: &generator)) + Tensor.randomNormal([n, 5], standardDeviation: 0.2, using: &generator)
+        let cca = try LinearCCA.fit(x: x, y: y, configuration: .init(regularization: 0.1, components: 4, power: 1))
+        var configuration = ModalityEncoder.Configuration()
+        configuration.jointDimension = 4
+        configuration.fusion = .globalOnly
+        let model = MatchingModel(imageGlobal: 6, imageFragment: 6, textGlobal: 5, textFragment: 5, configuration: configuration, generator: &generator)
+        model.warmStart(from: cca)
+        let images = EncoderInput(global: x, fragments: Tensor.concatenate([x.reshaped([n, 1, 6]), x.reshaped([n, 1, 6])], axis: 1),
+                                  fragmentCounts: Array(repeating: 2, count: n))
+        let texts = EncoderInput(global: y, fragments: Tensor.concatenate([y.reshaped([n, 1, 5]), y.reshaped([n, 1, 5])], axis: 1),
+                                 fragmentCounts: Array(repeating: 2, count: n))
+        withoutGradients {
+            #expect(model.imageEncoder(images).fused.maxAbsoluteDifference(to: cca.embedX(x)) < 1e-4)
+            #expect(model.textEncoder(texts).fused.maxAbsoluteDifference(to: cca.embedY(y)) < 1e-4)
+            // Fragments equal to the global vector: the fragment path starts in the same space.
+            #expect(model.imageEncoder(images).local.l2Normalized().maxAbsoluteDifference(to: cca.embedX(x)) < 1e-3)
+        }
+    }
+}
