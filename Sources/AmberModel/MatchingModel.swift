@@ -43,6 +43,12 @@ public struct MatchingModel: Sendable {
         }
     }
 
+    /// Copies every parameter value from `other` (same configuration): starts a momentum encoder.
+    public func copyParameters(from other: MatchingModel) {
+        precondition(parameters.count == other.parameters.count, "copyParameters: models differ")
+        for (target, source) in zip(parameters, other.parameters) { target.assign(source.value) }
+    }
+
     /// Fused embeddings of every image and text of `data` (inference, in chunks).
     public func embed(_ data: RetrievalData, chunkSize: Int = 256) -> (images: Tensor, texts: Tensor) {
         withoutGradients {

@@ -21,6 +21,13 @@ public struct MatchingTrainer: Sendable {
         public var seed: UInt64 = 1
         /// Start the global projections from the CCA solution on the training pairs.
         public var warmStartFromCCA = false
+        /// λ of the memory-augmented contrastive loss (0: off).
+        public var memoryWeight: Float = 0
+        /// Keys per modality queue.
+        public var queueSize = 2048
+        /// EMA momentum of the key encoder.
+        public var momentum: Float = 0.999
+        public var memoryTemperature: Float = 0.07
 
         public init() {}
     }
@@ -49,6 +56,16 @@ public struct MatchingTrainer: Sendable {
                                          configuration: .init(regularization: 2, components: c.encoder.jointDimension, power: 1))
             model.warmStart(from: cca)
         }
+        // Momentum (key) encoder and queues for the memory-augmented loss.
+        var keyGenerator = RandomGenerator(seed: c.seed)
+        let keyModel = MatchingModel(imageGlobal: train.imageGlobal.shape[1], imageFragment: train.imageLocal.shape[2],
+                                     textGlobal: train.textGlobal.shape[1], textFragment: train.textTokens.shape[1],
+                                     configuration: c.encoder, generator: &keyGenerator)
+        keyModel.copyParameters(from: model)
+        var imageQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
+        var textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
+        let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
+        let average = ExponentialMovingAverage(momentum: c.momentum)
         let optimizer = AdamW(parameters: model.parameters, configuration: .init(weightDecay: c.weightDecay))
         let schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
         var batcher = PairBatcher(count: train.textCount, batchSize: c.batchSize, seed: c.seed &+ 1)
@@ -60,13 +77,35 @@ public struct MatchingTrainer: Sendable {
             let batch = batcher.next()
             let imageIDs = batch.map { train.imageOfText[$0] }
             optimizer.zeroGradients()
-            let images = model.imageEncoder(train.imageInput(imageIDs), dropoutUsing: &dropout).fused
-            let texts = model.textEncoder(train.textInput(batch), dropoutUsing: &dropout).fused
-            let scores = Tensor.matmul(images, texts, transposeB: true)
-            let loss = TripletLoss(margin: c.margin, negatives: step < c.allNegativesSteps ? .all : .hardest)(scores: scores, imageIDs: imageIDs)
+            let imageInput = train.imageInput(imageIDs), textInput = train.textInput(batch)
+            let imageBatch = model.imageEncoder(imageInput, dropoutUsing: &dropout)
+            let textBatch = model.textEncoder(textInput, dropoutUsing: &dropout)
+            let scores = Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true)
+            var loss = TripletLoss(margin: c.margin, negatives: step < c.allNegativesSteps ? .all : .hardest)(scores: scores, imageIDs: imageIDs)
+            var keys: (images: Tensor, texts: Tensor)?
+            if c.memoryWeight > 0 {
+                let imageKeys = withoutGradients { keyModel.imageEncoder(imageInput).local.l2Normalized(axis: -1) }
+                let textKeys = withoutGradients { keyModel.textEncoder(textInput).local.l2Normalized(axis: -1) }
+                keys = (imageKeys, textKeys)
+                if textQueue.count > 0 && imageQueue.count > 0 {
+                    let noItems = [Int](repeating: -1, count: batch.count)
+                    let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: nil, queue: textQueue)
+                    let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: nil, queue: imageQueue)
+                    let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
+                                                 queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
+                    let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
+                                                 queue: imageQueue.filledKeys, excluded: toImages.excluded, softPositive: toImages.softPositive)
+                    loss = loss + (imageToText + textToImage) * (c.memoryWeight / 2)
+                }
+            }
             loss.backward()
             clipGradientNorm(model.parameters, maximumNorm: c.gradientClip)
             optimizer.step(learningRate: schedule.learningRate(atStep: step))
+            if let keys {
+                average.update(targets: keyModel.parameters, sources: model.parameters)
+                imageQueue.enqueue(keys.images, itemIDs: imageIDs, imageIDs: imageIDs, step: step)
+                textQueue.enqueue(keys.texts, itemIDs: batch, imageIDs: imageIDs, step: step)
+            }
             lossSum += loss.scalar
             lossCount += 1
             if (step + 1) % c.evaluateEvery == 0 || step + 1 == c.steps {

@@ -22,6 +22,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int = 100
     @Option(help: "Random seed.") var seed: UInt64 = 1
     @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int = 200
+    @Option(help: "λ of the memory-augmented contrastive loss (0: off).") var memoryWeight: Float = 0
+    @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
 
     func run() throws {
@@ -42,6 +44,8 @@ struct TrainCommand: ParsableCommand {
         configuration.seed = seed
         configuration.warmStartFromCCA = warmStart
         configuration.allNegativesSteps = allNegativesSteps
+        configuration.memoryWeight = memoryWeight
+        configuration.queueSize = queueSize
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed), fusion \(fusion)")
         let history = MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {

@@ -1,0 +1,118 @@
+import AmberTensor
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Shape legend: `B` queries, `Q` queue entries, `D` embedding dimension.
+
+/// A first-in-first-out queue of momentum-encoder keys of one modality (MoCo, He et al. 2020),
+/// with what the ambiguity-aware loss needs to know about each entry.
+public struct MemoryQueue: Sendable {
+    public let capacity: Int
+    public let dimension: Int
+    /// `[capacity, D]`; rows past `count` are unused.
+    public private(set) var keys: Tensor
+    public private(set) var itemIDs: [Int]
+    public private(set) var imageIDs: [Int]
+    public private(set) var prototypes: [Int]
+    public private(set) var enqueuedSteps: [Int]
+    /// Entries filled so far (≤ capacity).
+    public private(set) var count = 0
+    /// Slot the next key goes to.
+    public private(set) var head = 0
+
+    public init(capacity: Int, dimension: Int) {
+        precondition(capacity >= 1 && dimension >= 1, "MemoryQueue: capacity \(capacity), dimension \(dimension)")
+        self.capacity = capacity
+        self.dimension = dimension
+        keys = Tensor.zeros([capacity, dimension])
+        itemIDs = Array(repeating: -1, count: capacity)
+        imageIDs = Array(repeating: -1, count: capacity)
+        prototypes = Array(repeating: -1, count: capacity)
+        enqueuedSteps = Array(repeating: -1, count: capacity)
+    }
+
+    /// Writes `newKeys` `[B, D]` over the oldest entries. Returns the slots written.
+    @discardableResult
+    public mutating func enqueue(_ newKeys: Tensor, itemIDs newItems: [Int], imageIDs newImages: [Int],
+                                 prototypes newPrototypes: [Int]? = nil, step: Int) -> [Int] {
+        let B = newKeys.shape[0]
+        precondition(newKeys.shape == [B, dimension] && newItems.count == B && newImages.count == B,
+                     "MemoryQueue.enqueue: keys \(newKeys.shape), \(newItems.count) items, \(newImages.count) images")
+        var slots: [Int] = []
+        let values = newKeys.scalars
+        keys.withUnsafeMutableBufferPointer { out in
+            for b in 0..<B {
+                let slot = head
+                for d in 0..<dimension { out[slot * dimension + d] = values[b * dimension + d] }
+                itemIDs[slot] = newItems[b]
+                imageIDs[slot] = newImages[b]
+                prototypes[slot] = newPrototypes?[b] ?? -1
+                enqueuedSteps[slot] = step
+                slots.append(slot)
+                head = (head + 1) % capacity
+                count = min(count + 1, capacity)
+            }
+        }
+        return slots
+    }
+
+    /// The filled entries' keys, `[count, D]`.
+    public var filledKeys: Tensor { keys.slice(axis: 0, 0..<count) }
+}
+
+/// Memory-augmented, ambiguity-aware InfoNCE (DESIGN §3, L_mem; after MoCo and AAHR):
+/// ```
+/// L = − 1/B Σ_b log  exp(q_b·k_b / τ) / ( exp(q_b·k_b / τ) + Σ_j w_bj exp(q_b·m_j / τ) )
+/// ```
+/// `q_b` the query (an online local vector, unit length), `k_b` its paired key from the
+/// momentum encoder (no gradient), `m_j` the queue of the other modality. Entries of the same
+/// item or image as the query are removed (`w = 0`); entries sharing the query's prototype are
+/// soft positives, down-weighted (`w = softPositiveWeight`); all others `w = 1`.
+public struct MemoryContrastiveLoss: Sendable {
+    /// `τ`. Default 0.07.
+    public var temperature: Float = 0.07
+    /// Weight of soft positives in the denominator. Default 0.5.
+    public var softPositiveWeight: Float = 0.5
+
+    public init(temperature: Float = 0.07, softPositiveWeight: Float = 0.5) {
+        self.temperature = temperature
+        self.softPositiveWeight = softPositiveWeight
+    }
+
+    /// - Parameters:
+    ///   - queries: `[B, D]`.
+    ///   - positiveKeys: `[B, D]` (treated as constants).
+    ///   - queue: `[Q, D]` (constants).
+    ///   - excluded: `B × Q` flags, row-major: queue entries that are not negatives of query `b`.
+    ///   - softPositive: `B × Q` flags: entries sharing the query's prototype.
+    public func callAsFunction(queries: Tensor, positiveKeys: Tensor, queue: Tensor, excluded: [Bool], softPositive: [Bool]) -> Tensor {
+        let B = queries.shape[0], Q = queue.shape[0]
+        precondition(positiveKeys.shape == queries.shape && queue.shape[1] == queries.shape[1]
+                     && excluded.count == B * Q && softPositive.count == B * Q,
+                     "MemoryContrastiveLoss: queries \(queries.shape), keys \(positiveKeys.shape), queue \(queue.shape), masks \(excluded.count)/\(softPositive.count)")
+        let positive = (queries * positiveKeys.detached).sum(axis: 1, keepingDimension: true)          // [B, 1]
+        let negatives = Tensor.matmul(queries, queue.detached, transposeB: true)                         // [B, Q]
+        let logWeight = logf(softPositiveWeight)
+        let bias = Tensor(shape: [B, Q], scalars: (0..<(B * Q)).map { excluded[$0] ? -1e9 : (softPositive[$0] ? logWeight * temperature : 0) })
+        let logits = Tensor.concatenate([positive, negatives + bias], axis: 1) * (1 / temperature)     // [B, 1 + Q]
+        return logits.logSoftmax(axis: 1).slice(axis: 1, 0..<1).mean() * -1
+    }
+
+    /// Masks of a batch against a queue: excluded = same item or same image (or an unfilled
+    /// slot), soft positive = same prototype (when both are known).
+    public static func masks(queryItems: [Int], queryImages: [Int], queryPrototypes: [Int]?, queue: MemoryQueue) -> (excluded: [Bool], softPositive: [Bool]) {
+        let B = queryItems.count, Q = queue.count
+        var excluded = [Bool](repeating: false, count: B * Q), soft = [Bool](repeating: false, count: B * Q)
+        for b in 0..<B {
+            for j in 0..<Q {
+                excluded[b * Q + j] = queue.itemIDs[j] == queryItems[b] || queue.imageIDs[j] == queryImages[b]
+                if let prototypes = queryPrototypes, prototypes[b] >= 0, queue.prototypes[j] == prototypes[b] {
+                    soft[b * Q + j] = true
+                }
+            }
+        }
+        return (excluded, soft)
+    }
+}
