@@ -28,6 +28,10 @@ public struct MatchingTrainer: Sendable {
         /// EMA momentum of the key encoder.
         public var momentum: Float = 0.999
         public var memoryTemperature: Float = 0.07
+        /// λ of the prototype loss (0: off); on after `prototypeWarmupSteps`.
+        public var prototypeWeight: Float = 0
+        public var prototypeCount = 64
+        public var prototypeWarmupSteps = 200
 
         public init() {}
     }
@@ -66,7 +70,9 @@ public struct MatchingTrainer: Sendable {
         var textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
         let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
         let average = ExponentialMovingAverage(momentum: c.momentum)
-        let optimizer = AdamW(parameters: model.parameters, configuration: .init(weightDecay: c.weightDecay))
+        let prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
+        let trainable = model.parameters + (c.prototypeWeight > 0 ? [prototypes.prototypes] : [])
+        let optimizer = AdamW(parameters: trainable, configuration: .init(weightDecay: c.weightDecay))
         let schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
         var batcher = PairBatcher(count: train.textCount, batchSize: c.batchSize, seed: c.seed &+ 1)
         var dropout = RandomGenerator(seed: c.seed &+ 2)
@@ -83,14 +89,21 @@ public struct MatchingTrainer: Sendable {
             let scores = Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true)
             var loss = TripletLoss(margin: c.margin, negatives: step < c.allNegativesSteps ? .all : .hardest)(scores: scores, imageIDs: imageIDs)
             var keys: (images: Tensor, texts: Tensor)?
+            // Prototype assignments: the loss's codes once it is on; they mark soft positives.
+            var assignments: (images: [Int], texts: [Int])?
+            if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
+                let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
+                loss = loss + result.loss * c.prototypeWeight
+                assignments = (result.imagePrototypes, result.textPrototypes)
+            }
             if c.memoryWeight > 0 {
                 let imageKeys = withoutGradients { keyModel.imageEncoder(imageInput).local.l2Normalized(axis: -1) }
                 let textKeys = withoutGradients { keyModel.textEncoder(textInput).local.l2Normalized(axis: -1) }
                 keys = (imageKeys, textKeys)
                 if textQueue.count > 0 && imageQueue.count > 0 {
                     let noItems = [Int](repeating: -1, count: batch.count)
-                    let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: nil, queue: textQueue)
-                    let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: nil, queue: imageQueue)
+                    let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.images, queue: textQueue)
+                    let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.texts, queue: imageQueue)
                     let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
                                                  queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
                     let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
@@ -99,12 +112,13 @@ public struct MatchingTrainer: Sendable {
                 }
             }
             loss.backward()
-            clipGradientNorm(model.parameters, maximumNorm: c.gradientClip)
+            clipGradientNorm(trainable, maximumNorm: c.gradientClip)
             optimizer.step(learningRate: schedule.learningRate(atStep: step))
             if let keys {
                 average.update(targets: keyModel.parameters, sources: model.parameters)
-                imageQueue.enqueue(keys.images, itemIDs: imageIDs, imageIDs: imageIDs, step: step)
-                textQueue.enqueue(keys.texts, itemIDs: batch, imageIDs: imageIDs, step: step)
+                let keyPrototypes = assignments == nil ? nil : (prototypes.assign(keys.images), prototypes.assign(keys.texts))
+                imageQueue.enqueue(keys.images, itemIDs: imageIDs, imageIDs: imageIDs, prototypes: keyPrototypes?.0, step: step)
+                textQueue.enqueue(keys.texts, itemIDs: batch, imageIDs: imageIDs, prototypes: keyPrototypes?.1, step: step)
             }
             lossSum += loss.scalar
             lossCount += 1

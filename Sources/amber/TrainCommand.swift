@@ -24,6 +24,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int = 200
     @Option(help: "λ of the memory-augmented contrastive loss (0: off).") var memoryWeight: Float = 0
     @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
+    @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
+    @Option(help: "Number of prototypes K.") var prototypes: Int = 64
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
 
     func run() throws {
@@ -46,6 +48,8 @@ struct TrainCommand: ParsableCommand {
         configuration.allNegativesSteps = allNegativesSteps
         configuration.memoryWeight = memoryWeight
         configuration.queueSize = queueSize
+        configuration.prototypeWeight = prototypeWeight
+        configuration.prototypeCount = prototypes
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed), fusion \(fusion)")
         let history = MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {

@@ -102,5 +102,15 @@ struct MatchingTrainerTests {
         #expect(third.map(\.loss) != first.map(\.loss))
         #expect(third.last!.metrics.rsum > 300, "\(third.last!.metrics)")
 
+        // Prototypes on from the start (Sinkhorn codes, soft positives in the queues).
+        var withPrototypes = withMemory
+        withPrototypes.prototypeWeight = 0.2
+        withPrototypes.prototypeCount = 4
+        withPrototypes.prototypeWarmupSteps = 0
+        let fifth = MatchingTrainer(configuration: withPrototypes).train(train: withFragments(train, seed: 1), dev: withFragments(dev, seed: 2))
+        #expect(fifth.map(\.loss) != third.map(\.loss))
+        #expect(fifth.allSatisfy { $0.loss.isFinite })
+        #expect(fifth.last!.metrics.rsum > 300, "\(fifth.last!.metrics)")
+
     }
 }
