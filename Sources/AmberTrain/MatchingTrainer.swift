@@ -32,6 +32,8 @@ public struct MatchingTrainer: Sendable {
         public var prototypeWeight: Float = 0
         public var prototypeCount = 64
         public var prototypeWarmupSteps = 200
+        /// λ of the relation-graph triplet losses (0: off).
+        public var graphWeight: Float = 0
 
         public init() {}
     }
@@ -71,7 +73,8 @@ public struct MatchingTrainer: Sendable {
         let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
         let average = ExponentialMovingAverage(momentum: c.momentum)
         let prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
-        let trainable = model.parameters + (c.prototypeWeight > 0 ? [prototypes.prototypes] : [])
+        let graph = RelationGraph(dimension: c.encoder.jointDimension, generator: &generator)
+        let trainable = model.parameters + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
         let optimizer = AdamW(parameters: trainable, configuration: .init(weightDecay: c.weightDecay))
         let schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
         var batcher = PairBatcher(count: train.textCount, batchSize: c.batchSize, seed: c.seed &+ 1)
@@ -88,6 +91,18 @@ public struct MatchingTrainer: Sendable {
             let textBatch = model.textEncoder(textInput, dropoutUsing: &dropout)
             let scores = Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true)
             var loss = TripletLoss(margin: c.margin, negatives: step < c.allNegativesSteps ? .all : .hardest)(scores: scores, imageIDs: imageIDs)
+            if c.graphWeight > 0 {
+                // Triplet losses on the graph-enhanced local vectors and on their mixes with
+                // the plain ones (training only).
+                let enhanced = graph(images: imageBatch.local, texts: textBatch.local)
+                let gi = enhanced.images.l2Normalized(axis: -1), gt = enhanced.texts.l2Normalized(axis: -1)
+                let li = imageBatch.local.l2Normalized(axis: -1), lt = textBatch.local.l2Normalized(axis: -1)
+                let triplet = TripletLoss(margin: c.margin, negatives: step < c.allNegativesSteps ? .all : .hardest)
+                let graphLoss = triplet(scores: Tensor.matmul(gi, gt, transposeB: true), imageIDs: imageIDs)
+                    + (triplet(scores: Tensor.matmul(gi, lt, transposeB: true), imageIDs: imageIDs)
+                       + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
+                loss = loss + graphLoss * c.graphWeight
+            }
             var keys: (images: Tensor, texts: Tensor)?
             // Prototype assignments: the loss's codes once it is on; they mark soft positives.
             var assignments: (images: [Int], texts: [Int])?

@@ -26,6 +26,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
     @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
     @Option(help: "Number of prototypes K.") var prototypes: Int = 64
+    @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
 
     func run() throws {
@@ -50,6 +51,7 @@ struct TrainCommand: ParsableCommand {
         configuration.queueSize = queueSize
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
+        configuration.graphWeight = graphWeight
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed), fusion \(fusion)")
         let history = MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {

@@ -112,5 +112,12 @@ struct MatchingTrainerTests {
         #expect(fifth.allSatisfy { $0.loss.isFinite })
         #expect(fifth.last!.metrics.rsum > 300, "\(fifth.last!.metrics)")
 
+        // And the relation graph on top.
+        var withGraph = withPrototypes
+        withGraph.graphWeight = 0.5
+        let sixth = MatchingTrainer(configuration: withGraph).train(train: withFragments(train, seed: 1), dev: withFragments(dev, seed: 2))
+        #expect(sixth.map(\.loss) != fifth.map(\.loss))
+        #expect(sixth.last!.metrics.rsum > 300, "\(sixth.last!.metrics)")
+
     }
 }
