@@ -85,13 +85,13 @@ struct VSEBaselineCommand: ParsableCommand {
     func run() throws {
         let (train, dev) = try dataOptions.load()
         var configuration = VSETrainer.Configuration()
-        configuration.steps = steps
+        configuration.optimization.steps = steps
         configuration.jointDimension = dimension
-        configuration.batchSize = batchSize
-        configuration.learningRate = learningRate
-        configuration.weightDecay = weightDecay
-        configuration.evaluateEvery = evaluateEvery
-        configuration.seed = seed
+        configuration.optimization.batchSize = batchSize
+        configuration.optimization.learningRate = learningRate
+        configuration.optimization.weightDecay = weightDecay
+        configuration.optimization.evaluateEvery = evaluateEvery
+        configuration.optimization.seed = seed
         print("VSE++ on \(dataOptions.data): train \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed)")
         let history = VSETrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {

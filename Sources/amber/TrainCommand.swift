@@ -35,18 +35,18 @@ struct TrainCommand: ParsableCommand {
         }
         let (train, dev) = try dataOptions.load()
         var configuration = MatchingTrainer.Configuration()
-        configuration.steps = steps
+        configuration.optimization.steps = steps
         configuration.encoder.jointDimension = dimension
         configuration.encoder.fragmentDropout = fragmentDropout
         configuration.encoder.attentionTemperature = attentionTemperature
         configuration.encoder.fusion = fusionMode
-        configuration.batchSize = batchSize
-        configuration.learningRate = learningRate
-        configuration.weightDecay = weightDecay
-        configuration.evaluateEvery = evaluateEvery
-        configuration.seed = seed
+        configuration.optimization.batchSize = batchSize
+        configuration.optimization.learningRate = learningRate
+        configuration.optimization.weightDecay = weightDecay
+        configuration.optimization.evaluateEvery = evaluateEvery
+        configuration.optimization.seed = seed
         configuration.warmStartFromCCA = warmStart
-        configuration.allNegativesSteps = allNegativesSteps
+        configuration.optimization.allNegativesSteps = allNegativesSteps
         configuration.memoryWeight = memoryWeight
         configuration.queueSize = queueSize
         configuration.prototypeWeight = prototypeWeight

@@ -44,12 +44,12 @@ struct PairBatcherTests {
         let train = data.subset(images: 0..<100), dev = data.subset(images: 100..<120)
         var configuration = VSETrainer.Configuration()
         configuration.jointDimension = 16
-        configuration.batchSize = 32
-        configuration.steps = 300
-        configuration.learningRate = 5e-3
-        configuration.warmupSteps = 10
-        configuration.allNegativesSteps = 20
-        configuration.evaluateEvery = 100
+        configuration.optimization.batchSize = 32
+        configuration.optimization.steps = 300
+        configuration.optimization.learningRate = 5e-3
+        configuration.optimization.warmupSteps = 10
+        configuration.optimization.allNegativesSteps = 20
+        configuration.optimization.evaluateEvery = 100
         let first = VSETrainer(configuration: configuration).train(train: train, dev: dev)
         let second = VSETrainer(configuration: configuration).train(train: train, dev: dev)
         #expect(first.map(\.metrics) == second.map(\.metrics), "same seed and data must give the same model")
@@ -75,12 +75,12 @@ struct MatchingTrainerTests {
         }
         var configuration = MatchingTrainer.Configuration()
         configuration.encoder.jointDimension = 16
-        configuration.batchSize = 25
-        configuration.steps = 120
-        configuration.learningRate = 3e-3
-        configuration.warmupSteps = 10
-        configuration.allNegativesSteps = 20
-        configuration.evaluateEvery = 60
+        configuration.optimization.batchSize = 25
+        configuration.optimization.steps = 120
+        configuration.optimization.learningRate = 3e-3
+        configuration.optimization.warmupSteps = 10
+        configuration.optimization.allNegativesSteps = 20
+        configuration.optimization.evaluateEvery = 60
         let trainer = MatchingTrainer(configuration: configuration)
         let first = trainer.train(train: withFragments(train, seed: 1), dev: withFragments(dev, seed: 2))
         let second = trainer.train(train: withFragments(train, seed: 1), dev: withFragments(dev, seed: 2))
