@@ -27,6 +27,38 @@ struct OfflineDataOptions: ParsableArguments {
     }
 }
 
+/// Optimisation options shared by the trainers; unset options keep the model's defaults.
+struct OptimizationOptions: ParsableArguments {
+    @Option(help: "Training steps.") var steps: Int?
+    @Option(help: "Batch size.") var batchSize: Int?
+    @Option(help: "Peak learning rate.") var learningRate: Float?
+    @Option(help: "AdamW weight decay.") var weightDecay: Float?
+    @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int?
+    @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int?
+    @Option(help: "Random seed.") var seed: UInt64?
+
+    func apply(to configuration: inout OptimizationConfiguration) {
+        if let steps { configuration.steps = steps }
+        if let batchSize { configuration.batchSize = batchSize }
+        if let learningRate { configuration.learningRate = learningRate }
+        if let weightDecay { configuration.weightDecay = weightDecay }
+        if let allNegativesSteps { configuration.allNegativesSteps = allNegativesSteps }
+        if let evaluateEvery { configuration.evaluateEvery = evaluateEvery }
+        if let seed { configuration.seed = seed }
+    }
+
+    static func describe(_ c: OptimizationConfiguration) -> String {
+        "batch \(c.batchSize), \(c.steps) steps, lr \(c.learningRate), weight decay \(c.weightDecay), seed \(c.seed)"
+    }
+}
+
+/// Prints the best dev evaluation of a run.
+func printBest(_ history: [TrainingEvaluation]) {
+    if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {
+        print("best on dev at step \(best.step): \(best.metrics)")
+    }
+}
+
 struct CCABaselineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cca",
@@ -74,28 +106,15 @@ struct VSEBaselineCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: OfflineDataOptions
 
-    @Option(help: "Training steps.") var steps: Int = 2000
     @Option(help: "Joint dimension.") var dimension: Int = 1024
-    @Option(help: "Batch size.") var batchSize: Int = 128
-    @Option(help: "Peak learning rate.") var learningRate: Float = 2e-4
-    @Option(help: "AdamW weight decay.") var weightDecay: Float = 1e-4
-    @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int = 200
-    @Option(help: "Random seed.") var seed: UInt64 = 1
+    @OptionGroup var optimization: OptimizationOptions
 
     func run() throws {
         let (train, dev) = try dataOptions.load()
         var configuration = VSETrainer.Configuration()
-        configuration.optimization.steps = steps
         configuration.jointDimension = dimension
-        configuration.optimization.batchSize = batchSize
-        configuration.optimization.learningRate = learningRate
-        configuration.optimization.weightDecay = weightDecay
-        configuration.optimization.evaluateEvery = evaluateEvery
-        configuration.optimization.seed = seed
-        print("VSE++ on \(dataOptions.data): train \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed)")
-        let history = VSETrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
-        if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {
-            print("best on dev at step \(best.step): \(best.metrics)")
-        }
+        optimization.apply(to: &configuration.optimization)
+        print("VSE++ on \(dataOptions.data): train \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), \(OptimizationOptions.describe(configuration.optimization))")
+        printBest(VSETrainer(configuration: configuration).train(train: train, dev: dev) { print($0) })
     }
 }

@@ -11,17 +11,11 @@ struct TrainCommand: ParsableCommand {
 
     @OptionGroup var dataOptions: OfflineDataOptions
 
-    @Option(help: "Training steps.") var steps: Int = 1500
     @Option(help: "Joint dimension D.") var dimension: Int = 1024
-    @Option(help: "Batch size.") var batchSize: Int = 128
-    @Option(help: "Peak learning rate.") var learningRate: Float = 5e-4
-    @Option(help: "AdamW weight decay.") var weightDecay: Float = 1e-4
+    @OptionGroup var optimization: OptimizationOptions
     @Option(help: "Fragment dropout probability.") var fragmentDropout: Float = 0.2
     @Option(help: "Attention temperature on cosines.") var attentionTemperature: Float = 1
     @Option(help: "fused, localOnly or globalOnly.") var fusion: String = "fused"
-    @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int = 100
-    @Option(help: "Random seed.") var seed: UInt64 = 1
-    @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int = 200
     @Option(help: "λ of the memory-augmented contrastive loss (0: off).") var memoryWeight: Float = 0
     @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
     @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
@@ -35,27 +29,18 @@ struct TrainCommand: ParsableCommand {
         }
         let (train, dev) = try dataOptions.load()
         var configuration = MatchingTrainer.Configuration()
-        configuration.optimization.steps = steps
         configuration.encoder.jointDimension = dimension
         configuration.encoder.fragmentDropout = fragmentDropout
         configuration.encoder.attentionTemperature = attentionTemperature
         configuration.encoder.fusion = fusionMode
-        configuration.optimization.batchSize = batchSize
-        configuration.optimization.learningRate = learningRate
-        configuration.optimization.weightDecay = weightDecay
-        configuration.optimization.evaluateEvery = evaluateEvery
-        configuration.optimization.seed = seed
+        optimization.apply(to: &configuration.optimization)
         configuration.warmStartFromCCA = warmStart
-        configuration.optimization.allNegativesSteps = allNegativesSteps
         configuration.memoryWeight = memoryWeight
         configuration.queueSize = queueSize
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
         configuration.graphWeight = graphWeight
-        print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), batch \(batchSize), \(steps) steps, seed \(seed), fusion \(fusion)")
-        let history = MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) }
-        if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {
-            print("best on dev at step \(best.step): \(best.metrics)")
-        }
+        print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
+        printBest(MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) })
     }
 }
