@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Layout under `home` (default `.amber`): `postgres/` the data directory, `run/` the unix
 /// socket directory, `postgres.log` the server log. The server listens on the socket only (no
-/// TCP unless `tcpAddress` is given). PostgreSQL refuses to run as root, so when Amber runs as
+/// TCP unless `tcpHost` is given). PostgreSQL refuses to run as root, so when Amber runs as
 /// root the cluster belongs to the `postgres` system user (created by Debian's packages) and
 /// every server command runs through `runuser`.
 public struct EmbeddedPostgres: Sendable {

@@ -286,15 +286,6 @@ extension Tensor {
         }
     }
 
-    /// GELU through the scalar library `erff` (reference for tests and benchmarks).
-    func geluScalar() -> Tensor {
-        map({ x in 0.5 * x * (1 + erff(x * 0.70710678118654752)) },
-            derivative: { x, _ in
-                let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))
-                let pdf = expf(-0.5 * x * x) * 0.39894228040143268
-                return cdf + x * pdf
-            })
-    }
     /// `|x|`; the gradient at 0 is 0.
     public func abs() -> Tensor {
         map({ Swift.abs($0) }, derivative: { x, _ in x > 0 ? 1 : (x < 0 ? -1 : 0) })

@@ -21,8 +21,7 @@ struct TextBenchCommand: ParsableCommand {
     @Option(help: "Batch size for the throughput run.")
     var batchSize: Int = 32
 
-    @Option(help: "Model directory (default: $AMBER_TEXT_MODEL or $AMBER_HOME/models/all-minilm-l6-v2).")
-    var model: String?
+    @OptionGroup var textModel: TextModelOptions
 
     @Option(help: "OpenBLAS threads (default: every core).")
     var threads: Int?
@@ -35,7 +34,7 @@ struct TextBenchCommand: ParsableCommand {
             texts = ["A dog catches a frisbee in the park .", "Two children play football on a sunny beach .",
                      "A man in a red jacket climbs a snowy mountain .", "A black cat sleeps on a wooden chair ."]
         }
-        let encoder = try MiniLMEncoder(directory: model ?? MiniLMEncoder.defaultDirectory, batchSize: batchSize)
+        let encoder = try textModel.load(batchSize: batchSize)
         print("amber bench text")
         print("machine: \(MachineDescription.current); OpenBLAS threads \(BLASThreads.count)")
         print("captions: \(captions ?? (texts.count > 4 ? path : "built-in")) (\(texts.count))\n")

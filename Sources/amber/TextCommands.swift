@@ -3,6 +3,16 @@ import AmberText
 import ArgumentParser
 import Foundation
 
+/// Where the text encoder's files are; shared by the text commands.
+struct TextModelOptions: ParsableArguments {
+    @Option(help: "Directory with model.safetensors and vocab.txt (default: $AMBER_TEXT_MODEL or $AMBER_HOME/models/all-minilm-l6-v2).")
+    var model: String?
+
+    func load(batchSize: Int = 32) throws -> MiniLMEncoder {
+        try MiniLMEncoder(directory: model ?? MiniLMEncoder.defaultDirectory, batchSize: batchSize)
+    }
+}
+
 struct EncodeTextCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode-text",
@@ -12,14 +22,13 @@ struct EncodeTextCommand: ParsableCommand {
     @Argument(help: "The text to encode.")
     var text: String
 
-    @Option(help: "Directory with model.safetensors and vocab.txt (default: $AMBER_TEXT_MODEL or $AMBER_HOME/models/all-minilm-l6-v2).")
-    var model: String?
+    @OptionGroup var textModel: TextModelOptions
 
     @Option(help: "How many values of the sentence vector to print.")
     var values: Int = 8
 
     func run() throws {
-        let encoder = try MiniLMEncoder(directory: model ?? MiniLMEncoder.defaultDirectory)
+        let encoder = try textModel.load()
         let encoding = encoder.encode(text)
         print("tokens (\(encoding.ids.count)): \(encoder.tokenizer.tokens(encoding.ids).joined(separator: " "))")
         print("ids: \(encoding.ids.map(String.init).joined(separator: " "))")
@@ -47,14 +56,13 @@ struct TextParityCommand: ParsableCommand {
     @Option(help: "Dataset directory with caps.txt, caps_tokens.npy, caps_tok_offsets.npy, caps_global.npy.")
     var data: String = "../shared/data/flickr8k-800"
 
-    @Option(help: "Model directory (default: $AMBER_TEXT_MODEL or $AMBER_HOME/models/all-minilm-l6-v2).")
-    var model: String?
+    @OptionGroup var textModel: TextModelOptions
 
     @Option(help: "Worst cases to print.")
     var worst: Int = 5
 
     func run() throws {
-        let encoder = try MiniLMEncoder(directory: model ?? MiniLMEncoder.defaultDirectory)
+        let encoder = try textModel.load()
         let captions = try String(contentsOfFile: data + "/caps.txt", encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
             .map(String.init).filter { !$0.isEmpty }
         let offsets = try NumpyFile.read(data + "/caps_tok_offsets.npy").int64Values()
