@@ -59,4 +59,59 @@ public struct MatchingModel: Sendable {
                     chunks(data.textCount) { textEncoder(data.textInput($0)).fused })
         }
     }
+
+    /// Fused embeddings and projected fragments of every image and text of `data`
+    /// (inference, in chunks): what the two-stage ranking needs.
+    public func encodeGallery(_ data: RetrievalData, chunkSize: Int = 256) -> EncodedGallery {
+        withoutGradients {
+            func encodeAll(_ count: Int, _ encode: ([Int]) -> EncodedBatch) -> (fused: Tensor, fragments: Tensor) {
+                let batches = stride(from: 0, to: count, by: chunkSize).map { encode(Array($0 ..< min($0 + chunkSize, count))) }
+                let width = batches.map { $0.fragments.shape[1] }.max() ?? 0
+                let padded = batches.map { batch -> Tensor in
+                    let f = batch.fragments, missing = width - f.shape[1]
+                    return missing == 0 ? f : Tensor.concatenate([f, Tensor.zeros([f.shape[0], missing, f.shape[2]])], axis: 1)
+                }
+                return (Tensor.concatenate(batches.map(\.fused), axis: 0), Tensor.concatenate(padded, axis: 0))
+            }
+            let images = encodeAll(data.imageCount) { imageEncoder(data.imageInput($0)) }
+            let texts = encodeAll(data.textCount) { textEncoder(data.textInput($0)) }
+            return EncodedGallery(images: images.fused, texts: texts.fused,
+                                  imageFragments: images.fragments, imageCounts: Array(repeating: data.imageLocal.shape[1], count: data.imageCount),
+                                  textFragments: texts.fragments, textCounts: (0..<data.textCount).map { data.tokenOffsets[$0 + 1] - data.tokenOffsets[$0] })
+        }
+    }
+}
+
+/// Everything the two-stage ranking needs of a set of images and texts, encoded.
+public struct EncodedGallery: Sendable {
+    /// `[I, D]` and `[T, D]` fused, unit-length embeddings (stage 1).
+    public var images: Tensor
+    public var texts: Tensor
+    /// `[I, n, D]` and `[T, m, D]` projected fragments (stage 2), padded; real rows per item in the counts.
+    public var imageFragments: Tensor
+    public var imageCounts: [Int]
+    public var textFragments: Tensor
+    public var textCounts: [Int]
+
+    public init(images: Tensor, texts: Tensor, imageFragments: Tensor, imageCounts: [Int], textFragments: Tensor, textCounts: [Int]) {
+        precondition(images.rank == 2 && texts.rank == 2 && imageFragments.rank == 3 && textFragments.rank == 3
+                     && imageFragments.shape[0] == images.shape[0] && textFragments.shape[0] == texts.shape[0]
+                     && imageCounts.count == images.shape[0] && textCounts.count == texts.shape[0],
+                     "EncodedGallery: images \(images.shape), texts \(texts.shape), fragments \(imageFragments.shape), \(textFragments.shape)")
+        self.images = images
+        self.texts = texts
+        self.imageFragments = imageFragments
+        self.imageCounts = imageCounts
+        self.textFragments = textFragments
+        self.textCounts = textCounts
+    }
+
+    /// Stage-1 scores `[I, T]`.
+    public var globalScores: Tensor { Tensor.matmul(images, texts, transposeB: true) }
+
+    /// Stage-2 local scores of the given images against the given texts, `[images, texts]`.
+    public func localScores(_ alignment: LocalAlignment, images: [Int], texts: [Int]) -> Tensor {
+        alignment.scores(images: imageFragments.indexSelect(images), imageCounts: images.map { imageCounts[$0] },
+                         texts: textFragments.indexSelect(texts), textCounts: texts.map { textCounts[$0] })
+    }
 }

@@ -33,6 +33,27 @@ public struct MemoryQueue: Sendable {
         enqueuedSteps = Array(repeating: -1, count: capacity)
     }
 
+    /// A queue as saved: `keys` `[capacity, D]`, per-slot ids, and the fill state.
+    public init(keys: Tensor, itemIDs: [Int], imageIDs: [Int], prototypes: [Int], enqueuedSteps: [Int], count: Int, head: Int) throws {
+        guard keys.rank == 2, keys.shape[0] >= 1, keys.shape[1] >= 1 else { throw MemoryQueueError("keys have shape \(keys.shape), not [capacity, D]") }
+        let capacity = keys.shape[0]
+        guard [itemIDs.count, imageIDs.count, prototypes.count, enqueuedSteps.count].allSatisfy({ $0 == capacity }) else {
+            throw MemoryQueueError("per-slot ids have \([itemIDs.count, imageIDs.count, prototypes.count, enqueuedSteps.count]) entries for \(capacity) slots")
+        }
+        guard count >= 0, count <= capacity, head >= 0, head < capacity, count == capacity || head == count else {
+            throw MemoryQueueError("count \(count) and head \(head) do not fit a queue of \(capacity)")
+        }
+        self.capacity = capacity
+        dimension = keys.shape[1]
+        self.keys = keys
+        self.itemIDs = itemIDs
+        self.imageIDs = imageIDs
+        self.prototypes = prototypes
+        self.enqueuedSteps = enqueuedSteps
+        self.count = count
+        self.head = head
+    }
+
     /// Writes `newKeys` `[B, D]` over the oldest entries. Returns the slots written.
     @discardableResult
     public mutating func enqueue(_ newKeys: Tensor, itemIDs newItems: [Int], imageIDs newImages: [Int],
@@ -60,6 +81,12 @@ public struct MemoryQueue: Sendable {
 
     /// The filled entries' keys, `[count, D]`.
     public var filledKeys: Tensor { keys.slice(axis: 0, 0..<count) }
+}
+
+/// A saved queue that cannot be restored.
+public struct MemoryQueueError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ problem: String) { description = "memory queue: " + problem }
 }
 
 /// Memory-augmented, ambiguity-aware InfoNCE (DESIGN §3, L_mem; after MoCo and AAHR):

@@ -1,16 +1,24 @@
 import AmberModel
 import AmberTensor
+import Foundation
 
 /// Offline training of the ``MatchingModel`` on a train split with selection on dev: the
 /// triplet loss on fused embeddings, plus (each switchable by its weight) the memory-augmented
 /// contrast with a momentum encoder and queues, the Sinkhorn prototype loss, and the in-batch
-/// relation graph's triplet losses.
-public struct MatchingTrainer: Sendable {
+/// relation graph's triplet losses. After training, the stage-2 weight α is chosen on dev for
+/// the best-on-dev model.
+///
+/// A trainer is one run: ``run(train:dev:checkpoints:progress:)`` continues from wherever the
+/// trainer stands, so a trainer restored from a checkpoint finishes the run exactly as an
+/// uninterrupted one would (same parameters, same history).
+public final class MatchingTrainer {
     public struct Configuration: Sendable, Codable, Equatable {
         public var encoder = ModalityEncoder.Configuration()
         public var optimization = OptimizationConfiguration()
         /// Start the global (and fragment) projections from the CCA solution on the training pairs.
         public var warmStartFromCCA = false
+        /// Keep the fragment projections where they start (with the CCA warm start: the CCA space).
+        public var freezeFragmentProjections = false
         /// λ of the memory-augmented contrastive loss (0: off).
         public var memoryWeight: Float = 0
         /// Keys per modality queue.
@@ -24,55 +32,90 @@ public struct MatchingTrainer: Sendable {
         public var prototypeWarmupSteps = 200
         /// λ of the relation-graph triplet losses (0: off).
         public var graphWeight: Float = 0
+        /// Stage 2: the local alignment and the candidates it re-scores per query.
+        public var alignment = LocalAlignment()
+        public var rerankDepth = 32
+        /// Stage-2 weights α tried on dev after training (1 keeps stage 2 off).
+        public var alphaGrid: [Float] = [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0]
 
         public init() {}
     }
 
-    public let configuration: Configuration
-
-    public init(configuration: Configuration) {
-        self.configuration = configuration
+    /// What a run produced.
+    public struct Result: Sendable {
+        public var history: [TrainingEvaluation]
+        /// The best-on-dev model, with α chosen on dev.
+        public var model: TrainedModel
+        /// Dev metrics of the best model's two-stage ranking for each α tried.
+        public var alphaSweep: [(alpha: Float, metrics: RetrievalMetrics)]
     }
 
-    public func train(train: RetrievalData, dev: RetrievalData, progress: (String) -> Void = { _ in }) -> [TrainingEvaluation] {
+    public let configuration: Configuration
+    public let dimensions: TrainedModel.Dimensions
+    public let model: MatchingModel
+    private let keyModel: MatchingModel
+    private let prototypes: PrototypeLoss
+    private let graph: RelationGraph
+    private let trainable: [Parameter]
+    private var imageQueue: MemoryQueue
+    private var textQueue: MemoryQueue
+    private var dropout: RandomGenerator
+    private let loop: TrainingLoop
+    /// The best dev evaluation so far and the parameter values it was made with.
+    public private(set) var best: (evaluation: TrainingEvaluation, values: [Tensor])?
+
+    /// A fresh run on `train` (dimensions come from the data; the CCA warm start is fitted here).
+    public init(configuration: Configuration, train: RetrievalData) throws {
         let c = configuration
         let o = c.optimization
-        func makeModel(_ generator: inout RandomGenerator) -> MatchingModel {
-            MatchingModel(imageGlobal: train.imageGlobal.shape[1], imageFragment: train.imageLocal.shape[2],
-                          textGlobal: train.textGlobal.shape[1], textFragment: train.textTokens.shape[1],
-                          configuration: c.encoder, generator: &generator)
-        }
+        self.configuration = c
+        dimensions = TrainedModel.Dimensions(of: train)
         var generator = RandomGenerator(seed: o.seed)
-        let model = makeModel(&generator)
+        model = dimensions.makeModel(c.encoder, generator: &generator)
         if c.warmStartFromCCA {
-            let cca = try! LinearCCA.fit(x: train.imageGlobal.indexSelect(train.imageOfText), y: train.textGlobal,
-                                         configuration: .init(regularization: 2, components: c.encoder.jointDimension, power: 1))
+            let cca = try LinearCCA.fit(x: train.imageGlobal.indexSelect(train.imageOfText), y: train.textGlobal,
+                                        configuration: .init(regularization: 2, components: c.encoder.jointDimension, power: 1))
             model.warmStart(from: cca)
         }
         // Momentum (key) encoder and queues for the memory-augmented loss.
         var keyGenerator = RandomGenerator(seed: o.seed)
-        let keyModel = makeModel(&keyGenerator)
+        keyModel = dimensions.makeModel(c.encoder, generator: &keyGenerator)
         keyModel.copyParameters(from: model)
-        var imageQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
-        var textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
-        let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
-        let average = ExponentialMovingAverage(momentum: c.momentum)
-        let prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
-        let graph = RelationGraph(dimension: c.encoder.jointDimension, generator: &generator)
-        let trainable = model.parameters + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
-        var dropout = RandomGenerator(seed: o.seed &+ 2)
+        imageQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
+        textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
+        prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
+        graph = RelationGraph(dimension: c.encoder.jointDimension, generator: &generator)
+        let frozen = c.freezeFragmentProjections
+            ? Set((model.imageEncoder.fragmentProjection.parameters + model.textEncoder.fragmentProjection.parameters).map(\.name)) : []
+        trainable = model.parameters.filter { !frozen.contains($0.name) }
+            + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
+        dropout = RandomGenerator(seed: o.seed &+ 2)
+        loop = TrainingLoop(configuration: o, parameters: trainable, pairCount: train.textCount)
+    }
+
+    /// Steps taken so far.
+    public var step: Int { loop.step }
+    public var history: [TrainingEvaluation] { loop.history }
+
+    /// Trains to `configuration.optimization.steps`. With `checkpoints`, writes there at every
+    /// evaluation (each file atomically): `training.safetensors` (everything a resume needs),
+    /// `best.safetensors` (the best-on-dev model, when it improves) and `report.svg`.
+    public func run(train: RetrievalData, dev: RetrievalData, checkpoints: String? = nil,
+                    progress: (String) -> Void = { _ in }) throws -> Result {
+        let c = configuration
+        let o = c.optimization
         // What the step leaves for `afterStep`: the batch's keys and ids, and prototype assignments.
         var pending: (images: Tensor, texts: Tensor, imageIDs: [Int], batch: [Int], prototypes: ([Int], [Int])?)?
 
-        return TrainingLoop(configuration: o, parameters: trainable).run(
-            pairCount: train.textCount,
+        _ = try loop.run(
             loss: { step, batch in
                 let imageIDs = batch.map { train.imageOfText[$0] }
                 let imageInput = train.imageInput(imageIDs), textInput = train.textInput(batch)
                 let imageBatch = model.imageEncoder(imageInput, dropoutUsing: &dropout)
                 let textBatch = model.textEncoder(textInput, dropoutUsing: &dropout)
                 let triplet = o.triplet(atStep: step)
-                var loss = triplet(scores: Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true), imageIDs: imageIDs)
+                var terms = LossTerms()
+                terms.add("triplet", triplet(scores: Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true), imageIDs: imageIDs))
                 if c.graphWeight > 0 {
                     // Triplet losses on the graph-enhanced local vectors and on their mixes with
                     // the plain ones (training only).
@@ -82,13 +125,13 @@ public struct MatchingTrainer: Sendable {
                     let graphLoss = triplet(scores: Tensor.matmul(gi, gt, transposeB: true), imageIDs: imageIDs)
                         + (triplet(scores: Tensor.matmul(gi, lt, transposeB: true), imageIDs: imageIDs)
                            + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
-                    loss = loss + graphLoss * c.graphWeight
+                    terms.add("graph", graphLoss * c.graphWeight)
                 }
                 // Prototype assignments: the loss's codes once it is on; they mark soft positives.
                 var assignments: ([Int], [Int])?
                 if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
                     let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
-                    loss = loss + result.loss * c.prototypeWeight
+                    terms.add("prototype", result.loss * c.prototypeWeight)
                     assignments = (result.imagePrototypes, result.textPrototypes)
                 }
                 pending = nil
@@ -100,18 +143,19 @@ public struct MatchingTrainer: Sendable {
                         let noItems = [Int](repeating: -1, count: batch.count)
                         let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.0, queue: textQueue)
                         let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.1, queue: imageQueue)
+                        let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
                         let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
                                                      queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
                         let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
                                                      queue: imageQueue.filledKeys, excluded: toImages.excluded, softPositive: toImages.softPositive)
-                        loss = loss + (imageToText + textToImage) * (c.memoryWeight / 2)
+                        terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
                     }
                 }
-                return loss
+                return terms
             },
             afterStep: { step in
                 guard let keys = pending else { return }
-                average.update(targets: keyModel.parameters, sources: model.parameters)
+                ExponentialMovingAverage(momentum: c.momentum).update(targets: keyModel.parameters, sources: model.parameters)
                 let keyPrototypes = keys.prototypes == nil ? nil : (prototypes.assign(keys.images), prototypes.assign(keys.texts))
                 imageQueue.enqueue(keys.images, itemIDs: keys.imageIDs, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.0, step: step)
                 textQueue.enqueue(keys.texts, itemIDs: keys.batch, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.1, step: step)
@@ -120,6 +164,132 @@ public struct MatchingTrainer: Sendable {
                 let (images, texts) = model.embed(dev)
                 return RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText)
             },
+            afterEvaluation: { evaluation in
+                let improved = best.map { evaluation.metrics.rsum > $0.evaluation.metrics.rsum } ?? true
+                if improved { best = (evaluation, model.parameters.map(\.value)) }
+                if let directory = checkpoints {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                    if improved {
+                        try trainedModel(ranking: TwoStageRanking(alpha: 1, depth: c.rerankDepth)).write(to: directory + "/best.safetensors")
+                    }
+                    try saveState(to: directory + "/training.safetensors")
+                    try AtomicFile.write([Array(TrainingReport.svg(history: loop.history, title: "amber train").utf8)], to: directory + "/report.svg")
+                }
+            },
             progress: progress)
+
+        // The best model; α for stage 2 chosen on dev.
+        if let best {
+            for (parameter, value) in zip(model.parameters, best.values) { parameter.assign(value) }
+        }
+        let gallery = model.encodeGallery(dev)
+        let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
+            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText)
+        // Ties go to the larger α (less stage 2).
+        let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha > $1.alpha) }
+        let result = trainedModel(ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
+                                  stageTwoMetrics: chosen?.metrics)
+        if let directory = checkpoints { try result.write(to: directory + "/best.safetensors") }
+        return Result(history: loop.history, model: result, alphaSweep: sweep)
+    }
+
+    private func trainedModel(ranking: TwoStageRanking, stageTwoMetrics: RetrievalMetrics? = nil) -> TrainedModel {
+        TrainedModel(encoder: configuration.encoder, dimensions: dimensions, model: model, step: best?.evaluation.step ?? loop.step,
+                     metrics: best?.evaluation.metrics, stageTwoMetrics: stageTwoMetrics, ranking: ranking, alignment: configuration.alignment)
+    }
+}
+
+// MARK: - Checkpoints
+
+extension MatchingTrainer {
+    static let stateFormat = "amber-training-state/1"
+
+    /// Writes everything a resume needs, atomically: parameters (model, prototypes, graph), the
+    /// momentum encoder, AdamW moments, both queues, the batcher and dropout generators, the
+    /// history, and the best model so far.
+    public func saveState(to path: String) throws {
+        var entries: [String: SafetensorsFile.Entry] = [:]
+        for parameter in trainable + model.parameters { entries["param." + parameter.name] = .float(parameter.value, .float32) }
+        for parameter in keyModel.parameters { entries["key." + parameter.name] = .float(parameter.value, .float32) }
+        for (name, tensor) in loop.optimizer.stateTensors() { entries["adam." + name] = .float(tensor, .float32) }
+        if let best {
+            for (parameter, value) in zip(model.parameters, best.values) { entries["best." + parameter.name] = .float(value, .float32) }
+        }
+        var queues: [String: QueueState] = [:]
+        for (name, queue) in [("image", imageQueue), ("text", textQueue)] {
+            entries["queue.\(name).keys"] = .float(queue.keys, .float32)
+            entries["queue.\(name).slots"] = .int64((queue.itemIDs + queue.imageIDs + queue.prototypes + queue.enqueuedSteps).map(Int64.init),
+                                                    shape: [4, queue.capacity])
+            queues[name] = QueueState(count: queue.count, head: queue.head)
+        }
+        let metadata: [String: String] = try [
+            "format": Self.stateFormat,
+            "configuration": MetadataJSON.encode(configuration),
+            "dimensions": MetadataJSON.encode(dimensions),
+            "position": MetadataJSON.encode(loop.position),
+            "dropout": MetadataJSON.encode(dropout),
+            "queues": MetadataJSON.encode(queues),
+            "best": MetadataJSON.encode(best?.evaluation),
+        ]
+        try SafetensorsFile.write(entries, metadata: metadata, to: path)
+    }
+
+    /// A trainer restored from `saveState`'s file. The configuration must be the saved one,
+    /// except `steps`, which may be raised to train longer.
+    public convenience init(resumingFrom path: String, configuration: Configuration, train: RetrievalData) throws {
+        let file = try SafetensorsFile(path: path)
+        func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
+        guard file.metadata["format"] == Self.stateFormat else {
+            throw fail("not an Amber training state (format \(file.metadata["format"] ?? "missing"), expected \(Self.stateFormat))")
+        }
+        func field<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
+            guard let text = file.metadata[name] else { throw fail("metadata has no '\(name)'") }
+            do { return try MetadataJSON.decode(type, from: text) } catch { throw fail("metadata '\(name)' does not decode: \(error)") }
+        }
+        var saved = try field("configuration", as: Configuration.self)
+        saved.optimization.steps = configuration.optimization.steps
+        guard saved == configuration else {
+            throw fail("was written with a different configuration; resume with the same options (only --steps may change)")
+        }
+        try self.init(configuration: configuration, train: train)
+        guard try field("dimensions", as: TrainedModel.Dimensions.self) == dimensions else {
+            throw fail("was trained on features of other dimensions than \(dimensions)")
+        }
+        func load(_ parameters: [Parameter], prefix: String) throws {
+            for parameter in parameters {
+                let value = try file.tensor(prefix + parameter.name)
+                guard value.shape == parameter.shape else { throw fail("'\(prefix + parameter.name)' has shape \(value.shape), the model \(parameter.shape)") }
+                parameter.assign(value)
+            }
+        }
+        try load(trainable + model.parameters, prefix: "param.")
+        try load(keyModel.parameters, prefix: "key.")
+        var adam: [String: Tensor] = [:]
+        for name in file.names where name.hasPrefix("adam.") { adam[String(name.dropFirst(5))] = try file.tensor(name) }
+        do { try loop.restore(try field("position", as: TrainingLoop.Position.self), optimizerState: adam) } catch let error as OptimizerStateError {
+            throw fail(error.description)
+        }
+        dropout = try field("dropout", as: RandomGenerator.self)
+        let queues = try field("queues", as: [String: QueueState].self)
+        func queue(_ name: String) throws -> MemoryQueue {
+            guard let state = queues[name] else { throw fail("metadata 'queues' has no \(name) queue") }
+            let slots = try file.arrays["queue.\(name).slots"].map { try $0.int64Values().map(Int.init) } ?? []
+            let capacity = slots.count / 4
+            do {
+                return try MemoryQueue(keys: file.tensor("queue.\(name).keys"), itemIDs: Array(slots[0..<capacity]),
+                                       imageIDs: Array(slots[capacity..<(2 * capacity)]), prototypes: Array(slots[(2 * capacity)..<(3 * capacity)]),
+                                       enqueuedSteps: Array(slots[(3 * capacity)...]), count: state.count, head: state.head)
+            } catch let error as MemoryQueueError { throw fail(error.description) }
+        }
+        imageQueue = try queue("image")
+        textQueue = try queue("text")
+        if let evaluation = try field("best", as: TrainingEvaluation?.self) {
+            best = (evaluation, try model.parameters.map { try file.tensor("best." + $0.name) })
+        }
+    }
+
+    private struct QueueState: Codable {
+        var count: Int
+        var head: Int
     }
 }

@@ -29,54 +29,116 @@ public struct OptimizationConfiguration: Sendable, Codable, Equatable {
 }
 
 /// One evaluation on dev during training.
-public struct TrainingEvaluation: Sendable, Codable {
+public struct TrainingEvaluation: Sendable, Codable, Equatable {
     public let step: Int
     /// Mean training loss since the previous evaluation.
     public let loss: Float
+    /// Mean of each weighted loss term since the previous evaluation (they sum to `loss`).
+    public let terms: [String: Float]
     public let pairsPerSecond: Double
     public let metrics: RetrievalMetrics
 }
 
+/// The loss of one step: named, weighted terms whose sum is minimised.
+public struct LossTerms {
+    public private(set) var terms: [(name: String, value: Tensor)] = []
+
+    public init() {}
+
+    public mutating func add(_ name: String, _ value: Tensor) {
+        precondition(value.shape.isEmpty, "LossTerms: '\(name)' is \(value.shape), not a scalar")
+        terms.append((name, value))
+    }
+
+    public var total: Tensor {
+        precondition(!terms.isEmpty, "LossTerms: no loss term")
+        return terms.dropFirst().reduce(terms[0].value) { $0 + $1.value }
+    }
+}
+
 /// The loop every trainer runs: seeded caption batches, AdamW with warm-up and step decay,
 /// global-norm clipping, and a dev evaluation with a progress line every `evaluateEvery` steps.
-struct TrainingLoop {
+/// Its position (step, batcher, history) and the optimiser's state can be saved at an
+/// evaluation and restored, so a resumed run continues exactly where the saved one stood.
+final class TrainingLoop {
+    /// Where a run stands, at an evaluation boundary.
+    struct Position: Codable, Equatable {
+        var step: Int
+        var batcher: PairBatcher.State
+        var history: [TrainingEvaluation]
+    }
+
     let configuration: OptimizationConfiguration
     let parameters: [Parameter]
+    let optimizer: AdamW
+    private let schedule: WarmupStepDecay
+    private var batcher: PairBatcher
+    private(set) var step = 0
+    private(set) var history: [TrainingEvaluation] = []
 
+    init(configuration: OptimizationConfiguration, parameters: [Parameter], pairCount: Int) {
+        let c = configuration
+        self.configuration = c
+        self.parameters = parameters
+        optimizer = AdamW(parameters: parameters, configuration: .init(weightDecay: c.weightDecay))
+        schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
+        batcher = PairBatcher(count: pairCount, batchSize: c.batchSize, seed: c.seed &+ 1)
+    }
+
+    var position: Position { Position(step: step, batcher: batcher.state, history: history) }
+
+    func restore(_ position: Position, optimizerState: [String: Tensor]) throws {
+        try optimizer.loadState(optimizerState)
+        batcher = PairBatcher(count: batcher.count, batchSize: batcher.batchSize, state: position.batcher)
+        step = position.step
+        history = position.history
+    }
+
+    /// Runs from the current step to `configuration.steps`.
     /// - Parameters:
-    ///   - loss: the loss of a batch of caption indices at a step (builds the graph).
+    ///   - loss: the loss terms of a batch of caption indices at a step (builds the graph).
     ///   - afterStep: called after each optimiser step (momentum updates, queues).
     ///   - evaluate: dev metrics of the current model.
+    ///   - afterEvaluation: called with each evaluation once it is in `history` (checkpoints).
     func run(
-        pairCount: Int,
-        loss: (_ step: Int, _ batch: [Int]) -> Tensor,
+        loss: (_ step: Int, _ batch: [Int]) -> LossTerms,
         afterStep: (_ step: Int) -> Void = { _ in },
         evaluate: () -> RetrievalMetrics,
+        afterEvaluation: (TrainingEvaluation) throws -> Void = { _ in },
         progress: (String) -> Void
-    ) -> [TrainingEvaluation] {
+    ) rethrows -> [TrainingEvaluation] {
         let c = configuration
-        let optimizer = AdamW(parameters: parameters, configuration: .init(weightDecay: c.weightDecay))
-        let schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
-        var batcher = PairBatcher(count: pairCount, batchSize: c.batchSize, seed: c.seed &+ 1)
-        var history: [TrainingEvaluation] = []
         var started = Date()
+        var sums: [String: Float] = [:], names: [String] = []
         var lossSum: Float = 0, lossCount = 0
-        for step in 0..<c.steps {
+        while step < c.steps {
             optimizer.zeroGradients()
-            let value = loss(step, batcher.next())
-            value.backward()
+            let terms = loss(step, batcher.next())
+            let total = terms.total
+            total.backward()
             clipGradientNorm(parameters, maximumNorm: c.gradientClip)
             optimizer.step(learningRate: schedule.learningRate(atStep: step))
             afterStep(step)
-            lossSum += value.scalar
+            lossSum += total.scalar
             lossCount += 1
-            if (step + 1) % c.evaluateEvery == 0 || step + 1 == c.steps {
+            for term in terms.terms {
+                if sums[term.name] == nil { names.append(term.name) }
+                sums[term.name, default: 0] += term.value.scalar
+            }
+            step += 1
+            if step % c.evaluateEvery == 0 || step == c.steps {
                 let rate = Double(lossCount * c.batchSize) / Date().timeIntervalSince(started)
                 let metrics = withoutGradients { evaluate() }
-                history.append(TrainingEvaluation(step: step + 1, loss: lossSum / Float(lossCount), pairsPerSecond: rate, metrics: metrics))
-                let eta = Double(c.steps - step - 1) * Double(c.batchSize) / rate
-                progress(String(format: "step %5d/%d  loss %.4f  lr %.2e  %.0f pairs/s  ETA %.0fs  dev %@",
-                                step + 1, c.steps, lossSum / Float(lossCount), schedule.learningRate(atStep: step), rate, eta, metrics.description))
+                let evaluation = TrainingEvaluation(step: step, loss: lossSum / Float(lossCount), terms: sums.mapValues { $0 / Float(lossCount) },
+                                                    pairsPerSecond: rate, metrics: metrics)
+                history.append(evaluation)
+                let eta = Double(c.steps - step) * Double(c.batchSize) / rate
+                let termText = names.count > 1 ? " (" + names.map { String(format: "%@ %.3f", $0, sums[$0]! / Float(lossCount)) }.joined(separator: ", ") + ")" : ""
+                progress(String(format: "step %5d/%d  loss %.4f%@  lr %.2e  %.0f pairs/s  ETA %.0fs  dev %@",
+                                step, c.steps, evaluation.loss, termText, schedule.learningRate(atStep: step - 1), rate, eta, metrics.description))
+                try afterEvaluation(evaluation)
+                sums = [:]
+                names = []
                 lossSum = 0
                 lossCount = 0
                 started = Date()

@@ -27,17 +27,19 @@ public struct VSETrainer: Sendable {
         var generator = RandomGenerator(seed: c.optimization.seed)
         let model = VSEBaseline(imageDimension: train.imageGlobal.shape[1], textDimension: train.textGlobal.shape[1],
                                 jointDimension: c.jointDimension, generator: &generator)
-        return TrainingLoop(configuration: c.optimization, parameters: model.parameters).run(
-            pairCount: train.textCount,
+        return TrainingLoop(configuration: c.optimization, parameters: model.parameters, pairCount: train.textCount).run(
             loss: { step, batch in
                 let imageIDs = batch.map { train.imageOfText[$0] }
                 let images = model.embedImages(train.imageGlobal.indexSelect(imageIDs))
                 let texts = model.embedTexts(train.textGlobal.indexSelect(batch))
-                return c.optimization.triplet(atStep: step)(scores: Tensor.matmul(images, texts, transposeB: true), imageIDs: imageIDs)
+                var terms = LossTerms()
+                terms.add("triplet", c.optimization.triplet(atStep: step)(scores: Tensor.matmul(images, texts, transposeB: true), imageIDs: imageIDs))
+                return terms
             },
             evaluate: {
                 RetrievalMetrics.evaluate(images: model.embedImages(dev.imageGlobal), texts: model.embedTexts(dev.textGlobal), imageOfText: dev.imageOfText)
             },
+            afterEvaluation: { _ in },
             progress: progress)
     }
 }

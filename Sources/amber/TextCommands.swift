@@ -41,8 +41,9 @@ struct EncodeTextCommand: ParsableCommand {
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Evaluations against reference data.",
-        subcommands: [TextParityCommand.self]
+        abstract: "Evaluations: a trained model's retrieval (default), the text encoder's parity.",
+        subcommands: [RetrievalEvalCommand.self, TextParityCommand.self],
+        defaultSubcommand: RetrievalEvalCommand.self
     )
 }
 

@@ -22,6 +22,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Number of prototypes K.") var prototypes: Int = 64
     @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
+    @Flag(help: "Keep the fragment projections at their start (with --warm-start: the CCA space).") var freezeFragments = false
+    @Option(help: "Stage 2: candidates re-ranked per query.") var rerankDepth: Int = 32
+    @Option(help: "Directory for checkpoints: training.safetensors (resume), best.safetensors (best-on-dev model), report.svg.")
+    var output: String = ".amber/train"
+    @Flag(help: "Continue the run saved in --output (same options; --steps may be raised).") var resume = false
 
     func run() throws {
         guard let fusionMode = ModalityEncoder.Fusion(rawValue: fusion) else {
@@ -40,7 +45,32 @@ struct TrainCommand: ParsableCommand {
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
         configuration.graphWeight = graphWeight
+        configuration.freezeFragmentProjections = freezeFragments
+        configuration.rerankDepth = rerankDepth
+        let statePath = output + "/training.safetensors"
+        let trainer: MatchingTrainer
+        if resume {
+            guard FileManager.default.fileExists(atPath: statePath) else {
+                throw ValidationError("--resume: \(statePath) does not exist; train without --resume first")
+            }
+            trainer = try MatchingTrainer(resumingFrom: statePath, configuration: configuration, train: train)
+            print("resuming \(statePath) at step \(trainer.step)")
+        } else {
+            guard !FileManager.default.fileExists(atPath: statePath) else {
+                throw ValidationError("\(statePath) exists: pass --resume to continue that run, or choose another --output")
+            }
+            trainer = try MatchingTrainer(configuration: configuration, train: train)
+        }
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
-        printBest(MatchingTrainer(configuration: configuration).train(train: train, dev: dev) { print($0) })
+        let result = try trainer.run(train: train, dev: dev, checkpoints: output) { print($0) }
+        printBest(result.history)
+        print("stage 2 (local re-rank of the top \(rerankDepth), λ = \(configuration.alignment.temperature)) on dev, by α:")
+        for entry in result.alphaSweep {
+            print(String(format: "  α %.1f  rsum %.1f", entry.alpha, entry.metrics.rsum))
+        }
+        let chosen = result.model.ranking.alpha
+        print(chosen == 1 ? "stage 2 does not help on dev: kept off (α = 1)"
+                          : String(format: "chosen α %.1f: %@", chosen, result.model.stageTwoMetrics?.description ?? ""))
+        print("wrote \(output)/best.safetensors (step \(result.model.step)), \(output)/training.safetensors, \(output)/report.svg")
     }
 }

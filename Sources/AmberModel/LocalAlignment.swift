@@ -1,0 +1,175 @@
+import AmberTensor
+
+/// Stage 2 of the ranking (DESIGN §1): a local, fragment-level alignment score in the style of
+/// SCAN's text-to-image attention (Lee et al., 2018), over the *projected* fragments of the
+/// matching model:
+/// ```
+/// c_jr = cos(t_j, v_r)                       token j of the text, fragment r of the image
+/// a_j  = Σ_r softmax_r(λ · c_jr) · v_r      what the image says about token j
+/// s    = (1/m) Σ_j cos(t_j, a_j)             mean over the text's m real tokens
+/// ```
+/// The score is defined text-to-image whichever side is the query, so an (image, text) pair
+/// gets the same local score from both directions. Inference only: no gradients flow.
+public struct LocalAlignment: Sendable, Codable, Equatable {
+    /// `λ`, the inverse softmax temperature on the cosines (SCAN's 9).
+    public var temperature: Float
+
+    public init(temperature: Float = 9) {
+        self.temperature = temperature
+    }
+
+    /// Local scores of every image against every text, `[I, T]`.
+    /// - Parameters:
+    ///   - images: projected image fragments `[I, n, D]`; `imageCounts[i]` real rows each.
+    ///   - texts: projected text fragments `[T, m, D]`; `textCounts[t]` real rows each.
+    public func scores(images: Tensor, imageCounts: [Int], texts: Tensor, textCounts: [Int]) -> Tensor {
+        precondition(images.rank == 3 && texts.rank == 3 && images.shape[2] == texts.shape[2],
+                     "LocalAlignment: image fragments \(images.shape), text fragments \(texts.shape)")
+        precondition(imageCounts.count == images.shape[0] && textCounts.count == texts.shape[0],
+                     "LocalAlignment: \(imageCounts.count) image counts for \(images.shape[0]) images, \(textCounts.count) text counts for \(texts.shape[0]) texts")
+        precondition(imageCounts.allSatisfy { $0 >= 1 && $0 <= images.shape[1] } && textCounts.allSatisfy { $0 >= 1 && $0 <= texts.shape[1] },
+                     "LocalAlignment: every item needs at least one real fragment")
+        return withoutGradients {
+            let I = images.shape[0], n = images.shape[1], D = images.shape[2], T = texts.shape[0]
+            let regions = images.l2Normalized(axis: -1)                                   // [I, n, D]
+            // Padding regions get −∞ before the softmax.
+            var bias = [Float](repeating: 0, count: I * n)
+            for i in 0..<I { for r in imageCounts[i]..<n { bias[i * n + r] = -1e9 } }
+            let regionBias = Tensor(shape: [I, n, 1], scalars: bias)
+            let flatRegions = regions.reshaped([I * n, D])
+            var columns: [Tensor] = []
+            columns.reserveCapacity(T)
+            for t in 0..<T {
+                let m = textCounts[t]
+                let tokens = texts.slice(axis: 0, t ..< t + 1).reshaped([texts.shape[1], D]).slice(axis: 0, 0..<m).l2Normalized(axis: -1)  // [m, D]
+                let cosines = Tensor.matmul(flatRegions, tokens, transposeB: true).reshaped([I, n, m])
+                let weights = (cosines * temperature + regionBias).softmax(axis: 1)    // over regions
+                let attended = Tensor.matmul(weights, regions, transposeA: true)       // [I, m, D]
+                let relevance = (attended.l2Normalized(axis: -1) * tokens.reshaped([1, m, D])).sum(axis: 2)  // [I, m]
+                columns.append(relevance.mean(axis: 1).reshaped([I, 1]))
+            }
+            return Tensor.concatenate(columns, axis: 1)
+        }
+    }
+}
+
+/// Two-stage ranking: stage 1 orders the gallery by the global (fused-embedding) score; stage 2
+/// re-scores the top `depth` candidates of each query with `α · global + (1 − α) · local` and
+/// puts them, in that order, above the rest (which keep their stage-1 order).
+public struct TwoStageRanking: Sendable, Codable, Equatable {
+    /// Weight of the stage-1 score in the fused stage-2 score (1: stage 2 off).
+    public var alpha: Float
+    /// Candidates re-scored per query.
+    public var depth: Int
+
+    public init(alpha: Float = 1, depth: Int = 32) {
+        precondition(alpha >= 0 && alpha <= 1 && depth >= 1, "TwoStageRanking: alpha \(alpha) must be in [0, 1], depth \(depth) ≥ 1")
+        self.alpha = alpha
+        self.depth = depth
+    }
+
+    /// Re-ranks the candidates `global` orders first, given the local score of each candidate.
+    /// Returns candidate indices and fused scores, best first: the re-scored top `depth`, then
+    /// the rest by their global score.
+    public func rank(global: [Float], local: (_ candidates: [Int]) -> [Float]) -> [(index: Int, score: Float)] {
+        let order = global.indices.sorted { global[$0] > global[$1] || (global[$0] == global[$1] && $0 < $1) }
+        let top = Array(order.prefix(depth))
+        guard alpha < 1, !top.isEmpty else { return order.map { ($0, global[$0]) } }
+        let localScores = local(top)
+        precondition(localScores.count == top.count, "TwoStageRanking: \(localScores.count) local scores for \(top.count) candidates")
+        let fused = zip(top, localScores).map { (index: $0, score: alpha * global[$0] + (1 - alpha) * $1) }
+            .sorted { $0.score > $1.score || ($0.score == $1.score && $0.index < $1.index) }
+        return fused + order.dropFirst(top.count).map { ($0, global[$0]) }
+    }
+
+    /// Metrics of the two-stage ranking over `gallery` for each weight in `alphas` (the depth
+    /// is this ranking's): images rank all texts, texts rank all images. Local scores are
+    /// computed once per query for its top `depth` candidates only, and stage-1 scores in
+    /// chunks of `chunkSize` queries, so a 5K × 25K evaluation never holds the full matrix.
+    public func sweep(alphas: [Float], gallery: EncodedGallery, alignment: LocalAlignment,
+                      imageOfText: [Int], chunkSize: Int = 512) -> [(alpha: Float, metrics: RetrievalMetrics)] {
+        let I = gallery.images.shape[0], T = gallery.texts.shape[0]
+        precondition(imageOfText.count == T && imageOfText.allSatisfy { $0 >= 0 && $0 < I },
+                     "TwoStageRanking: \(imageOfText.count) image indices for \(T) texts of \(I) images")
+        precondition(alphas.allSatisfy { $0 >= 0 && $0 <= 1 }, "TwoStageRanking: alphas \(alphas) must be in [0, 1]")
+        var captionsOfImage = [[Int]](repeating: [], count: I)
+        for (t, i) in imageOfText.enumerated() { captionsOfImage[i].append(t) }
+        return withoutGradients {
+            var imageRanks = [[Int]](repeating: [Int](repeating: 0, count: I), count: alphas.count)
+            var textRanks = [[Int]](repeating: [Int](repeating: 0, count: T), count: alphas.count)
+            // One query: ranks of its positives under each α.
+            func rankQuery(scores: UnsafeBufferPointer<Float>, positives: [Int], local: ([Int]) -> [Float]) -> [Int] {
+                let count = scores.count
+                let k = min(depth, count)
+                // The top k by (score desc, index asc).
+                var top = Array(0..<count).partialSorted(k) { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+                top.removeLast(top.count - k)
+                let inTop = Set(top)
+                let localScores = local(top)
+                // Best stage-1 rank among positives outside the top (depth + 1 + higher non-top).
+                var outside = Int.max
+                for p in positives where !inTop.contains(p) {
+                    var higher = 0
+                    for j in 0..<count where scores[j] > scores[p] && !inTop.contains(j) { higher += 1 }
+                    outside = min(outside, k + 1 + higher)
+                }
+                return alphas.map { alpha in
+                    let order = zip(top, localScores).map { (index: $0, score: alpha * scores[$0] + (1 - alpha) * $1) }
+                        .sorted { $0.score > $1.score || ($0.score == $1.score && $0.index < $1.index) }
+                    if let position = order.firstIndex(where: { positives.contains($0.index) }) { return position + 1 }
+                    return outside
+                }
+            }
+            for start in stride(from: 0, to: I, by: chunkSize) {
+                let range = start ..< min(start + chunkSize, I)
+                let block = Tensor.matmul(gallery.images.slice(axis: 0, range), gallery.texts, transposeB: true)
+                block.withUnsafeBufferPointer { s in
+                    for (row, image) in range.enumerated() {
+                        let line = UnsafeBufferPointer(rebasing: s[(row * T)..<((row + 1) * T)])
+                        let ranks = rankQuery(scores: line, positives: captionsOfImage[image]) { candidates in
+                            gallery.localScores(alignment, images: [image], texts: candidates).scalars
+                        }
+                        for (a, rank) in ranks.enumerated() { imageRanks[a][image] = rank }
+                    }
+                }
+            }
+            for start in stride(from: 0, to: T, by: chunkSize) {
+                let range = start ..< min(start + chunkSize, T)
+                let block = Tensor.matmul(gallery.texts.slice(axis: 0, range), gallery.images, transposeB: true)
+                block.withUnsafeBufferPointer { s in
+                    for (row, text) in range.enumerated() {
+                        let line = UnsafeBufferPointer(rebasing: s[(row * I)..<((row + 1) * I)])
+                        let ranks = rankQuery(scores: line, positives: [imageOfText[text]]) { candidates in
+                            gallery.localScores(alignment, images: candidates, texts: [text]).scalars
+                        }
+                        for (a, rank) in ranks.enumerated() { textRanks[a][text] = rank }
+                    }
+                }
+            }
+            return alphas.indices.map { a in
+                (alphas[a], RetrievalMetrics(imageToText: RankSummary(ranks: imageRanks[a]), textToImage: RankSummary(ranks: textRanks[a])))
+            }
+        }
+    }
+}
+
+extension Array {
+    /// The first `k` elements in `areInIncreasingOrder` order, then the rest in no order.
+    func partialSorted(_ k: Int, by areInIncreasingOrder: (Element, Element) -> Bool) -> [Element] {
+        guard k < count else { return sorted(by: areInIncreasingOrder) }
+        // A bounded selection: keep the best k seen so far, sorted.
+        var best: [Element] = []
+        best.reserveCapacity(k + 1)
+        for element in self {
+            if best.count == k, let last = best.last, !areInIncreasingOrder(element, last) { continue }
+            var low = 0, high = best.count
+            while low < high {
+                let mid = (low + high) / 2
+                if areInIncreasingOrder(best[mid], element) { low = mid + 1 } else { high = mid }
+            }
+            best.insert(element, at: low)
+            if best.count > k { best.removeLast() }
+        }
+        return best
+    }
+}

@@ -1,0 +1,129 @@
+import AmberTensor
+import Foundation
+
+/// A trained matching model as it is kept and served: encoder configuration, the feature
+/// dimensions it was trained on, its parameters, and its two-stage ranking (α chosen on dev).
+/// Stored as one safetensors file: parameters by name, the rest as JSON metadata.
+public struct TrainedModel: Sendable {
+    /// Feature dimensions of the data a model was trained on.
+    public struct Dimensions: Sendable, Codable, Equatable, CustomStringConvertible {
+        public var imageGlobal: Int
+        public var imageFragment: Int
+        public var textGlobal: Int
+        public var textFragment: Int
+
+        public init(imageGlobal: Int, imageFragment: Int, textGlobal: Int, textFragment: Int) {
+            self.imageGlobal = imageGlobal
+            self.imageFragment = imageFragment
+            self.textGlobal = textGlobal
+            self.textFragment = textFragment
+        }
+
+        /// The dimensions of `data`'s features.
+        public init(of data: RetrievalData) {
+            self.init(imageGlobal: data.imageGlobal.shape[1], imageFragment: data.imageLocal.shape[2],
+                      textGlobal: data.textGlobal.shape[1], textFragment: data.textTokens.shape[1])
+        }
+
+        public func makeModel(_ configuration: ModalityEncoder.Configuration, generator: inout RandomGenerator) -> MatchingModel {
+            MatchingModel(imageGlobal: imageGlobal, imageFragment: imageFragment, textGlobal: textGlobal, textFragment: textFragment,
+                          configuration: configuration, generator: &generator)
+        }
+
+        public var description: String {
+            "image \(imageGlobal) + n×\(imageFragment), text \(textGlobal) + n×\(textFragment)"
+        }
+    }
+
+    public var encoder: ModalityEncoder.Configuration
+    public var dimensions: Dimensions
+    public var model: MatchingModel
+    /// Training step the parameters are from.
+    public var step: Int
+    /// Dev metrics of stage 1 and of the two-stage ranking, when known.
+    public var metrics: RetrievalMetrics?
+    public var stageTwoMetrics: RetrievalMetrics?
+    public var ranking: TwoStageRanking
+    public var alignment: LocalAlignment
+
+    public init(encoder: ModalityEncoder.Configuration, dimensions: Dimensions, model: MatchingModel, step: Int,
+                metrics: RetrievalMetrics?, stageTwoMetrics: RetrievalMetrics?, ranking: TwoStageRanking, alignment: LocalAlignment) {
+        self.encoder = encoder
+        self.dimensions = dimensions
+        self.model = model
+        self.step = step
+        self.metrics = metrics
+        self.stageTwoMetrics = stageTwoMetrics
+        self.ranking = ranking
+        self.alignment = alignment
+    }
+
+    static let format = "amber-matching-model/1"
+
+    /// Writes the model atomically (temp file, fsync, rename).
+    public func write(to path: String) throws {
+        var entries: [String: SafetensorsFile.Entry] = [:]
+        for parameter in model.parameters { entries[parameter.name] = .float(parameter.value, .float32) }
+        var metadata: [String: String] = try [
+            "format": Self.format,
+            "encoder": MetadataJSON.encode(encoder),
+            "dimensions": MetadataJSON.encode(dimensions),
+            "step": String(step),
+            "ranking": MetadataJSON.encode(ranking),
+            "alignment": MetadataJSON.encode(alignment),
+        ]
+        if let metrics { metadata["metrics"] = try MetadataJSON.encode(metrics) }
+        if let stageTwoMetrics { metadata["stage_two_metrics"] = try MetadataJSON.encode(stageTwoMetrics) }
+        try SafetensorsFile.write(entries, metadata: metadata, to: path)
+    }
+
+    /// Reads a model written by ``write(to:)``; any problem is a `TensorFileError` naming the file.
+    public static func read(from path: String) throws -> TrainedModel {
+        let file = try SafetensorsFile(path: path)
+        func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
+        guard file.metadata["format"] == format else {
+            throw fail("not an Amber model (format \(file.metadata["format"] ?? "missing"), expected \(format))")
+        }
+        func field<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
+            guard let text = file.metadata[name] else { throw fail("metadata has no '\(name)'") }
+            do { return try MetadataJSON.decode(type, from: text) } catch { throw fail("metadata '\(name)' does not decode: \(error)") }
+        }
+        let encoder = try field("encoder", as: ModalityEncoder.Configuration.self)
+        let dimensions = try field("dimensions", as: Dimensions.self)
+        guard let step = file.metadata["step"].flatMap(Int.init) else { throw fail("metadata has no integer 'step'") }
+        var generator = RandomGenerator(seed: 0)
+        let model = dimensions.makeModel(encoder, generator: &generator)
+        for parameter in model.parameters {
+            guard file.arrays[parameter.name] != nil else { throw fail("has no tensor '\(parameter.name)'") }
+            let value = try file.tensor(parameter.name)
+            guard value.shape == parameter.shape else {
+                throw fail("'\(parameter.name)' has shape \(value.shape), the configuration needs \(parameter.shape)")
+            }
+            parameter.assign(value)
+        }
+        let ranking = try field("ranking", as: TwoStageRanking.self)
+        guard ranking.alpha >= 0, ranking.alpha <= 1, ranking.depth >= 1 else {
+            throw fail("ranking α \(ranking.alpha) must be in [0, 1] and depth \(ranking.depth) at least 1")
+        }
+        return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: step,
+                            metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: RetrievalMetrics.self),
+                            stageTwoMetrics: file.metadata["stage_two_metrics"] == nil ? nil : try field("stage_two_metrics", as: RetrievalMetrics.self),
+                            ranking: ranking, alignment: try field("alignment", as: LocalAlignment.self))
+    }
+}
+
+/// JSON for file metadata (sorted keys; non-finite floats as strings).
+public enum MetadataJSON {
+    public static func encode<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from text: String) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try decoder.decode(type, from: Data(text.utf8))
+    }
+}

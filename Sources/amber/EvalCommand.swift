@@ -1,0 +1,50 @@
+import AmberModel
+import AmberTensor
+import ArgumentParser
+import Foundation
+
+/// Retrieval metrics of a trained model on a dataset split, stage 1 and two-stage.
+struct RetrievalEvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retrieval",
+        abstract: "R@1/5/10 both ways, median rank and rsum of a trained model (stage 1, and with the stage-2 re-rank)."
+    )
+
+    @Option(help: "A model written by amber train (best.safetensors).") var model: String = ".amber/train/best.safetensors"
+    @OptionGroup var dataOptions: OfflineDataOptions
+    @Option(help: "Which images to rank: dev (from --dev-start on), train (before it) or all.") var split: String = "dev"
+    @Option(help: "Stage-2 weight α of the global score (default: the model's, chosen on dev when it was trained).") var alpha: Float?
+    @Option(help: "Stage 2: candidates re-ranked per query (default: the model's).") var depth: Int?
+    @Option(help: "Queries scored per chunk (bounds memory on large galleries).") var chunkSize: Int = 512
+
+    func run() throws {
+        let trained = try TrainedModel.read(from: model)
+        let (train, dev) = try dataOptions.load()
+        let data: RetrievalData
+        switch split {
+        case "dev": data = dev
+        case "train": data = train
+        case "all": data = try RetrievalData.load(dataOptions.data)
+        default: throw ValidationError("--split must be dev, train or all, not '\(split)'")
+        }
+        guard TrainedModel.Dimensions(of: data) == trained.dimensions else {
+            throw ValidationError("\(model) was trained on features \(trained.dimensions); \(dataOptions.data) has \(TrainedModel.Dimensions(of: data))")
+        }
+        if let alpha, !(0...1).contains(alpha) { throw ValidationError("--alpha must be in [0, 1], got \(alpha)") }
+        if let depth, depth < 1 { throw ValidationError("--depth must be at least 1, got \(depth)") }
+        let ranking = TwoStageRanking(alpha: alpha ?? trained.ranking.alpha, depth: depth ?? trained.ranking.depth)
+        print("\(model): step \(trained.step), D = \(trained.encoder.jointDimension), fusion \(trained.encoder.fusion.rawValue); "
+              + "\(split): \(data.imageCount) images, \(data.textCount) texts")
+        let started = Date()
+        let gallery = trained.model.encodeGallery(data)
+        let alphas = ranking.alpha == 1 ? [Float(1)] : [1, ranking.alpha]
+        let results = ranking.sweep(alphas: alphas, gallery: gallery, alignment: trained.alignment, imageOfText: data.imageOfText, chunkSize: chunkSize)
+        print("stage 1 (fused embeddings):       \(results[0].metrics)")
+        if results.count > 1 {
+            print(String(format: "two-stage (α %.2f, top %d re-ranked): %@", ranking.alpha, ranking.depth, results[1].metrics.description))
+        } else {
+            print("stage 2 is off for this model (α = 1); pass --alpha to try it")
+        }
+        print(String(format: "(%.1f s)", Date().timeIntervalSince(started)))
+    }
+}

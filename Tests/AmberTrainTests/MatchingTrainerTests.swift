@@ -1,0 +1,183 @@
+import AmberModel
+import AmberTensor
+import AmberTrain
+import Foundation
+import Testing
+
+@Suite("Matching-model trainer")
+struct MatchingTrainerTests {
+    /// Synthetic pairs with fragments: two noisy copies of the global vector per image, the
+    /// sentence vector twice per text, so max-2 and attention have work.
+    static func data() -> (train: RetrievalData, dev: RetrievalData) {
+        let d = PairBatcherTests.syntheticData(images: 60, seed: 4)
+        var generator = RandomGenerator(seed: 1)
+        let images = Tensor.concatenate([d.imageGlobal.reshaped([d.imageCount, 1, 12]), d.imageGlobal.reshaped([d.imageCount, 1, 12])], axis: 1)
+            + Tensor.randomNormal([d.imageCount, 2, 12], standardDeviation: 0.1, using: &generator)
+        let tokens = Tensor.concatenate([d.textGlobal, d.textGlobal], axis: 1).reshaped([d.textCount * 2, 8])
+        let all = RetrievalData(imageGlobal: d.imageGlobal, imageLocal: images, textGlobal: d.textGlobal, textTokens: tokens,
+                                tokenOffsets: (0...d.textCount).map { $0 * 2 }, imageOfText: d.imageOfText, captions: [])
+        return (all.subset(images: 0..<50), all.subset(images: 50..<60))
+    }
+
+    static var baseConfiguration: MatchingTrainer.Configuration {
+        var configuration = MatchingTrainer.Configuration()
+        configuration.encoder.jointDimension = 16
+        configuration.optimization.batchSize = 25
+        configuration.optimization.steps = 120
+        configuration.optimization.learningRate = 3e-3
+        configuration.optimization.warmupSteps = 10
+        configuration.optimization.allNegativesSteps = 20
+        configuration.optimization.evaluateEvery = 60
+        configuration.rerankDepth = 5
+        return configuration
+    }
+
+    /// Memory bank, prototypes (from step 30) and graph all on.
+    static var fullConfiguration: MatchingTrainer.Configuration {
+        var configuration = baseConfiguration
+        configuration.memoryWeight = 0.5
+        configuration.queueSize = 64
+        configuration.momentum = 0.9
+        configuration.memoryTemperature = 0.1
+        configuration.prototypeWeight = 0.2
+        configuration.prototypeCount = 4
+        configuration.prototypeWarmupSteps = 30
+        configuration.graphWeight = 0.5
+        return configuration
+    }
+
+    /// A history without its timings (pairs/s), for exact comparisons.
+    static func outcome(_ history: [TrainingEvaluation]) -> [String] {
+        history.map { e in "\(e.step) \(e.loss.bitPattern) \(e.terms.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.bitPattern)" }) \(e.metrics)" }
+    }
+
+    static func run(_ configuration: MatchingTrainer.Configuration) throws -> MatchingTrainer.Result {
+        let (train, dev) = data()
+        return try MatchingTrainer(configuration: configuration, train: train).run(train: train, dev: dev)
+    }
+
+    @Test func learnsSyntheticPairsDeterministicallyWithEachLoss() throws {
+        let first = try Self.run(Self.baseConfiguration), second = try Self.run(Self.baseConfiguration)
+        #expect(Self.outcome(first.history) == Self.outcome(second.history))
+        #expect(first.history.last!.loss < first.history.first!.loss)
+        #expect(first.history.last!.metrics.rsum > 300, "\(first.history.last!.metrics)")
+        #expect(first.history.allSatisfy { Set($0.terms.keys) == ["triplet"] })
+
+        // Each further loss: still deterministic, still learns, a different model, and its
+        // named term is logged and adds up to the total.
+        var configuration = Self.baseConfiguration
+        var previous = first
+        for (name, change) in [("memory", { (c: inout MatchingTrainer.Configuration) in c.memoryWeight = 0.5; c.queueSize = 64; c.momentum = 0.9; c.memoryTemperature = 0.1 }),
+                               ("prototype", { $0.prototypeWeight = 0.2; $0.prototypeCount = 4; $0.prototypeWarmupSteps = 0 }),
+                               ("graph", { $0.graphWeight = 0.5 })] as [(String, (inout MatchingTrainer.Configuration) -> Void)] {
+            change(&configuration)
+            let result = try Self.run(configuration), again = try Self.run(configuration)
+            #expect(Self.outcome(result.history) == Self.outcome(again.history), "\(name)")
+            #expect(result.history.map(\.loss) != previous.history.map(\.loss), "\(name)")
+            #expect(result.history.allSatisfy { $0.terms[name] != nil && $0.loss.isFinite }, "\(name)")
+            let last = result.history.last!
+            #expect(abs(last.terms.values.reduce(0, +) - last.loss) < 1e-4 * max(1, last.loss))
+            #expect(last.metrics.rsum > 300, "\(name): \(last.metrics)")
+            previous = result
+        }
+    }
+
+    @Test func theResultIsTheBestOnDevWithAlphaChosenOnDev() throws {
+        var configuration = Self.fullConfiguration
+        configuration.optimization.evaluateEvery = 20
+        let result = try Self.run(configuration)
+        let best = result.history.max { $0.metrics.rsum < $1.metrics.rsum }!
+        #expect(result.model.metrics?.rsum == best.metrics.rsum)
+        #expect(result.model.step == result.history.first { $0.metrics.rsum == best.metrics.rsum }!.step)
+        // The returned model really is that one: its stage-1 dev metrics are the best ones.
+        let dev = Self.data().dev
+        let (images, texts) = result.model.model.embed(dev)
+        #expect(RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText) == best.metrics)
+        // α: the best of the grid on dev; α = 1 is stage 1.
+        #expect(result.alphaSweep.map(\.alpha) == configuration.alphaGrid)
+        #expect(result.alphaSweep.first { $0.alpha == 1 }!.metrics == best.metrics)
+        let top = result.alphaSweep.map(\.metrics.rsum).max()!
+        #expect(result.model.stageTwoMetrics?.rsum == top)
+        #expect(result.alphaSweep.first { $0.alpha == result.model.ranking.alpha }!.metrics.rsum == top)
+    }
+
+    @Test func aResumedRunEndsExactlyWhereAnUninterruptedOneDoes() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/amber-resume-\(getpid())-\(UInt64.random(in: 0..<1 << 40))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (train, dev) = Self.data()
+        var configuration = Self.fullConfiguration
+        configuration.optimization.evaluateEvery = 40
+        let uninterrupted = try Self.run(configuration)
+
+        // Stop at step 80 (prototypes on, queues full, best model kept), then resume to 120.
+        var short = configuration
+        short.optimization.steps = 80
+        _ = try MatchingTrainer(configuration: short, train: train).run(train: train, dev: dev, checkpoints: directory)
+        for file in ["training.safetensors", "best.safetensors", "report.svg"] {
+            #expect(FileManager.default.fileExists(atPath: directory + "/" + file), "\(file)")
+        }
+        let resumed = try MatchingTrainer(resumingFrom: directory + "/training.safetensors", configuration: configuration, train: train)
+        #expect(resumed.step == 80)
+        let finished = try resumed.run(train: train, dev: dev, checkpoints: directory)
+        #expect(Self.outcome(finished.history) == Self.outcome(uninterrupted.history))
+        #expect(finished.model.step == uninterrupted.model.step)
+        #expect(finished.model.ranking == uninterrupted.model.ranking)
+        for (a, b) in zip(finished.model.model.parameters, uninterrupted.model.model.parameters) {
+            #expect(a.value.scalars == b.value.scalars, "\(a.name)")
+        }
+        // The best model on disk is the returned one.
+        let saved = try TrainedModel.read(from: directory + "/best.safetensors")
+        #expect(saved.ranking == finished.model.ranking && saved.step == finished.model.step)
+        for (a, b) in zip(saved.model.parameters, finished.model.model.parameters) { #expect(a.value.scalars == b.value.scalars, "\(a.name)") }
+
+        // A resume with other options is refused, naming the file.
+        var other = configuration
+        other.memoryWeight = 0.1
+        #expect { try MatchingTrainer(resumingFrom: directory + "/training.safetensors", configuration: other, train: train) } throws: { error in
+            "\(error)".contains("training.safetensors") && "\(error)".contains("different configuration")
+        }
+    }
+
+    @Test func aTrainedModelRoundTripsThroughItsFileAndBadFilesAreNamed() throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/amber-model-\(getpid())-\(UInt64.random(in: 0..<1 << 40))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try Self.run(Self.baseConfiguration)
+        try result.model.write(to: directory + "/model.safetensors")
+        let loaded = try TrainedModel.read(from: directory + "/model.safetensors")
+        #expect(loaded.encoder == result.model.encoder && loaded.dimensions == result.model.dimensions)
+        #expect(loaded.metrics == result.model.metrics && loaded.stageTwoMetrics == result.model.stageTwoMetrics)
+        let dev = Self.data().dev
+        #expect(loaded.model.embed(dev).texts.scalars == result.model.model.embed(dev).texts.scalars)
+
+        // Not a model: a training state, a truncated file, a tensor of the wrong shape.
+        try SafetensorsFile.write(["x": .float(Tensor.zeros([2]), .float32)], metadata: ["format": "something-else"], to: directory + "/other.safetensors")
+        #expect { try TrainedModel.read(from: directory + "/other.safetensors") } throws: { "\($0)".contains("other.safetensors") && "\($0)".contains("not an Amber model") }
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: directory + "/model.safetensors"))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: directory + "/truncated.safetensors"))
+        #expect(throws: TensorFileError.self) { try TrainedModel.read(from: directory + "/truncated.safetensors") }
+        let file = try SafetensorsFile(path: directory + "/model.safetensors")
+        var entries: [String: SafetensorsFile.Entry] = [:]
+        for name in file.names { entries[name] = .float(try file.tensor(name), .float32) }
+        entries["image.gate.bias"] = .float(Tensor.zeros([3]), .float32)
+        try SafetensorsFile.write(entries, metadata: file.metadata, to: directory + "/shape.safetensors")
+        #expect { try TrainedModel.read(from: directory + "/shape.safetensors") } throws: { "\($0)".contains("image.gate.bias") && "\($0)".contains("shape") }
+    }
+
+    @Test func theReportPlotsEveryTermAndDevRsum() throws {
+        var configuration = Self.fullConfiguration
+        configuration.optimization.evaluateEvery = 30
+        let history = try Self.run(configuration).history
+        let svg = TrainingReport.svg(history: history, title: "a <test> run")
+        #expect(svg.hasPrefix("<svg") && svg.hasSuffix("</svg>\n"))
+        // One line per term, the total, and dev rsum.
+        let terms = Set(history.flatMap(\.terms.keys))
+        #expect(terms == ["triplet", "memory", "prototype", "graph"])
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == terms.count + 2)
+        for term in terms { #expect(svg.contains(">\(term)</text>")) }
+        let best = history.max { $0.metrics.rsum < $1.metrics.rsum }!
+        #expect(svg.contains("best \(String(format: "%.1f", best.metrics.rsum)) at step \(best.step)"))
+        #expect(svg.contains("a &lt;test&gt; run"))
+        #expect(TrainingReport.svg(history: [], title: "empty").contains("no evaluation yet"))
+    }
+}
