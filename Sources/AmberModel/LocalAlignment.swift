@@ -30,9 +30,29 @@ public struct LocalAlignment: Sendable, Codable, Equatable {
         precondition(imageCounts.allSatisfy { $0 >= 1 && $0 <= images.shape[1] } && textCounts.allSatisfy { $0 >= 1 && $0 <= texts.shape[1] },
                      "LocalAlignment: every item needs at least one real fragment")
         return withoutGradients {
-            let I = images.shape[0], n = images.shape[1], D = images.shape[2], T = texts.shape[0]
+            let I = images.shape[0], n = images.shape[1], D = images.shape[2], T = texts.shape[0], m = texts.shape[1]
             let regions = images.l2Normalized(axis: -1)                                   // [I, n, D]
-            // Padding regions get −∞ before the softmax.
+            let tokens = texts.l2Normalized(axis: -1)                                     // [T, m, D]
+            // One batched pass per item of the smaller side.
+            if I <= T {
+                // Per image: every text at once, tokens padded; padding tokens left out of the mean.
+                var tokenWeight = [Float](repeating: 0, count: T * m)
+                for t in 0..<T { for j in 0..<textCounts[t] { tokenWeight[t * m + j] = 1 / Float(textCounts[t]) } }
+                let meanWeights = Tensor(shape: [T, m], scalars: tokenWeight)
+                let flatTokens = tokens.reshaped([T * m, D])
+                var rows: [Tensor] = []
+                rows.reserveCapacity(I)
+                for i in 0..<I {
+                    let own = regions.slice(axis: 0, i ..< i + 1).reshaped([n, D]).slice(axis: 0, 0..<imageCounts[i])   // [r, D]
+                    let cosines = Tensor.matmul(flatTokens, own, transposeB: true)                                     // [T·m, r]
+                    let weights = (cosines * temperature).softmax(axis: 1)                                              // over regions
+                    let attended = Tensor.matmul(weights, own).l2Normalized(axis: -1)                                   // [T·m, D]
+                    let relevance = (attended * flatTokens).sum(axis: 1).reshaped([T, m])
+                    rows.append((relevance * meanWeights).sum(axis: 1).reshaped([1, T]))
+                }
+                return Tensor.concatenate(rows, axis: 0)
+            }
+            // Per text: every image at once, padding regions at −∞ before the softmax.
             var bias = [Float](repeating: 0, count: I * n)
             for i in 0..<I { for r in imageCounts[i]..<n { bias[i * n + r] = -1e9 } }
             let regionBias = Tensor(shape: [I, n, 1], scalars: bias)
@@ -40,12 +60,12 @@ public struct LocalAlignment: Sendable, Codable, Equatable {
             var columns: [Tensor] = []
             columns.reserveCapacity(T)
             for t in 0..<T {
-                let m = textCounts[t]
-                let tokens = texts.slice(axis: 0, t ..< t + 1).reshaped([texts.shape[1], D]).slice(axis: 0, 0..<m).l2Normalized(axis: -1)  // [m, D]
-                let cosines = Tensor.matmul(flatRegions, tokens, transposeB: true).reshaped([I, n, m])
+                let count = textCounts[t]
+                let own = tokens.slice(axis: 0, t ..< t + 1).reshaped([m, D]).slice(axis: 0, 0..<count)   // [c, D]
+                let cosines = Tensor.matmul(flatRegions, own, transposeB: true).reshaped([I, n, count])
                 let weights = (cosines * temperature + regionBias).softmax(axis: 1)    // over regions
-                let attended = Tensor.matmul(weights, regions, transposeA: true)       // [I, m, D]
-                let relevance = (attended.l2Normalized(axis: -1) * tokens.reshaped([1, m, D])).sum(axis: 2)  // [I, m]
+                let attended = Tensor.matmul(weights, regions, transposeA: true)       // [I, c, D]
+                let relevance = (attended.l2Normalized(axis: -1) * own.reshaped([1, count, D])).sum(axis: 2)  // [I, c]
                 columns.append(relevance.mean(axis: 1).reshaped([I, 1]))
             }
             return Tensor.concatenate(columns, axis: 1)

@@ -17,8 +17,13 @@ public final class MatchingTrainer {
         public var optimization = OptimizationConfiguration()
         /// Start the global (and fragment) projections from the CCA solution on the training pairs.
         public var warmStartFromCCA = false
-        /// Keep the fragment projections where they start (with the CCA warm start: the CCA space).
-        public var freezeFragmentProjections = false
+        /// Model parameters kept where they start: those whose name contains one of these
+        /// (`"fragment"`: both fragment projections; `"gate.weight"`: the gates' input weights,
+        /// leaving a learned per-dimension gate bias).
+        public var frozen: [String] = []
+        /// λ of an elastic pull of the model's parameters towards their start (L2-SP; 0: off).
+        /// With the CCA warm start it keeps the model near the closed-form solution.
+        public var anchorStrength: Float = 0
         /// λ of the memory-augmented contrastive loss (0: off).
         public var memoryWeight: Float = 0
         /// Keys per modality queue.
@@ -85,12 +90,14 @@ public final class MatchingTrainer {
         textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
         prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
         graph = RelationGraph(dimension: c.encoder.jointDimension, generator: &generator)
-        let frozen = c.freezeFragmentProjections
-            ? Set((model.imageEncoder.fragmentProjection.parameters + model.textEncoder.fragmentProjection.parameters).map(\.name)) : []
-        trainable = model.parameters.filter { !frozen.contains($0.name) }
+        trainable = model.parameters.filter { parameter in !c.frozen.contains { parameter.name.contains($0) } }
             + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
         dropout = RandomGenerator(seed: o.seed &+ 2)
         loop = TrainingLoop(configuration: o, parameters: trainable, pairCount: train.textCount)
+        if c.anchorStrength > 0 {
+            loop.anchors = model.parameters.filter { p in trainable.contains { $0 === p } }.map { ($0, $0.value) }
+            loop.anchorStrength = c.anchorStrength
+        }
     }
 
     /// Steps taken so far.
@@ -100,7 +107,9 @@ public final class MatchingTrainer {
     /// Trains to `configuration.optimization.steps`. With `checkpoints`, writes there at every
     /// evaluation (each file atomically): `training.safetensors` (everything a resume needs),
     /// `best.safetensors` (the best-on-dev model, when it improves) and `report.svg`.
+    /// `stepTimer` receives each step's wall time (forward, backward, optimiser, queues).
     public func run(train: RetrievalData, dev: RetrievalData, checkpoints: String? = nil,
+                    stepTimer: ((_ step: Int, _ seconds: Double) -> Void)? = nil,
                     progress: (String) -> Void = { _ in }) throws -> Result {
         let c = configuration
         let o = c.optimization
@@ -176,6 +185,7 @@ public final class MatchingTrainer {
                     try AtomicFile.write([Array(TrainingReport.svg(history: loop.history, title: "amber train").utf8)], to: directory + "/report.svg")
                 }
             },
+            stepTimer: stepTimer,
             progress: progress)
 
         // The best model; α for stage 2 chosen on dev.

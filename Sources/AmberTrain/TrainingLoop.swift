@@ -31,7 +31,7 @@ public struct OptimizationConfiguration: Sendable, Codable, Equatable {
 /// One evaluation on dev during training.
 public struct TrainingEvaluation: Sendable, Codable, Equatable {
     public let step: Int
-    /// Mean training loss since the previous evaluation.
+    /// Mean training loss since the previous evaluation (NaN for the evaluation at step 0).
     public let loss: Float
     /// Mean of each weighted loss term since the previous evaluation (they sum to `loss`).
     public let terms: [String: Float]
@@ -75,6 +75,10 @@ final class TrainingLoop {
     private var batcher: PairBatcher
     private(set) var step = 0
     private(set) var history: [TrainingEvaluation] = []
+    /// Elastic pull towards given values (L2-SP, Li et al. 2018): after each step,
+    /// `θ ← θ − η λ (θ − θ₀)` for each anchored parameter, `λ = anchorStrength`.
+    var anchors: [(parameter: Parameter, value: Tensor)] = []
+    var anchorStrength: Float = 0
 
     init(configuration: OptimizationConfiguration, parameters: [Parameter], pairCount: Int) {
         let c = configuration
@@ -105,20 +109,43 @@ final class TrainingLoop {
         afterStep: (_ step: Int) -> Void = { _ in },
         evaluate: () -> RetrievalMetrics,
         afterEvaluation: (TrainingEvaluation) throws -> Void = { _ in },
+        stepTimer: ((_ step: Int, _ seconds: Double) -> Void)? = nil,
         progress: (String) -> Void
     ) rethrows -> [TrainingEvaluation] {
         let c = configuration
         var started = Date()
         var sums: [String: Float] = [:], names: [String] = []
         var lossSum: Float = 0, lossCount = 0
+        if step == 0 && history.isEmpty {
+            // The starting point is a candidate too (with a warm start it can be the best).
+            let metrics = withoutGradients { evaluate() }
+            let evaluation = TrainingEvaluation(step: 0, loss: .nan, terms: [:], pairsPerSecond: 0, metrics: metrics)
+            history.append(evaluation)
+            progress(String(format: "step %5d/%d  (start)  dev %@", 0, c.steps, metrics.description))
+            try afterEvaluation(evaluation)
+            started = Date()
+        }
         while step < c.steps {
+            let stepStart = stepTimer == nil ? nil : Date()
             optimizer.zeroGradients()
             let terms = loss(step, batcher.next())
             let total = terms.total
             total.backward()
             clipGradientNorm(parameters, maximumNorm: c.gradientClip)
-            optimizer.step(learningRate: schedule.learningRate(atStep: step))
+            let learningRate = schedule.learningRate(atStep: step)
+            optimizer.step(learningRate: learningRate)
+            if anchorStrength > 0 {
+                let pull = min(learningRate * anchorStrength, 1)
+                for anchor in anchors {
+                    anchor.parameter.updateValue { theta in
+                        anchor.value.withUnsafeBufferPointer { start in
+                            for i in 0..<theta.count { theta[i] -= pull * (theta[i] - start[i]) }
+                        }
+                    }
+                }
+            }
             afterStep(step)
+            if let stepStart { stepTimer?(step, Date().timeIntervalSince(stepStart)) }
             lossSum += total.scalar
             lossCount += 1
             for term in terms.terms {

@@ -22,7 +22,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Number of prototypes K.") var prototypes: Int = 64
     @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
-    @Flag(help: "Keep the fragment projections at their start (with --warm-start: the CCA space).") var freezeFragments = false
+    @Option(parsing: .upToNextOption, help: "Keep parameters whose name contains one of these at their start (e.g. fragment gate.weight).")
+    var freeze: [String] = []
+    @Option(help: "λ of an elastic pull of the parameters towards their start (L2-SP; 0: off).") var anchorStrength: Float = 0
     @Option(help: "Stage 2: candidates re-ranked per query.") var rerankDepth: Int = 32
     @Option(help: "Directory for checkpoints: training.safetensors (resume), best.safetensors (best-on-dev model), report.svg.")
     var output: String = ".amber/train"
@@ -45,7 +47,8 @@ struct TrainCommand: ParsableCommand {
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
         configuration.graphWeight = graphWeight
-        configuration.freezeFragmentProjections = freezeFragments
+        configuration.frozen = freeze
+        configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
         let statePath = output + "/training.safetensors"
         let trainer: MatchingTrainer
@@ -62,7 +65,7 @@ struct TrainCommand: ParsableCommand {
             trainer = try MatchingTrainer(configuration: configuration, train: train)
         }
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
-        let result = try trainer.run(train: train, dev: dev, checkpoints: output) { print($0) }
+        let result = try trainer.run(train: train, dev: dev, checkpoints: output, progress: { print($0) })
         printBest(result.history)
         print("stage 2 (local re-rank of the top \(rerankDepth), λ = \(configuration.alignment.temperature)) on dev, by α:")
         for entry in result.alphaSweep {

@@ -41,9 +41,17 @@ struct LocalAlignmentTests {
             }
         }
         expectClose(scores, expected, shape: [3, 4], tolerance: 1e-5)
-        // Padding rows do not matter: garbage in them changes nothing.
+        // The other batching (more images than texts) gives the same scores.
+        let transposedPath = alignment.scores(images: Tensor.concatenate([images, images], axis: 0), imageCounts: imageCounts + imageCounts,
+                                              texts: texts.slice(axis: 0, 0..<2), textCounts: Array(textCounts.prefix(2)))
+        let expectedTwo = (0..<6).flatMap { i in (0..<2).map { expected[(i % 3) * 4 + $0] } }
+        expectClose(transposedPath, expectedTwo, shape: [6, 2], tolerance: 1e-5)
+        // Padding rows do not matter: garbage in them changes nothing (on both paths).
         let noisy = images + Tensor(shape: [3, 5, 1], scalars: (0..<15).map { $0 % 5 >= imageCounts[$0 / 5] ? 50 : 0 })
-        expectClose(alignment.scores(images: noisy, imageCounts: imageCounts, texts: texts, textCounts: textCounts), expected, tolerance: 1e-5)
+        let noisyTexts = texts + Tensor(shape: [4, 7, 1], scalars: (0..<28).map { $0 % 7 >= textCounts[$0 / 7] ? 50 : 0 })
+        expectClose(alignment.scores(images: noisy, imageCounts: imageCounts, texts: noisyTexts, textCounts: textCounts), expected, tolerance: 1e-5)
+        let fewTexts = alignment.scores(images: noisy, imageCounts: imageCounts, texts: noisyTexts.slice(axis: 0, 0..<2), textCounts: Array(textCounts.prefix(2)))
+        expectClose(fewTexts, (0..<3).flatMap { i in (0..<2).map { expected[i * 4 + $0] } }, tolerance: 1e-5)
     }
 
     @Test func aTextMadeOfAnImagesFragmentsScoresThatImageHighest() {
