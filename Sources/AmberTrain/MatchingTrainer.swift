@@ -215,13 +215,13 @@ extension MatchingTrainer {
     static let stateFormat = "amber-training-state/1"
 
     /// Writes everything a resume needs, atomically: parameters (model, prototypes, graph), the
-    /// momentum encoder, AdamW moments, both queues, the batcher and dropout generators, the
+    /// momentum encoder, the optimiser's state, both queues, the batcher and dropout generators, the
     /// history, and the best model so far.
     public func saveState(to path: String) throws {
         var entries: [String: SafetensorsFile.Entry] = [:]
         for parameter in trainable + model.parameters { entries["param." + parameter.name] = .float(parameter.value, .float32) }
         for parameter in keyModel.parameters { entries["key." + parameter.name] = .float(parameter.value, .float32) }
-        for (name, tensor) in loop.optimizer.stateTensors() { entries["adam." + name] = .float(tensor, .float32) }
+        for (name, tensor) in loop.optimizer.stateTensors() { entries["optimizer." + name] = .float(tensor, .float32) }
         if let best {
             for (parameter, value) in zip(model.parameters, best.values) { entries["best." + parameter.name] = .float(value, .float32) }
         }
@@ -274,9 +274,9 @@ extension MatchingTrainer {
         }
         try load(trainable + model.parameters, prefix: "param.")
         try load(keyModel.parameters, prefix: "key.")
-        var adam: [String: Tensor] = [:]
-        for name in file.names where name.hasPrefix("adam.") { adam[String(name.dropFirst(5))] = try file.tensor(name) }
-        do { try loop.restore(try field("position", as: TrainingLoop.Position.self), optimizerState: adam) } catch let error as OptimizerStateError {
+        var optimizerState: [String: Tensor] = [:]
+        for name in file.names where name.hasPrefix("optimizer.") { optimizerState[String(name.dropFirst(10))] = try file.tensor(name) }
+        do { try loop.restore(try field("position", as: TrainingLoop.Position.self), optimizerState: optimizerState) } catch let error as OptimizerStateError {
             throw fail(error.description)
         }
         dropout = try field("dropout", as: RandomGenerator.self)

@@ -10,8 +10,11 @@ public struct OptimizationConfiguration: Sendable, Codable, Equatable {
     public var learningRate: Float = 5e-4
     public var warmupSteps = 100
     public var decayEvery = 1000
-    /// AdamW decoupled weight decay.
+    /// AdamW decoupled weight decay (SGD: L2 weight decay).
     public var weightDecay: Float = 1e-4
+    /// `adamw`, or `sgd` (momentum 0.9), which moves each weight in proportion to its gradient
+    /// instead of by about the learning rate: gentler on a warm start.
+    public var optimizer: OptimizerKind = .adamw
     /// Triplet margin.
     public var margin: Float = 0.2
     /// Steps with all negatives before the hardest-negative triplet.
@@ -26,6 +29,11 @@ public struct OptimizationConfiguration: Sendable, Codable, Equatable {
     public func triplet(atStep step: Int) -> TripletLoss {
         TripletLoss(margin: margin, negatives: step < allNegativesSteps ? .all : .hardest)
     }
+}
+
+/// The optimisers a trainer can use.
+public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
+    case adamw, sgd
 }
 
 /// One evaluation on dev during training.
@@ -56,7 +64,7 @@ public struct LossTerms {
     }
 }
 
-/// The loop every trainer runs: seeded caption batches, AdamW with warm-up and step decay,
+/// The loop every trainer runs: seeded caption batches, AdamW (or SGD) with warm-up and step decay,
 /// global-norm clipping, and a dev evaluation with a progress line every `evaluateEvery` steps.
 /// Its position (step, batcher, history) and the optimiser's state can be saved at an
 /// evaluation and restored, so a resumed run continues exactly where the saved one stood.
@@ -70,7 +78,7 @@ final class TrainingLoop {
 
     let configuration: OptimizationConfiguration
     let parameters: [Parameter]
-    let optimizer: AdamW
+    let optimizer: any Optimizer
     private let schedule: WarmupStepDecay
     private var batcher: PairBatcher
     private(set) var step = 0
@@ -84,7 +92,10 @@ final class TrainingLoop {
         let c = configuration
         self.configuration = c
         self.parameters = parameters
-        optimizer = AdamW(parameters: parameters, configuration: .init(weightDecay: c.weightDecay))
+        switch c.optimizer {
+        case .adamw: optimizer = AdamW(parameters: parameters, configuration: .init(weightDecay: c.weightDecay))
+        case .sgd: optimizer = SGD(parameters: parameters, momentum: 0.9, weightDecay: c.weightDecay)
+        }
         schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
         batcher = PairBatcher(count: pairCount, batchSize: c.batchSize, seed: c.seed &+ 1)
     }

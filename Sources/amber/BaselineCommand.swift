@@ -36,6 +36,7 @@ struct OptimizationOptions: ParsableArguments {
     @Option(help: "Steps with all negatives before the hardest-negative triplet.") var allNegativesSteps: Int?
     @Option(help: "Evaluate on dev every N steps.") var evaluateEvery: Int?
     @Option(help: "Random seed.") var seed: UInt64?
+    @Option(help: "adamw or sgd (momentum 0.9).") var optimizer: OptimizerKind?
 
     func apply(to configuration: inout OptimizationConfiguration) {
         if let steps { configuration.steps = steps }
@@ -45,10 +46,11 @@ struct OptimizationOptions: ParsableArguments {
         if let allNegativesSteps { configuration.allNegativesSteps = allNegativesSteps }
         if let evaluateEvery { configuration.evaluateEvery = evaluateEvery }
         if let seed { configuration.seed = seed }
+        if let optimizer { configuration.optimizer = optimizer }
     }
 
     static func describe(_ c: OptimizationConfiguration) -> String {
-        "batch \(c.batchSize), \(c.steps) steps, lr \(c.learningRate), weight decay \(c.weightDecay), seed \(c.seed)"
+        "\(c.optimizer.rawValue), batch \(c.batchSize), \(c.steps) steps, lr \(c.learningRate), weight decay \(c.weightDecay), seed \(c.seed)"
     }
 }
 
@@ -118,3 +120,5 @@ struct VSEBaselineCommand: ParsableCommand {
         printBest(VSETrainer(configuration: configuration).train(train: train, dev: dev) { print($0) })
     }
 }
+
+extension OptimizerKind: ExpressibleByArgument {}
