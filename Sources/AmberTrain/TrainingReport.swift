@@ -4,7 +4,7 @@ import Foundation
 /// dev rsum over steps with the best evaluation marked (right). Opens in any browser.
 public enum TrainingReport {
     public static func svg(history: [TrainingEvaluation], title: String) -> String {
-        let width = 960.0, height = 380.0, panelWidth = 400.0, panelHeight = 260.0
+        let width = 1000.0, height = 380.0, panelWidth = 400.0, panelHeight = 260.0
         let top = 60.0, lefts = [70.0, 550.0]
         var out = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="sans-serif" font-size="12">
@@ -23,12 +23,20 @@ public enum TrainingReport {
                 return v.flatMap { $0.isFinite ? (Double(e.step), Double($0)) : nil }
             }
         }
-        // Left: losses.
-        let losses = names.map { (name: $0, points: series($0)) }
+        // Left: losses, on a log scale when they are all positive (they span decades).
+        let rawLosses = names.map { (name: $0, points: series($0)) }
+        let logScale = rawLosses.allSatisfy { $0.points.allSatisfy { $0.1 > 0 } }
+        let losses = rawLosses.map { line in (name: line.name, points: line.points.map { ($0.0, logScale ? log10($0.1) : $0.1) }) }
         let lossValues = losses.flatMap { $0.points.map(\.1) }
-        let lossRange = niceRange(lossValues.min() ?? 0, lossValues.max() ?? 1, includeZero: true)
+        // Log scale: whole decades, four of them or a multiple, so the five ticks fall on powers of 10.
+        let lowDecade = floor(lossValues.min() ?? 0)
+        let decades = max(4, 4 * ceil((ceil(lossValues.max() ?? 1) - lowDecade) / 4))
+        let lossRange = logScale
+            ? lowDecade ... lowDecade + decades
+            : niceRange(lossValues.min() ?? 0, lossValues.max() ?? 1, includeZero: true)
         out += panel(x: lefts[0], y: top, width: panelWidth, height: panelHeight, xRange: stepRange, yRange: lossRange,
-                     xLabel: "step", yLabel: "training loss (mean since last evaluation)")
+                     xLabel: "step", yLabel: "training loss (mean since last evaluation\(logScale ? ", log scale" : ""))",
+                     yFormat: logScale ? { String(format: "%g", pow(10, $0)) } : format)
         for (index, line) in losses.enumerated() where !line.points.isEmpty {
             out += polyline(line.points, x: lefts[0], y: top, width: panelWidth, height: panelHeight, xRange: stepRange, yRange: lossRange,
                             colour: palette[index % palette.count], dashed: index == 0)
@@ -38,7 +46,7 @@ public enum TrainingReport {
         let rsum = history.map { (Double($0.step), $0.metrics.rsum) }
         let rsumRange = niceRange(rsum.map(\.1).min()!, rsum.map(\.1).max()!, includeZero: false)
         out += panel(x: lefts[1], y: top, width: panelWidth, height: panelHeight, xRange: stepRange, yRange: rsumRange,
-                     xLabel: "step", yLabel: "dev rsum (R@1+5+10, both directions)")
+                     xLabel: "step", yLabel: "dev rsum (R@1+5+10, both directions)", yFormat: format)
         out += polyline(rsum, x: lefts[1], y: top, width: panelWidth, height: panelHeight, xRange: stepRange, yRange: rsumRange, colour: palette[1], dashed: false)
         if let best = history.max(by: { $0.metrics.rsum < $1.metrics.rsum }) {
             let px = lefts[1] + scale(Double(best.step), stepRange, panelWidth)
@@ -65,14 +73,14 @@ public enum TrainingReport {
     }
 
     private static func panel(x: Double, y: Double, width: Double, height: Double, xRange: ClosedRange<Double>, yRange: ClosedRange<Double>,
-                              xLabel: String, yLabel: String) -> String {
+                              xLabel: String, yLabel: String, yFormat: (Double) -> String) -> String {
         var out = "<rect x=\"\(x)\" y=\"\(y)\" width=\"\(width)\" height=\"\(height)\" fill=\"none\" stroke=\"#888\"/>\n"
         for i in 0...4 {
             let fraction = Double(i) / 4
             let gy = y + height - fraction * height
             let gx = x + fraction * width
             out += "<line x1=\"\(x)\" y1=\"\(gy)\" x2=\"\(x + width)\" y2=\"\(gy)\" stroke=\"#eee\"/>\n"
-            out += "<text x=\"\(x - 6)\" y=\"\(gy + 4)\" text-anchor=\"end\">\(format(yRange.lowerBound + fraction * (yRange.upperBound - yRange.lowerBound)))</text>\n"
+            out += "<text x=\"\(x - 6)\" y=\"\(gy + 4)\" text-anchor=\"end\">\(yFormat(yRange.lowerBound + fraction * (yRange.upperBound - yRange.lowerBound)))</text>\n"
             out += "<text x=\"\(gx)\" y=\"\(y + height + 16)\" text-anchor=\"middle\">\(format(xRange.lowerBound + fraction * (xRange.upperBound - xRange.lowerBound)))</text>\n"
         }
         out += "<text x=\"\(x + width / 2)\" y=\"\(y + height + 34)\" text-anchor=\"middle\">\(escape(xLabel))</text>\n"
