@@ -61,6 +61,8 @@ public struct ModalityEncoder: Sendable {
         /// `τ`, scale of the cosines in the attention softmax.
         public var attentionTemperature: Float = 1
         public var fusion: Fusion = .fused
+        /// Feed the gate `[norm(l); norm(h)]` instead of `[l; h]`: a scale-free gate.
+        public var normalizedGateInput = false
 
         public init() {}
     }
@@ -131,8 +133,10 @@ public struct ModalityEncoder: Sendable {
         let fused: Tensor
         switch configuration.fusion {
         case .fused:
-            let z = gate(Tensor.concatenate([local, global], axis: 1)).sigmoid()
-            fused = (z * local.l2Normalized(axis: -1) + (1 - z) * global.l2Normalized(axis: -1)).l2Normalized(axis: -1)
+            let unitLocal = local.l2Normalized(axis: -1), unitGlobal = global.l2Normalized(axis: -1)
+            let gateInput = configuration.normalizedGateInput ? [unitLocal, unitGlobal] : [local, global]
+            let z = gate(Tensor.concatenate(gateInput, axis: 1)).sigmoid()
+            fused = (z * unitLocal + (1 - z) * unitGlobal).l2Normalized(axis: -1)
         case .localOnly:
             fused = local.l2Normalized(axis: -1)
         case .globalOnly:

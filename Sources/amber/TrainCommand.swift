@@ -16,6 +16,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Fragment dropout probability.") var fragmentDropout: Float = 0.2
     @Option(help: "Attention temperature on cosines.") var attentionTemperature: Float = 1
     @Option(help: "fused, localOnly or globalOnly.") var fusion: String = "fused"
+    @Flag(help: "Gate on [norm(l); norm(h)] instead of [l; h] (scale-free gate).") var normalizedGate = false
     @Option(help: "λ of the memory-augmented contrastive loss (0: off).") var memoryWeight: Float = 0
     @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
     @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
@@ -40,6 +41,7 @@ struct TrainCommand: ParsableCommand {
         configuration.encoder.fragmentDropout = fragmentDropout
         configuration.encoder.attentionTemperature = attentionTemperature
         configuration.encoder.fusion = fusionMode
+        configuration.encoder.normalizedGateInput = normalizedGate
         optimization.apply(to: &configuration.optimization)
         configuration.warmStartFromCCA = warmStart
         configuration.memoryWeight = memoryWeight

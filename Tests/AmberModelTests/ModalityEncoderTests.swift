@@ -6,9 +6,10 @@ import Testing
 
 @Suite("Modality encoder")
 struct ModalityEncoderTests {
-    static func setUp(fusion: ModalityEncoder.Fusion = .fused, temperature: Float = 3) -> (ModalityEncoder, EncoderInput) {
+    static func setUp(fusion: ModalityEncoder.Fusion = .fused, temperature: Float = 3, normalizedGate: Bool = false) -> (ModalityEncoder, EncoderInput) {
         var generator = RandomGenerator(seed: 7)
         var configuration = ModalityEncoder.Configuration()
+        configuration.normalizedGateInput = normalizedGate
         configuration.jointDimension = 5
         configuration.attentionTemperature = temperature
         configuration.fusion = fusion
@@ -48,8 +49,9 @@ struct ModalityEncoderTests {
             case .localOnly: return norm(local)
             case .globalOnly: return norm(h)
             case .fused:
-                let z = linear(encoder.gate, local + h).map { 1 / (1 + Foundation.exp(-$0)) }
                 let ln = norm(local)
+                let gateInput = c.normalizedGateInput ? ln + hn : local + h
+                let z = linear(encoder.gate, gateInput).map { 1 / (1 + Foundation.exp(-$0)) }
                 return norm((0..<h.count).map { z[$0] * ln[$0] + (1 - z[$0]) * hn[$0] })
             }
         }
@@ -62,6 +64,25 @@ struct ModalityEncoderTests {
         #expect(encoded.fused.shape == [2, 5])
         let expected = Self.reference(encoder, input)
         for b in 0..<2 { for d in 0..<5 { #expect(abs(Double(encoded.fused[b, d]) - expected[b][d]) < 1e-5) } }
+    }
+
+    @Test func theScaleFreeGateMatchesItsFormulaAndIgnoresScale() {
+        let (encoder, input) = Self.setUp(normalizedGate: true)
+        let encoded = withoutGradients { encoder(input) }
+        let expected = Self.reference(encoder, input)
+        for b in 0..<2 { for d in 0..<5 { #expect(abs(Double(encoded.fused[b, d]) - expected[b][d]) < 1e-5) } }
+        // Scaling the projections (weights and biases) scales l and h, and changes nothing.
+        let (plain, _) = Self.setUp(normalizedGate: false)
+        for encoder in [encoder, plain] {
+            let before = withoutGradients { encoder(input).fused }
+            for p in encoder.fragmentProjection.parameters + encoder.globalProjection.parameters { p.assign(p.value * 10) }
+            let difference = withoutGradients { encoder(input).fused.maxAbsoluteDifference(to: before) }
+            if encoder.configuration.normalizedGateInput { #expect(difference < 1e-5) } else { #expect(difference > 1e-3) }
+        }
+        let report = gradientCheck([input.global, input.fragments], epsilon: 1e-3, absoluteTolerance: 3e-3) { x in
+            encoder(EncoderInput(global: x[0], fragments: x[1], fragmentCounts: input.fragmentCounts)).fused
+        }
+        #expect(report.passed, "\(report.worstLocation)")
     }
 
     @Test func paddingDoesNotLeakIn() {
