@@ -196,7 +196,7 @@ public final class MatchingTrainer {
         let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
             .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText)
         // Ties go to the larger α (less stage 2).
-        let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha > $1.alpha) }
+        let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha < $1.alpha) }
         let result = trainedModel(ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
                                   stageTwoMetrics: chosen?.metrics)
         if let directory = checkpoints { try result.write(to: directory + "/best.safetensors") }

@@ -87,6 +87,8 @@ struct MatchingTrainerTests {
     @Test func theResultIsTheBestOnDevWithAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
+        // 0.999 ranks as 1 does: a tie the choice must settle towards 1.
+        configuration.alphaGrid = [0.999, 1]
         let result = try Self.run(configuration)
         let best = result.history.max { $0.metrics.rsum < $1.metrics.rsum }!
         #expect(result.model.metrics?.rsum == best.metrics.rsum)
@@ -101,6 +103,9 @@ struct MatchingTrainerTests {
         let top = result.alphaSweep.map(\.metrics.rsum).max()!
         #expect(result.model.stageTwoMetrics?.rsum == top)
         #expect(result.alphaSweep.first { $0.alpha == result.model.ranking.alpha }!.metrics.rsum == top)
+        // Ties go to the largest α (the least stage 2).
+        #expect(result.alphaSweep[0].metrics == result.alphaSweep[1].metrics, "the tie this test needs")
+        #expect(result.model.ranking.alpha == result.alphaSweep.filter { $0.metrics.rsum == top }.map(\.alpha).max())
     }
 
     @Test func aResumedRunEndsExactlyWhereAnUninterruptedOneDoes() throws {
