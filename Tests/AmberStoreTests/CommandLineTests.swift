@@ -69,3 +69,43 @@ struct CommandLineTests {
         #expect(second.output.contains("added 0 images, 0 texts, 0 feature rows, 0 pairs"))
     }
 }
+
+@Suite("The amber command line: train, resume, eval")
+struct TrainingCommandLineTests {
+    @Test func trainResumesEvaluatesAndNamesBadInput() throws {
+        let fixture = try GlobalLocalFixture(images: 40, regions: 3, imageDimension: 6, textDimension: 5)
+        let output = fixture.directory + "/run"
+        defer { try? FileManager.default.removeItem(atPath: fixture.directory) }
+        let common = ["--data", fixture.directory, "--dev-start", "32"]
+        let train = ["train"] + common + ["--dimension", "8", "--batch-size", "16", "--evaluate-every", "10", "--output", output]
+
+        let first = try runAmber(train + ["--steps", "20"])
+        #expect(first.status == 0, "\(first.error)")
+        #expect(first.output.contains("step    20/20") && first.output.contains("best on dev at step"), "\(first.output)")
+        for file in ["best.safetensors", "training.safetensors", "report.svg"] {
+            #expect(FileManager.default.fileExists(atPath: output + "/" + file), "\(file)")
+        }
+        // The run exists: without --resume it is not overwritten.
+        let again = try runAmber(train + ["--steps", "20"])
+        #expect(again.status != 0)
+        #expect(again.error.contains("\(output)/training.safetensors exists") && again.error.contains("--resume"), "\(again.error)")
+        let resumed = try runAmber(train + ["--steps", "30", "--resume"])
+        #expect(resumed.status == 0, "\(resumed.error)")
+        #expect(resumed.output.contains("resuming \(output)/training.safetensors at step 20") && resumed.output.contains("step    30/30"), "\(resumed.output)")
+        let changed = try runAmber(train + ["--steps", "40", "--resume", "--memory-weight", "0.5"])
+        #expect(changed.status != 0 && changed.error.contains("different configuration"), "\(changed.error)")
+
+        let eval = try runAmber(["eval", "--model", output + "/best.safetensors"] + common)
+        #expect(eval.status == 0, "\(eval.error)")
+        #expect(eval.output.contains("dev: 8 images, 40 texts") && eval.output.contains("stage 1 (fused embeddings):") && eval.output.contains("rsum"), "\(eval.output)")
+        let twoStage = try runAmber(["eval", "--model", output + "/best.safetensors", "--alpha", "0.5", "--depth", "4"] + common)
+        #expect(twoStage.output.contains("two-stage (α 0.50, top 4 re-ranked)"), "\(twoStage.output)")
+
+        let missing = try runAmber(["eval", "--model", fixture.directory + "/nothing.safetensors"] + common)
+        #expect(missing.status != 0 && missing.error.contains("nothing.safetensors"), "\(missing.error)")
+        let badAlpha = try runAmber(["eval", "--model", output + "/best.safetensors", "--alpha", "2"] + common)
+        #expect(badAlpha.status != 0 && badAlpha.error.contains("--alpha must be in [0, 1]"), "\(badAlpha.error)")
+        let notAModel = try runAmber(["eval", "--model", output + "/training.safetensors"] + common)
+        #expect(notAModel.status != 0 && notAModel.error.contains("training.safetensors") && notAModel.error.contains("not an Amber model"), "\(notAModel.error)")
+    }
+}
