@@ -106,12 +106,16 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
     /// is this ranking's): images rank all texts, texts rank all images. Local scores are
     /// computed once per query for its top `depth` candidates only, and stage-1 scores in
     /// chunks of `chunkSize` queries, so a 5K × 25K evaluation never holds the full matrix.
-    public func sweep(alphas: [Float], gallery: EncodedGallery, alignment: LocalAlignment,
-                      imageOfText: [Int], chunkSize: Int = 512) -> [(alpha: Float, metrics: RetrievalMetrics)] {
+    /// With `offsets` (querybank normalisation), the global score of a candidate is its
+    /// corrected score `s − o` in both stages.
+    public func sweep(alphas: [Float], gallery: EncodedGallery, alignment: LocalAlignment, imageOfText: [Int],
+                      offsets: ScoreOffsets? = nil, chunkSize: Int = 512) -> [(alpha: Float, metrics: RetrievalMetrics)] {
         let I = gallery.images.shape[0], T = gallery.texts.shape[0]
         precondition(imageOfText.count == T && imageOfText.allSatisfy { $0 >= 0 && $0 < I },
                      "TwoStageRanking: \(imageOfText.count) image indices for \(T) texts of \(I) images")
         precondition(alphas.allSatisfy { $0 >= 0 && $0 <= 1 }, "TwoStageRanking: alphas \(alphas) must be in [0, 1]")
+        precondition(offsets.map { $0.images.count == I && $0.texts.count == T } ?? true,
+                     "TwoStageRanking: offsets for \(offsets?.images.count ?? 0) images and \(offsets?.texts.count ?? 0) texts of \(I) and \(T)")
         var captionsOfImage = [[Int]](repeating: [], count: I)
         for (t, i) in imageOfText.enumerated() { captionsOfImage[i].append(t) }
         return withoutGradients {
@@ -140,14 +144,22 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                     return outside
                 }
             }
+            // A query's stage-1 scores, less the gallery's offsets when there are any.
+            func corrected(_ line: UnsafeBufferPointer<Float>, by offsets: [Float]?, _ body: (UnsafeBufferPointer<Float>) -> [Int]) -> [Int] {
+                guard let offsets else { return body(line) }
+                let adjusted = zip(line, offsets).map { $0 - $1 }
+                return adjusted.withUnsafeBufferPointer(body)
+            }
             for start in stride(from: 0, to: I, by: chunkSize) {
                 let range = start ..< min(start + chunkSize, I)
                 let block = Tensor.matmul(gallery.images.slice(axis: 0, range), gallery.texts, transposeB: true)
                 block.withUnsafeBufferPointer { s in
                     for (row, image) in range.enumerated() {
                         let line = UnsafeBufferPointer(rebasing: s[(row * T)..<((row + 1) * T)])
-                        let ranks = rankQuery(scores: line, positives: captionsOfImage[image]) { candidates in
-                            gallery.localScores(alignment, images: [image], texts: candidates).scalars
+                        let ranks = corrected(line, by: offsets?.texts) { line in
+                            rankQuery(scores: line, positives: captionsOfImage[image]) { candidates in
+                                gallery.localScores(alignment, images: [image], texts: candidates).scalars
+                            }
                         }
                         for (a, rank) in ranks.enumerated() { imageRanks[a][image] = rank }
                     }
@@ -159,8 +171,10 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                 block.withUnsafeBufferPointer { s in
                     for (row, text) in range.enumerated() {
                         let line = UnsafeBufferPointer(rebasing: s[(row * I)..<((row + 1) * I)])
-                        let ranks = rankQuery(scores: line, positives: [imageOfText[text]]) { candidates in
-                            gallery.localScores(alignment, images: candidates, texts: [text]).scalars
+                        let ranks = corrected(line, by: offsets?.images) { line in
+                            rankQuery(scores: line, positives: [imageOfText[text]]) { candidates in
+                                gallery.localScores(alignment, images: candidates, texts: [text]).scalars
+                            }
                         }
                         for (a, rank) in ranks.enumerated() { textRanks[a][text] = rank }
                     }

@@ -85,15 +85,32 @@ public struct RetrievalMetrics: Sendable, Codable, Equatable {
     }
 
     /// Ranks by dot products of embeddings (`[I, D]`, `[T, D]`; normalise first for cosine).
-    public static func evaluate(images: Tensor, texts: Tensor, imageOfText: [Int], chunkSize: Int = 1024) -> RetrievalMetrics {
+    /// With `offsets` (querybank normalisation), image queries rank texts by `s(i, t) − texts[t]`
+    /// and text queries rank images by `s(i, t) − images[i]`.
+    public static func evaluate(images: Tensor, texts: Tensor, imageOfText: [Int], offsets: ScoreOffsets? = nil,
+                                chunkSize: Int = 1024) -> RetrievalMetrics {
         precondition(images.rank == 2 && texts.rank == 2 && images.shape[1] == texts.shape[1],
                      "RetrievalMetrics: embeddings \(images.shape) and \(texts.shape)")
         precondition(texts.shape[0] == imageOfText.count, "RetrievalMetrics: \(texts.shape[0]) texts, \(imageOfText.count) image indices")
+        precondition(offsets.map { $0.images.count == images.shape[0] && $0.texts.count == texts.shape[0] } ?? true,
+                     "RetrievalMetrics: offsets for \(offsets?.images.count ?? 0) images and \(offsets?.texts.count ?? 0) texts")
         return withoutGradients {
             let positives = (texts * images.indexSelect(imageOfText)).sum(axis: 1).scalars
-            return evaluate(imageCount: images.shape[0], imageOfText: imageOfText, chunkSize: chunkSize,
-                            scores: { range in Tensor.matmul(images.slice(axis: 0, range), texts, transposeB: true) },
-                            positiveScore: { positives[$0] })
+            func scores(_ range: Range<Int>) -> Tensor { Tensor.matmul(images.slice(axis: 0, range), texts, transposeB: true) }
+            guard let offsets else {
+                return evaluate(imageCount: images.shape[0], imageOfText: imageOfText, chunkSize: chunkSize,
+                                scores: scores, positiveScore: { positives[$0] })
+            }
+            // Each direction ranks under its own offsets: one pass for each.
+            let textOffsets = Tensor(shape: [1, texts.shape[0]], scalars: offsets.texts)
+            let imageToText = evaluate(imageCount: images.shape[0], imageOfText: imageOfText, chunkSize: chunkSize,
+                                       scores: { scores($0) - textOffsets }, positiveScore: { positives[$0] - offsets.texts[$0] })
+            let textToImage = evaluate(imageCount: images.shape[0], imageOfText: imageOfText, chunkSize: chunkSize,
+                                       scores: { range in
+                                           scores(range) - Tensor(shape: [range.count, 1], scalars: Array(offsets.images[range]))
+                                       },
+                                       positiveScore: { positives[$0] - offsets.images[imageOfText[$0]] })
+            return RetrievalMetrics(imageToText: imageToText.imageToText, textToImage: textToImage.textToImage)
         }
     }
 }

@@ -42,12 +42,17 @@ public struct TrainedModel: Sendable {
     public var step: Int
     /// Dev metrics of stage 1 and of the two-stage ranking, when known.
     public var metrics: RetrievalMetrics?
+    /// Dev metrics of the ranking as served: querybank normalisation and stage 2 as chosen on dev.
     public var stageTwoMetrics: RetrievalMetrics?
     public var ranking: TwoStageRanking
     public var alignment: LocalAlignment
+    /// Hubness correction of stage 1 (β chosen on dev; β = 0 keeps it off), with the querybank
+    /// of training embeddings it needs for galleries it has not seen. Nil in models without one.
+    public var querybank: QuerybankNormalization?
 
     public init(encoder: ModalityEncoder.Configuration, dimensions: Dimensions, model: MatchingModel, step: Int,
-                metrics: RetrievalMetrics?, stageTwoMetrics: RetrievalMetrics?, ranking: TwoStageRanking, alignment: LocalAlignment) {
+                metrics: RetrievalMetrics?, stageTwoMetrics: RetrievalMetrics?, ranking: TwoStageRanking, alignment: LocalAlignment,
+                querybank: QuerybankNormalization? = nil) {
         self.encoder = encoder
         self.dimensions = dimensions
         self.model = model
@@ -56,6 +61,13 @@ public struct TrainedModel: Sendable {
         self.stageTwoMetrics = stageTwoMetrics
         self.ranking = ranking
         self.alignment = alignment
+        self.querybank = querybank
+    }
+
+    /// Stage-1 offsets of a gallery under the model's querybank normalisation (nil when off).
+    public func offsets(for gallery: EncodedGallery) -> ScoreOffsets? {
+        guard let querybank, querybank.beta > 0 else { return nil }
+        return querybank.offsets(images: gallery.images, texts: gallery.texts)
     }
 
     static let format = "amber-matching-model/1"
@@ -74,6 +86,11 @@ public struct TrainedModel: Sendable {
         ]
         if let metrics { metadata["metrics"] = try MetadataJSON.encode(metrics) }
         if let stageTwoMetrics { metadata["stage_two_metrics"] = try MetadataJSON.encode(stageTwoMetrics) }
+        if let querybank {
+            metadata["querybank_beta"] = try MetadataJSON.encode(querybank.beta)
+            entries["querybank.images"] = .float(querybank.imageQueries, .float32)
+            entries["querybank.texts"] = .float(querybank.textQueries, .float32)
+        }
         try SafetensorsFile.write(entries, metadata: metadata, to: path)
     }
 
@@ -105,10 +122,24 @@ public struct TrainedModel: Sendable {
         guard ranking.alpha >= 0, ranking.alpha <= 1, ranking.depth >= 1 else {
             throw fail("ranking α \(ranking.alpha) must be in [0, 1] and depth \(ranking.depth) at least 1")
         }
+        var querybank: QuerybankNormalization?
+        if file.metadata["querybank_beta"] != nil {
+            let beta = try field("querybank_beta", as: Float.self)
+            guard beta >= 0, beta.isFinite else { throw fail("querybank β \(beta) must be finite and ≥ 0") }
+            guard file.arrays["querybank.images"] != nil, file.arrays["querybank.texts"] != nil else {
+                throw fail("has a querybank β but not the tensors querybank.images and querybank.texts")
+            }
+            let images = try file.tensor("querybank.images"), texts = try file.tensor("querybank.texts")
+            let D = encoder.jointDimension
+            guard images.rank == 2, texts.rank == 2, images.shape[1] == D, texts.shape[1] == D, images.shape[0] > 0, texts.shape[0] > 0 else {
+                throw fail("querybank tensors have shapes \(images.shape) and \(texts.shape); the model needs [Q, \(D)] with Q ≥ 1")
+            }
+            querybank = QuerybankNormalization(beta: beta, imageQueries: images, textQueries: texts)
+        }
         return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: step,
                             metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: RetrievalMetrics.self),
                             stageTwoMetrics: file.metadata["stage_two_metrics"] == nil ? nil : try field("stage_two_metrics", as: RetrievalMetrics.self),
-                            ranking: ranking, alignment: try field("alignment", as: LocalAlignment.self))
+                            ranking: ranking, alignment: try field("alignment", as: LocalAlignment.self), querybank: querybank)
     }
 }
 

@@ -42,6 +42,10 @@ public final class MatchingTrainer {
         public var rerankDepth = 32
         /// Stage-2 weights α tried on dev after training (1 keeps stage 2 off).
         public var alphaGrid: [Float] = [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0]
+        /// Querybank normalisation of stage 1: the inverse temperatures β tried on dev after
+        /// training (0 keeps it off), and the training embeddings kept per modality as its querybank.
+        public var querybankBetas: [Float] = [0, 5, 10, 15, 20, 30, 50]
+        public var querybankSize = 4096
 
         public init() {}
     }
@@ -51,7 +55,9 @@ public final class MatchingTrainer {
         public var history: [TrainingEvaluation]
         /// The best-on-dev model, with α chosen on dev.
         public var model: TrainedModel
-        /// Dev metrics of the best model's two-stage ranking for each α tried.
+        /// Dev metrics of the best model's stage 1 for each querybank β tried (0: plain).
+        public var betaSweep: [(beta: Float, metrics: RetrievalMetrics)]
+        /// Dev metrics of the best model's two-stage ranking (with the chosen β) for each α tried.
         public var alphaSweep: [(alpha: Float, metrics: RetrievalMetrics)]
     }
 
@@ -193,19 +199,32 @@ public final class MatchingTrainer {
             for (parameter, value) in zip(model.parameters, best.values) { parameter.assign(value) }
         }
         let gallery = model.encodeGallery(dev)
+        // Querybank normalisation: β on dev for stage 1 (ties go to the smaller β, less correction).
+        let trainEmbeddings = model.embed(train)
+        let querybank = QuerybankNormalization(beta: 0, images: trainEmbeddings.images, texts: trainEmbeddings.texts,
+                                               limit: c.querybankSize, seed: o.seed &+ 3)
+        let betaSweep = c.querybankBetas.map { beta in
+            (beta: beta, metrics: RetrievalMetrics.evaluate(images: gallery.images, texts: gallery.texts, imageOfText: dev.imageOfText,
+                                                             offsets: querybank.with(beta: beta).offsets(images: gallery.images, texts: gallery.texts)))
+        }
+        let beta = betaSweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.beta > $1.beta) }?.beta ?? 0
+        let normalization = querybank.with(beta: beta)
+        let offsets = beta > 0 ? normalization.offsets(images: gallery.images, texts: gallery.texts) : nil
+        // Stage 2 on top of it: α on dev (ties go to the larger α, less stage 2).
         let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
-            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText)
-        // Ties go to the larger α (less stage 2).
+            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText, offsets: offsets)
         let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha < $1.alpha) }
         let result = trainedModel(ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
-                                  stageTwoMetrics: chosen?.metrics)
+                                  stageTwoMetrics: chosen?.metrics, querybank: normalization)
         if let directory = checkpoints { try result.write(to: directory + "/best.safetensors") }
-        return Result(history: loop.history, model: result, alphaSweep: sweep)
+        return Result(history: loop.history, model: result, betaSweep: betaSweep, alphaSweep: sweep)
     }
 
-    private func trainedModel(ranking: TwoStageRanking, stageTwoMetrics: RetrievalMetrics? = nil) -> TrainedModel {
+    private func trainedModel(ranking: TwoStageRanking, stageTwoMetrics: RetrievalMetrics? = nil,
+                              querybank: QuerybankNormalization? = nil) -> TrainedModel {
         TrainedModel(encoder: configuration.encoder, dimensions: dimensions, model: model, step: best?.evaluation.step ?? loop.step,
-                     metrics: best?.evaluation.metrics, stageTwoMetrics: stageTwoMetrics, ranking: ranking, alignment: configuration.alignment)
+                     metrics: best?.evaluation.metrics, stageTwoMetrics: stageTwoMetrics, ranking: ranking, alignment: configuration.alignment,
+                     querybank: querybank)
     }
 }
 

@@ -78,6 +78,9 @@ struct CCABaselineCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Exponents of the correlation weights to try.")
     var power: [Double] = [0, 1, 2]
 
+    @Option(parsing: .upToNextOption, help: "Querybank normalisation β values tried on the best configuration (0: off).")
+    var querybankBeta: [Float] = [0, 5, 10, 15, 20, 30, 50]
+
     func run() throws {
         let (train, dev) = try dataOptions.load()
         print("CCA on \(dataOptions.data): train \(train.imageCount) images / \(train.textCount) captions, dev \(dev.imageCount) / \(dev.textCount)")
@@ -94,8 +97,22 @@ struct CCABaselineCommand: ParsableCommand {
                 }
             }
         }
-        if let best {
-            print(String(format: "best on dev: r=%g k=%d p=%g → %@", best.1.regularization, best.1.components, best.1.power, best.2.description))
+        guard let best else { return }
+        print(String(format: "best on dev: r=%g k=%d p=%g → %@", best.1.regularization, best.1.components, best.1.power, best.2.description))
+        // The same hubness correction the matching model gets: a querybank of the training embeddings.
+        let cca = try LinearCCA.fit(x: x, y: y, configuration: best.1)
+        let images = cca.embedX(dev.imageGlobal), texts = cca.embedY(dev.textGlobal)
+        let querybank = QuerybankNormalization(beta: 0, images: cca.embedX(train.imageGlobal), texts: cca.embedY(train.textGlobal),
+                                               limit: 4096, seed: 1)
+        var bestBeta: (Float, RetrievalMetrics)?
+        for beta in querybankBeta {
+            let metrics = RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText,
+                                                    offsets: querybank.with(beta: beta).offsets(images: images, texts: texts))
+            print(String(format: "  querybank β %-4g dev rsum %6.1f  %@", beta, metrics.rsum, metrics.description))
+            if bestBeta == nil || metrics.rsum > bestBeta!.1.rsum { bestBeta = (beta, metrics) }
+        }
+        if let bestBeta {
+            print(String(format: "best with querybank normalisation: β %g → %@", bestBeta.0, bestBeta.1.description))
         }
     }
 }

@@ -15,6 +15,8 @@ struct RetrievalEvalCommand: ParsableCommand {
     @Option(help: "Which images to rank: dev (from --dev-start on), train (before it) or all.") var split: String = "dev"
     @Option(help: "Stage-2 weight α of the global score (default: the model's, chosen on dev when it was trained).") var alpha: Float?
     @Option(help: "Stage 2: candidates re-ranked per query (default: the model's).") var depth: Int?
+    @Option(help: "Querybank normalisation β of stage 1, 0 for off (default: the model's, chosen on dev when it was trained).")
+    var querybankBeta: Float?
     @Option(help: "Queries scored per chunk (bounds memory on large galleries).") var chunkSize: Int = 512
 
     func run() throws {
@@ -32,14 +34,30 @@ struct RetrievalEvalCommand: ParsableCommand {
         }
         if let alpha, !(0...1).contains(alpha) { throw ValidationError("--alpha must be in [0, 1], got \(alpha)") }
         if let depth, depth < 1 { throw ValidationError("--depth must be at least 1, got \(depth)") }
+        if let querybankBeta {
+            guard querybankBeta >= 0, querybankBeta.isFinite else { throw ValidationError("--querybank-beta must be finite and ≥ 0, got \(querybankBeta)") }
+            guard trained.querybank != nil else { throw ValidationError("--querybank-beta: \(model) has no querybank (trained before querybank normalisation); retrain it") }
+        }
         let ranking = TwoStageRanking(alpha: alpha ?? trained.ranking.alpha, depth: depth ?? trained.ranking.depth)
         print("\(model): step \(trained.step), D = \(trained.encoder.jointDimension), fusion \(trained.encoder.fusion.rawValue); "
               + "\(split): \(data.imageCount) images, \(data.textCount) texts")
         let started = Date()
         let gallery = trained.model.encodeGallery(data)
         let alphas = ranking.alpha == 1 ? [Float(1)] : [1, ranking.alpha]
-        let results = ranking.sweep(alphas: alphas, gallery: gallery, alignment: trained.alignment, imageOfText: data.imageOfText, chunkSize: chunkSize)
-        print("stage 1 (fused embeddings):       \(results[0].metrics)")
+        let plain = RetrievalMetrics.evaluate(images: gallery.images, texts: gallery.texts, imageOfText: data.imageOfText, chunkSize: chunkSize)
+        print("stage 1 (fused embeddings):       \(plain)")
+        var offsets: ScoreOffsets?
+        let beta = querybankBeta ?? trained.querybank?.beta ?? 0
+        if let querybank = trained.querybank, beta > 0 {
+            offsets = querybank.with(beta: beta).offsets(images: gallery.images, texts: gallery.texts)
+        }
+        let results = ranking.sweep(alphas: alphas, gallery: gallery, alignment: trained.alignment, imageOfText: data.imageOfText,
+                                    offsets: offsets, chunkSize: chunkSize)
+        if offsets != nil {
+            print(String(format: "stage 1, querybank β %.1f:          %@", beta, results[0].metrics.description))
+        } else {
+            print("querybank normalisation is off (β = 0)" + (trained.querybank == nil ? "" : "; pass --querybank-beta to try it"))
+        }
         if results.count > 1 {
             print(String(format: "two-stage (α %.2f, top %d re-ranked): %@", ranking.alpha, ranking.depth, results[1].metrics.description))
         } else {

@@ -69,6 +69,14 @@ struct TrainCommand: ParsableCommand {
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
         let result = try trainer.run(train: train, dev: dev, checkpoints: output, progress: { print($0) })
         printBest(result.history)
+        print("stage 1 with querybank normalisation (\(result.model.querybank?.imageQueries.shape[0] ?? 0) image and "
+              + "\(result.model.querybank?.textQueries.shape[0] ?? 0) text training queries) on dev, by β:")
+        for entry in result.betaSweep {
+            print(String(format: "  β %4.1f  rsum %.1f", entry.beta, entry.metrics.rsum))
+        }
+        let beta = result.model.querybank?.beta ?? 0
+        print(beta == 0 ? "querybank normalisation does not help on dev: kept off (β = 0)"
+                        : String(format: "chosen β %.1f: %@", beta, result.betaSweep.first { $0.beta == beta }?.metrics.description ?? ""))
         print("stage 2 (local re-rank of the top \(rerankDepth), λ = \(configuration.alignment.temperature)) on dev, by α:")
         for entry in result.alphaSweep {
             print(String(format: "  α %.1f  rsum %.1f", entry.alpha, entry.metrics.rsum))
@@ -76,6 +84,7 @@ struct TrainCommand: ParsableCommand {
         let chosen = result.model.ranking.alpha
         print(chosen == 1 ? "stage 2 does not help on dev: kept off (α = 1)"
                           : String(format: "chosen α %.1f: %@", chosen, result.model.stageTwoMetrics?.description ?? ""))
+        if let served = result.model.stageTwoMetrics { print("served ranking on dev (β \(beta), α \(chosen)): \(served)") }
         print("wrote \(output)/best.safetensors (step \(result.model.step)), \(output)/training.safetensors, \(output)/report.svg")
     }
 }

@@ -84,7 +84,7 @@ struct MatchingTrainerTests {
         }
     }
 
-    @Test func theResultIsTheBestOnDevWithAlphaChosenOnDev() throws {
+    @Test func theResultIsTheBestOnDevWithBetaAndAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
         // 0.999 ranks as 1 does: a tie the choice must settle towards 1.
@@ -97,9 +97,21 @@ struct MatchingTrainerTests {
         let dev = Self.data().dev
         let (images, texts) = result.model.model.embed(dev)
         #expect(RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText) == best.metrics)
-        // α: the best of the grid on dev; α = 1 is stage 1.
+        // β: the best of the grid on dev for stage 1, β = 0 being the plain ranking; the querybank
+        // holds the best model's embeddings of the training pairs.
+        let train = Self.data().train
+        let querybank = try #require(result.model.querybank)
+        #expect(querybank.imageQueries.scalars == result.model.model.embed(train).images.scalars)
+        #expect(querybank.textQueries.shape == [train.textCount, configuration.encoder.jointDimension])
+        #expect(result.betaSweep.map(\.beta) == configuration.querybankBetas)
+        #expect(result.betaSweep.first { $0.beta == 0 }!.metrics == best.metrics)
+        let stageOne = try #require(result.betaSweep.first { $0.beta == querybank.beta }).metrics
+        #expect(stageOne.rsum == result.betaSweep.map(\.metrics.rsum).max())
+        #expect(stageOne == RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText,
+                                                      offsets: querybank.offsets(images: images, texts: texts)))
+        // α: the best of the grid on dev, on top of the chosen β; α = 1 is stage 1.
         #expect(result.alphaSweep.map(\.alpha) == configuration.alphaGrid)
-        #expect(result.alphaSweep.first { $0.alpha == 1 }!.metrics == best.metrics)
+        #expect(result.alphaSweep.first { $0.alpha == 1 }!.metrics == stageOne)
         let top = result.alphaSweep.map(\.metrics.rsum).max()!
         #expect(result.model.stageTwoMetrics?.rsum == top)
         #expect(result.alphaSweep.first { $0.alpha == result.model.ranking.alpha }!.metrics.rsum == top)
@@ -154,6 +166,9 @@ struct MatchingTrainerTests {
         let loaded = try TrainedModel.read(from: directory + "/model.safetensors")
         #expect(loaded.encoder == result.model.encoder && loaded.dimensions == result.model.dimensions)
         #expect(loaded.metrics == result.model.metrics && loaded.stageTwoMetrics == result.model.stageTwoMetrics)
+        #expect(loaded.querybank != nil && loaded.querybank?.beta == result.model.querybank?.beta)
+        #expect(loaded.querybank?.imageQueries.scalars == result.model.querybank?.imageQueries.scalars)
+        #expect(loaded.querybank?.textQueries.scalars == result.model.querybank?.textQueries.scalars)
         let dev = Self.data().dev
         #expect(loaded.model.embed(dev).texts.scalars == result.model.model.embed(dev).texts.scalars)
 
@@ -169,6 +184,14 @@ struct MatchingTrainerTests {
         entries["image.gate.bias"] = .float(Tensor.zeros([3]), .float32)
         try SafetensorsFile.write(entries, metadata: file.metadata, to: directory + "/shape.safetensors")
         #expect { try TrainedModel.read(from: directory + "/shape.safetensors") } throws: { "\($0)".contains("image.gate.bias") && "\($0)".contains("shape") }
+        // A querybank β without its tensors, and a querybank of the wrong width.
+        entries = [:]
+        for name in file.names where name != "querybank.texts" { entries[name] = .float(try file.tensor(name), .float32) }
+        try SafetensorsFile.write(entries, metadata: file.metadata, to: directory + "/nobank.safetensors")
+        #expect { try TrainedModel.read(from: directory + "/nobank.safetensors") } throws: { "\($0)".contains("nobank.safetensors") && "\($0)".contains("querybank.texts") }
+        entries["querybank.texts"] = .float(Tensor.zeros([4, 3]), .float32)
+        try SafetensorsFile.write(entries, metadata: file.metadata, to: directory + "/badbank.safetensors")
+        #expect { try TrainedModel.read(from: directory + "/badbank.safetensors") } throws: { "\($0)".contains("querybank tensors have shapes") }
     }
 
     @Test func theReportPlotsEveryTermAndDevRsum() throws {
