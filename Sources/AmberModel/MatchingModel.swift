@@ -76,7 +76,7 @@ public struct MatchingModel: Sendable {
             let images = encodeAll(data.imageCount) { imageEncoder(data.imageInput($0)) }
             let texts = encodeAll(data.textCount) { textEncoder(data.textInput($0)) }
             return EncodedGallery(images: images.fused, texts: texts.fused,
-                                  imageFragments: images.fragments, imageCounts: Array(repeating: data.imageLocal.shape[1], count: data.imageCount),
+                                  imageFragments: images.fragments, imageCounts: (0..<data.imageCount).map(data.fragmentCount(ofImage:)),
                                   textFragments: texts.fragments, textCounts: (0..<data.textCount).map { data.tokenOffsets[$0 + 1] - data.tokenOffsets[$0] })
         }
     }

@@ -13,9 +13,12 @@ public struct RetrievalData: Sendable {
     public var tokenOffsets: [Int]
     public var imageOfText: [Int]
     public var captions: [String]
+    /// Real fragments of each image when they differ (the rest of its `n` rows are padding);
+    /// nil when every image has all `n`.
+    public var imageFragmentCounts: [Int]?
 
     public init(imageGlobal: Tensor, imageLocal: Tensor, textGlobal: Tensor, textTokens: Tensor,
-                tokenOffsets: [Int], imageOfText: [Int], captions: [String]) {
+                tokenOffsets: [Int], imageOfText: [Int], captions: [String], imageFragmentCounts: [Int]? = nil) {
         precondition(imageLocal.shape[0] == imageGlobal.shape[0] && textGlobal.shape[0] == imageOfText.count
                      && tokenOffsets.count == imageOfText.count + 1 && tokenOffsets.last == textTokens.shape[0],
                      "RetrievalData: inconsistent shapes \(imageGlobal.shape), \(imageLocal.shape), \(textGlobal.shape), \(tokenOffsets.count) offsets, \(textTokens.shape)")
@@ -26,7 +29,13 @@ public struct RetrievalData: Sendable {
         self.tokenOffsets = tokenOffsets
         self.imageOfText = imageOfText
         self.captions = captions
+        precondition(imageFragmentCounts.map { $0.count == imageGlobal.shape[0] && $0.allSatisfy { $0 >= 1 && $0 <= imageLocal.shape[1] } } ?? true,
+                     "RetrievalData: image fragment counts must be one per image, each in 1...\(imageLocal.shape[1])")
+        self.imageFragmentCounts = imageFragmentCounts
     }
+
+    /// Real fragments of image `index`.
+    public func fragmentCount(ofImage index: Int) -> Int { imageFragmentCounts?[index] ?? imageLocal.shape[1] }
 
     public var imageCount: Int { imageGlobal.shape[0] }
     public var textCount: Int { imageOfText.count }
@@ -60,7 +69,8 @@ public struct RetrievalData: Sendable {
             textGlobal: textGlobal.slice(axis: 0, first..<last), textTokens: textTokens.slice(axis: 0, tokenRange),
             tokenOffsets: tokenOffsets[first...last].map { $0 - tokenOffsets[first] },
             imageOfText: texts.map { imageOfText[$0] - range.lowerBound },
-            captions: captions.count >= last ? Array(captions[first..<last]) : [])
+            captions: captions.count >= last ? Array(captions[first..<last]) : [],
+            imageFragmentCounts: imageFragmentCounts.map { Array($0[range]) })
     }
 }
 
@@ -68,7 +78,7 @@ extension RetrievalData {
     /// Encoder input for images `indices`: global `[B, Dg]`, all fragments `[B, n, Dl]`.
     public func imageInput(_ indices: [Int]) -> EncoderInput {
         EncoderInput(global: imageGlobal.indexSelect(indices), fragments: imageLocal.indexSelect(indices),
-                     fragmentCounts: Array(repeating: imageLocal.shape[1], count: indices.count))
+                     fragmentCounts: indices.map(fragmentCount(ofImage:)))
     }
 
     /// Encoder input for texts `indices`: global `[B, Dg]`, tokens padded to the longest `[B, n, Dl]`.

@@ -64,6 +64,13 @@ public struct TrainedModel: Sendable {
         self.querybank = querybank
     }
 
+    /// Metrics of the ranking as the model serves it (its querybank β and stage-2 α) on `data`.
+    public func servedMetrics(on data: RetrievalData) -> RetrievalMetrics {
+        let gallery = model.encodeGallery(data)
+        return ranking.sweep(alphas: [ranking.alpha], gallery: gallery, alignment: alignment, imageOfText: data.imageOfText,
+                             offsets: offsets(for: gallery))[0].metrics
+    }
+
     /// Stage-1 offsets of a gallery under the model's querybank normalisation (nil when off).
     public func offsets(for gallery: EncodedGallery) -> ScoreOffsets? {
         guard let querybank, querybank.beta > 0 else { return nil }
@@ -74,6 +81,15 @@ public struct TrainedModel: Sendable {
 
     /// Writes the model atomically (temp file, fsync, rename).
     public func write(to path: String) throws {
+        try AtomicFile.write(encodedChunks(), to: path)
+    }
+
+    /// The model file's bytes (what ``write(to:)`` writes), e.g. for a database row.
+    public func encoded() throws -> [UInt8] {
+        try encodedChunks().flatMap { $0 }
+    }
+
+    private func encodedChunks() throws -> [[UInt8]] {
         var entries: [String: SafetensorsFile.Entry] = [:]
         for parameter in model.parameters { entries[parameter.name] = .float(parameter.value, .float32) }
         var metadata: [String: String] = try [
@@ -91,12 +107,22 @@ public struct TrainedModel: Sendable {
             entries["querybank.images"] = .float(querybank.imageQueries, .float32)
             entries["querybank.texts"] = .float(querybank.textQueries, .float32)
         }
-        try SafetensorsFile.write(entries, metadata: metadata, to: path)
+        return try SafetensorsFile.encode(entries, metadata: metadata)
     }
 
     /// Reads a model written by ``write(to:)``; any problem is a `TensorFileError` naming the file.
     public static func read(from path: String) throws -> TrainedModel {
-        let file = try SafetensorsFile(path: path)
+        try read(SafetensorsFile(path: path))
+    }
+
+    /// Reads a model from the bytes of its file; `name` (e.g. "model version 3") stands for the
+    /// file in errors.
+    public static func read(bytes: [UInt8], name: String) throws -> TrainedModel {
+        try read(SafetensorsFile(bytes: bytes, name: name))
+    }
+
+    private static func read(_ file: SafetensorsFile) throws -> TrainedModel {
+        let path = file.path
         func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
         guard file.metadata["format"] == format else {
             throw fail("not an Amber model (format \(file.metadata["format"] ?? "missing"), expected \(format))")

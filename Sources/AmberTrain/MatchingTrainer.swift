@@ -76,7 +76,10 @@ public final class MatchingTrainer {
     public private(set) var best: (evaluation: TrainingEvaluation, values: [Tensor])?
 
     /// A fresh run on `train` (dimensions come from the data; the CCA warm start is fitted here).
-    public init(configuration: Configuration, train: RetrievalData) throws {
+    /// With `ownBatches` false, batches come from the caller through ``train(batch:data:)`` (a
+    /// continuous trainer whose data grows) and ``run(train:dev:checkpoints:stepTimer:progress:)``
+    /// is not available.
+    public init(configuration: Configuration, train: RetrievalData, ownBatches: Bool = true) throws {
         let c = configuration
         let o = c.optimization
         self.configuration = c
@@ -99,7 +102,7 @@ public final class MatchingTrainer {
         trainable = model.parameters.filter { parameter in !c.frozen.contains { parameter.name.contains($0) } }
             + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
         dropout = RandomGenerator(seed: o.seed &+ 2)
-        loop = TrainingLoop(configuration: o, parameters: trainable, pairCount: train.textCount)
+        loop = TrainingLoop(configuration: o, parameters: trainable, pairCount: ownBatches ? train.textCount : nil)
         if c.anchorStrength > 0 {
             loop.anchors = model.parameters.filter { p in trainable.contains { $0 === p } }.map { ($0, $0.value) }
             loop.anchorStrength = c.anchorStrength
@@ -108,7 +111,144 @@ public final class MatchingTrainer {
 
     /// Steps taken so far.
     public var step: Int { loop.step }
+    /// The memory-bank queues of the momentum encoder's keys (item ids are data indices).
+    public var queues: (images: MemoryQueue, texts: MemoryQueue) { (imageQueue, textQueue) }
+    /// The prototype centroids `[K, D]`.
+    public var prototypeCentroids: Tensor { prototypes.prototypes.value }
+    /// Whether every parameter (model, prototypes, graph) is finite.
+    public var parametersAreFinite: Bool {
+        (model.parameters + trainable).allSatisfy { $0.value.scalars.allSatisfy(\.isFinite) }
+    }
     public var history: [TrainingEvaluation] { loop.history }
+
+    /// What a step leaves for the momentum update and the queues: the batch's keys and ids, and
+    /// prototype assignments.
+    private struct PendingKeys {
+        var images: Tensor
+        var texts: Tensor
+        var imageIDs: [Int]
+        var textIDs: [Int]
+        var prototypes: ([Int], [Int])?
+    }
+
+    /// The loss terms of `batch` (caption indices of `data`) at `step`, and the keys the step
+    /// will enqueue. Builds the graph.
+    private func lossTerms(step: Int, batch: [Int], data: RetrievalData) -> (terms: LossTerms, pending: PendingKeys?) {
+        let c = configuration
+        let imageIDs = batch.map { data.imageOfText[$0] }
+        let imageInput = data.imageInput(imageIDs), textInput = data.textInput(batch)
+        let imageBatch = model.imageEncoder(imageInput, dropoutUsing: &dropout)
+        let textBatch = model.textEncoder(textInput, dropoutUsing: &dropout)
+        let triplet = c.optimization.triplet(atStep: step)
+        var terms = LossTerms()
+        terms.add("triplet", triplet(scores: Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true), imageIDs: imageIDs))
+        if c.graphWeight > 0 {
+            // Triplet losses on the graph-enhanced local vectors and on their mixes with
+            // the plain ones (training only).
+            let enhanced = graph(images: imageBatch.local, texts: textBatch.local)
+            let gi = enhanced.images.l2Normalized(axis: -1), gt = enhanced.texts.l2Normalized(axis: -1)
+            let li = imageBatch.local.l2Normalized(axis: -1), lt = textBatch.local.l2Normalized(axis: -1)
+            let graphLoss = triplet(scores: Tensor.matmul(gi, gt, transposeB: true), imageIDs: imageIDs)
+                + (triplet(scores: Tensor.matmul(gi, lt, transposeB: true), imageIDs: imageIDs)
+                   + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
+            terms.add("graph", graphLoss * c.graphWeight)
+        }
+        // Prototype assignments: the loss's codes once it is on; they mark soft positives.
+        var assignments: ([Int], [Int])?
+        if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
+            let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
+            terms.add("prototype", result.loss * c.prototypeWeight)
+            assignments = (result.imagePrototypes, result.textPrototypes)
+        }
+        guard c.memoryWeight > 0 else { return (terms, nil) }
+        let imageKeys = withoutGradients { keyModel.imageEncoder(imageInput).local.l2Normalized(axis: -1) }
+        let textKeys = withoutGradients { keyModel.textEncoder(textInput).local.l2Normalized(axis: -1) }
+        if textQueue.count > 0 && imageQueue.count > 0 {
+            let noItems = [Int](repeating: -1, count: batch.count)
+            let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.0, queue: textQueue)
+            let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.1, queue: imageQueue)
+            let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
+            let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
+                                         queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
+            let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
+                                         queue: imageQueue.filledKeys, excluded: toImages.excluded, softPositive: toImages.softPositive)
+            terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
+        }
+        return (terms, PendingKeys(images: imageKeys, texts: textKeys, imageIDs: imageIDs, textIDs: batch, prototypes: assignments))
+    }
+
+    /// After the optimiser step: the momentum encoder follows the model, the batch's keys join the queues.
+    private func updateMomentumAndQueues(step: Int, _ keys: PendingKeys?) {
+        guard let keys else { return }
+        ExponentialMovingAverage(momentum: configuration.momentum).update(targets: keyModel.parameters, sources: model.parameters)
+        let keyPrototypes = keys.prototypes == nil ? nil : (prototypes.assign(keys.images), prototypes.assign(keys.texts))
+        imageQueue.enqueue(keys.images, itemIDs: keys.imageIDs, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.0, step: step)
+        textQueue.enqueue(keys.texts, itemIDs: keys.textIDs, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.1, step: step)
+    }
+
+    /// The losses of one step, as numbers.
+    public struct StepLoss: Sendable {
+        public var total: Float
+        public var terms: [String: Float]
+        public var learningRate: Float
+    }
+
+    /// One training step on `batch` (caption indices of `data`, each with its image): loss,
+    /// backward, clipping, optimiser, momentum encoder and queues. For trainers that choose
+    /// their own batches (continuous training); ``run(train:dev:checkpoints:stepTimer:progress:)``
+    /// draws its own.
+    public func train(batch: [Int], data: RetrievalData) -> StepLoss {
+        loop.optimizer.zeroGradients()
+        let step = loop.step
+        let (terms, pending) = lossTerms(step: step, batch: batch, data: data)
+        let learningRate = loop.optimize(terms)
+        updateMomentumAndQueues(step: step, pending)
+        var values: [String: Float] = [:]
+        for term in terms.terms { values[term.name, default: 0] += term.value.scalar }
+        return StepLoss(total: terms.total.scalar, terms: values, learningRate: learningRate)
+    }
+
+    /// Dev metrics of the model as it stands (stage 1).
+    public func evaluate(on dev: RetrievalData) -> RetrievalMetrics {
+        let (images, texts) = model.embed(dev)
+        return RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText)
+    }
+
+    /// Records an evaluation made outside ``run(train:dev:checkpoints:stepTimer:progress:)``;
+    /// it becomes the best when its rsum is higher.
+    public func record(_ evaluation: TrainingEvaluation) {
+        loop.history.append(evaluation)
+        if best.map({ evaluation.metrics.rsum > $0.evaluation.metrics.rsum }) ?? true {
+            best = (evaluation, model.parameters.map(\.value))
+        }
+    }
+
+    /// The model as it stands, made ready to serve: the querybank normalisation's β and then
+    /// the stage-2 α chosen on `dev` (β's querybank from `train`'s embeddings).
+    public func servingModel(train: RetrievalData, dev: RetrievalData, metrics: RetrievalMetrics?)
+        -> (model: TrainedModel, betaSweep: [(beta: Float, metrics: RetrievalMetrics)], alphaSweep: [(alpha: Float, metrics: RetrievalMetrics)]) {
+        let c = configuration
+        let gallery = model.encodeGallery(dev)
+        // Querybank normalisation: β on dev for stage 1 (ties go to the smaller β, less correction).
+        let trainEmbeddings = model.embed(train)
+        let querybank = QuerybankNormalization(beta: 0, images: trainEmbeddings.images, texts: trainEmbeddings.texts,
+                                               limit: c.querybankSize, seed: c.optimization.seed &+ 3)
+        let betaSweep = c.querybankBetas.map { beta in
+            (beta: beta, metrics: RetrievalMetrics.evaluate(images: gallery.images, texts: gallery.texts, imageOfText: dev.imageOfText,
+                                                             offsets: querybank.with(beta: beta).offsets(images: gallery.images, texts: gallery.texts)))
+        }
+        let beta = betaSweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.beta > $1.beta) }?.beta ?? 0
+        let normalization = querybank.with(beta: beta)
+        let offsets = beta > 0 ? normalization.offsets(images: gallery.images, texts: gallery.texts) : nil
+        // Stage 2 on top of it: α on dev (ties go to the larger α, less stage 2).
+        let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
+            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText, offsets: offsets)
+        let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha < $1.alpha) }
+        let served = TrainedModel(encoder: c.encoder, dimensions: dimensions, model: model, step: loop.step, metrics: metrics,
+                                  stageTwoMetrics: chosen?.metrics, ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
+                                  alignment: c.alignment, querybank: normalization)
+        return (served, betaSweep, sweep)
+    }
 
     /// Trains to `configuration.optimization.steps`. With `checkpoints`, writes there at every
     /// evaluation (each file atomically): `training.safetensors` (everything a resume needs),
@@ -118,67 +258,15 @@ public final class MatchingTrainer {
                     stepTimer: ((_ step: Int, _ seconds: Double) -> Void)? = nil,
                     progress: (String) -> Void = { _ in }) throws -> Result {
         let c = configuration
-        let o = c.optimization
-        // What the step leaves for `afterStep`: the batch's keys and ids, and prototype assignments.
-        var pending: (images: Tensor, texts: Tensor, imageIDs: [Int], batch: [Int], prototypes: ([Int], [Int])?)?
-
+        var pending: PendingKeys?
         _ = try loop.run(
             loss: { step, batch in
-                let imageIDs = batch.map { train.imageOfText[$0] }
-                let imageInput = train.imageInput(imageIDs), textInput = train.textInput(batch)
-                let imageBatch = model.imageEncoder(imageInput, dropoutUsing: &dropout)
-                let textBatch = model.textEncoder(textInput, dropoutUsing: &dropout)
-                let triplet = o.triplet(atStep: step)
-                var terms = LossTerms()
-                terms.add("triplet", triplet(scores: Tensor.matmul(imageBatch.fused, textBatch.fused, transposeB: true), imageIDs: imageIDs))
-                if c.graphWeight > 0 {
-                    // Triplet losses on the graph-enhanced local vectors and on their mixes with
-                    // the plain ones (training only).
-                    let enhanced = graph(images: imageBatch.local, texts: textBatch.local)
-                    let gi = enhanced.images.l2Normalized(axis: -1), gt = enhanced.texts.l2Normalized(axis: -1)
-                    let li = imageBatch.local.l2Normalized(axis: -1), lt = textBatch.local.l2Normalized(axis: -1)
-                    let graphLoss = triplet(scores: Tensor.matmul(gi, gt, transposeB: true), imageIDs: imageIDs)
-                        + (triplet(scores: Tensor.matmul(gi, lt, transposeB: true), imageIDs: imageIDs)
-                           + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
-                    terms.add("graph", graphLoss * c.graphWeight)
-                }
-                // Prototype assignments: the loss's codes once it is on; they mark soft positives.
-                var assignments: ([Int], [Int])?
-                if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
-                    let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
-                    terms.add("prototype", result.loss * c.prototypeWeight)
-                    assignments = (result.imagePrototypes, result.textPrototypes)
-                }
-                pending = nil
-                if c.memoryWeight > 0 {
-                    let imageKeys = withoutGradients { keyModel.imageEncoder(imageInput).local.l2Normalized(axis: -1) }
-                    let textKeys = withoutGradients { keyModel.textEncoder(textInput).local.l2Normalized(axis: -1) }
-                    pending = (imageKeys, textKeys, imageIDs, batch, assignments)
-                    if textQueue.count > 0 && imageQueue.count > 0 {
-                        let noItems = [Int](repeating: -1, count: batch.count)
-                        let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.0, queue: textQueue)
-                        let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.1, queue: imageQueue)
-                        let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
-                        let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
-                                                     queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
-                        let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
-                                                     queue: imageQueue.filledKeys, excluded: toImages.excluded, softPositive: toImages.softPositive)
-                        terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
-                    }
-                }
+                let (terms, keys) = lossTerms(step: step, batch: batch, data: train)
+                pending = keys
                 return terms
             },
-            afterStep: { step in
-                guard let keys = pending else { return }
-                ExponentialMovingAverage(momentum: c.momentum).update(targets: keyModel.parameters, sources: model.parameters)
-                let keyPrototypes = keys.prototypes == nil ? nil : (prototypes.assign(keys.images), prototypes.assign(keys.texts))
-                imageQueue.enqueue(keys.images, itemIDs: keys.imageIDs, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.0, step: step)
-                textQueue.enqueue(keys.texts, itemIDs: keys.batch, imageIDs: keys.imageIDs, prototypes: keyPrototypes?.1, step: step)
-            },
-            evaluate: {
-                let (images, texts) = model.embed(dev)
-                return RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText)
-            },
+            afterStep: { step in updateMomentumAndQueues(step: step, pending) },
+            evaluate: { evaluate(on: dev) },
             afterEvaluation: { evaluation in
                 let improved = best.map { evaluation.metrics.rsum > $0.evaluation.metrics.rsum } ?? true
                 if improved { best = (evaluation, model.parameters.map(\.value)) }
@@ -194,30 +282,14 @@ public final class MatchingTrainer {
             stepTimer: stepTimer,
             progress: progress)
 
-        // The best model; α for stage 2 chosen on dev.
+        // The best model, made ready to serve: β and α chosen on dev.
         if let best {
             for (parameter, value) in zip(model.parameters, best.values) { parameter.assign(value) }
         }
-        let gallery = model.encodeGallery(dev)
-        // Querybank normalisation: β on dev for stage 1 (ties go to the smaller β, less correction).
-        let trainEmbeddings = model.embed(train)
-        let querybank = QuerybankNormalization(beta: 0, images: trainEmbeddings.images, texts: trainEmbeddings.texts,
-                                               limit: c.querybankSize, seed: o.seed &+ 3)
-        let betaSweep = c.querybankBetas.map { beta in
-            (beta: beta, metrics: RetrievalMetrics.evaluate(images: gallery.images, texts: gallery.texts, imageOfText: dev.imageOfText,
-                                                             offsets: querybank.with(beta: beta).offsets(images: gallery.images, texts: gallery.texts)))
-        }
-        let beta = betaSweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.beta > $1.beta) }?.beta ?? 0
-        let normalization = querybank.with(beta: beta)
-        let offsets = beta > 0 ? normalization.offsets(images: gallery.images, texts: gallery.texts) : nil
-        // Stage 2 on top of it: α on dev (ties go to the larger α, less stage 2).
-        let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
-            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText, offsets: offsets)
-        let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha < $1.alpha) }
-        let result = trainedModel(ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
-                                  stageTwoMetrics: chosen?.metrics, querybank: normalization)
+        var (result, betaSweep, alphaSweep) = servingModel(train: train, dev: dev, metrics: best?.evaluation.metrics)
+        result.step = best?.evaluation.step ?? loop.step
         if let directory = checkpoints { try result.write(to: directory + "/best.safetensors") }
-        return Result(history: loop.history, model: result, betaSweep: betaSweep, alphaSweep: sweep)
+        return Result(history: loop.history, model: result, betaSweep: betaSweep, alphaSweep: alphaSweep)
     }
 
     private func trainedModel(ranking: TwoStageRanking, stageTwoMetrics: RetrievalMetrics? = nil,
@@ -237,6 +309,15 @@ extension MatchingTrainer {
     /// momentum encoder, the optimiser's state, both queues, the batcher and dropout generators, the
     /// history, and the best model so far.
     public func saveState(to path: String) throws {
+        try AtomicFile.write(stateChunks(), to: path)
+    }
+
+    /// The bytes ``saveState(to:)`` writes (e.g. for a database row).
+    public func stateBytes() throws -> [UInt8] {
+        try stateChunks().flatMap { $0 }
+    }
+
+    private func stateChunks() throws -> [[UInt8]] {
         var entries: [String: SafetensorsFile.Entry] = [:]
         for parameter in trainable + model.parameters { entries["param." + parameter.name] = .float(parameter.value, .float32) }
         for parameter in keyModel.parameters { entries["key." + parameter.name] = .float(parameter.value, .float32) }
@@ -260,13 +341,23 @@ extension MatchingTrainer {
             "queues": MetadataJSON.encode(queues),
             "best": MetadataJSON.encode(best?.evaluation),
         ]
-        try SafetensorsFile.write(entries, metadata: metadata, to: path)
+        return try SafetensorsFile.encode(entries, metadata: metadata)
     }
 
     /// A trainer restored from `saveState`'s file. The configuration must be the saved one,
     /// except `steps`, which may be raised to train longer.
     public convenience init(resumingFrom path: String, configuration: Configuration, train: RetrievalData) throws {
-        let file = try SafetensorsFile(path: path)
+        try self.init(resumingFrom: SafetensorsFile(path: path), configuration: configuration, train: train, ownBatches: true)
+    }
+
+    /// A trainer restored from a state's bytes (``stateBytes()``); `name` stands for them in errors.
+    public convenience init(resumingFrom bytes: [UInt8], name: String, configuration: Configuration, train: RetrievalData,
+                            ownBatches: Bool) throws {
+        try self.init(resumingFrom: SafetensorsFile(bytes: bytes, name: name), configuration: configuration, train: train, ownBatches: ownBatches)
+    }
+
+    private convenience init(resumingFrom file: SafetensorsFile, configuration: Configuration, train: RetrievalData, ownBatches: Bool) throws {
+        let path = file.path
         func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
         guard file.metadata["format"] == Self.stateFormat else {
             throw fail("not an Amber training state (format \(file.metadata["format"] ?? "missing"), expected \(Self.stateFormat))")
@@ -280,7 +371,7 @@ extension MatchingTrainer {
         guard saved == configuration else {
             throw fail("was written with a different configuration; resume with the same options (only --steps may change)")
         }
-        try self.init(configuration: configuration, train: train)
+        try self.init(configuration: configuration, train: train, ownBatches: ownBatches)
         guard try field("dimensions", as: TrainedModel.Dimensions.self) == dimensions else {
             throw fail("was trained on features of other dimensions than \(dimensions)")
         }

@@ -72,7 +72,8 @@ final class TrainingLoop {
     /// Where a run stands, at an evaluation boundary.
     struct Position: Codable, Equatable {
         var step: Int
-        var batcher: PairBatcher.State
+        /// Nil for a loop fed batches from outside (continuous training).
+        var batcher: PairBatcher.State?
         var history: [TrainingEvaluation]
     }
 
@@ -80,15 +81,17 @@ final class TrainingLoop {
     let parameters: [Parameter]
     let optimizer: any Optimizer
     private let schedule: WarmupStepDecay
-    private var batcher: PairBatcher
+    private var batcher: PairBatcher?
     private(set) var step = 0
-    private(set) var history: [TrainingEvaluation] = []
+    var history: [TrainingEvaluation] = []
     /// Elastic pull towards given values (L2-SP, Li et al. 2018): after each step,
     /// `θ ← θ − η λ (θ − θ₀)` for each anchored parameter, `λ = anchorStrength`.
     var anchors: [(parameter: Parameter, value: Tensor)] = []
     var anchorStrength: Float = 0
 
-    init(configuration: OptimizationConfiguration, parameters: [Parameter], pairCount: Int) {
+    /// - Parameter pairCount: the caption count the loop's own batcher draws from; nil when
+    ///   batches come from outside (``optimize(_:)``).
+    init(configuration: OptimizationConfiguration, parameters: [Parameter], pairCount: Int?) {
         let c = configuration
         self.configuration = c
         self.parameters = parameters
@@ -97,17 +100,47 @@ final class TrainingLoop {
         case .sgd: optimizer = SGD(parameters: parameters, momentum: 0.9, weightDecay: c.weightDecay)
         }
         schedule = WarmupStepDecay(base: c.learningRate, warmupSteps: c.warmupSteps, decayEvery: c.decayEvery, factor: 0.1)
-        batcher = PairBatcher(count: pairCount, batchSize: c.batchSize, seed: c.seed &+ 1)
+        batcher = pairCount.map { PairBatcher(count: $0, batchSize: c.batchSize, seed: c.seed &+ 1) }
     }
 
-    var position: Position { Position(step: step, batcher: batcher.state, history: history) }
+    var position: Position { Position(step: step, batcher: batcher?.state, history: history) }
 
     func restore(_ position: Position, optimizerState: [String: Tensor]) throws {
         try optimizer.loadState(optimizerState)
-        batcher = PairBatcher(count: batcher.count, batchSize: batcher.batchSize, state: position.batcher)
+        if let batcher {
+            guard let state = position.batcher, state.order.count == batcher.count else {
+                throw OptimizerStateError(description: "the saved batcher does not match \(batcher.count) training pairs")
+            }
+            self.batcher = PairBatcher(count: batcher.count, batchSize: batcher.batchSize, state: state)
+        }
         step = position.step
         history = position.history
     }
+
+    /// One optimisation step on `terms`: backward, clipping, the learning rate of this step,
+    /// the optimiser, the anchors; then the step count advances. Returns the learning rate used.
+    @discardableResult
+    func optimize(_ terms: LossTerms) -> Float {
+        let total = terms.total
+        total.backward()
+        clipGradientNorm(parameters, maximumNorm: configuration.gradientClip)
+        let learningRate = schedule.learningRate(atStep: step)
+        optimizer.step(learningRate: learningRate)
+        if anchorStrength > 0 {
+            let pull = min(learningRate * anchorStrength, 1)
+            for anchor in anchors {
+                anchor.parameter.updateValue { theta in
+                    anchor.value.withUnsafeBufferPointer { start in
+                        for i in 0..<theta.count { theta[i] -= pull * (theta[i] - start[i]) }
+                    }
+                }
+            }
+        }
+        step += 1
+        return learningRate
+    }
+
+    func learningRate(atStep step: Int) -> Float { schedule.learningRate(atStep: step) }
 
     /// Runs from the current step to `configuration.steps`.
     /// - Parameters:
@@ -136,34 +169,21 @@ final class TrainingLoop {
             try afterEvaluation(evaluation)
             started = Date()
         }
+        precondition(batcher != nil, "TrainingLoop.run needs a loop made with a pair count")
         while step < c.steps {
             let stepStart = stepTimer == nil ? nil : Date()
             optimizer.zeroGradients()
-            let terms = loss(step, batcher.next())
-            let total = terms.total
-            total.backward()
-            clipGradientNorm(parameters, maximumNorm: c.gradientClip)
-            let learningRate = schedule.learningRate(atStep: step)
-            optimizer.step(learningRate: learningRate)
-            if anchorStrength > 0 {
-                let pull = min(learningRate * anchorStrength, 1)
-                for anchor in anchors {
-                    anchor.parameter.updateValue { theta in
-                        anchor.value.withUnsafeBufferPointer { start in
-                            for i in 0..<theta.count { theta[i] -= pull * (theta[i] - start[i]) }
-                        }
-                    }
-                }
-            }
-            afterStep(step)
-            if let stepStart { stepTimer?(step, Date().timeIntervalSince(stepStart)) }
-            lossSum += total.scalar
+            let thisStep = step
+            let terms = loss(thisStep, batcher!.next())
+            optimize(terms)
+            afterStep(thisStep)
+            if let stepStart { stepTimer?(thisStep, Date().timeIntervalSince(stepStart)) }
+            lossSum += terms.total.scalar
             lossCount += 1
             for term in terms.terms {
                 if sums[term.name] == nil { names.append(term.name) }
                 sums[term.name, default: 0] += term.value.scalar
             }
-            step += 1
             if step % c.evaluateEvery == 0 || step == c.steps {
                 let rate = Double(lossCount * c.batchSize) / Date().timeIntervalSince(started)
                 let metrics = withoutGradients { evaluate() }

@@ -188,6 +188,21 @@ struct SafetensorsFileTests {
         #expect(throws: TensorFileError.self) { try SafetensorsFile(path: tiny) }
     }
 
+    @Test func bytesInMemoryReadAsTheFileWouldAndOutliveTheirSource() throws {
+        let directory = temporaryDirectory()
+        let weights = randomTensor([5, 3], seed: 4)
+        let entries: [String: SafetensorsFile.Entry] = ["w": .float(weights, .float32), "n": .int64([1, 2], shape: [2])]
+        try SafetensorsFile.write(entries, metadata: ["k": "v"], to: directory + "/a.safetensors")
+        var bytes = try SafetensorsFile.encode(entries, metadata: ["k": "v"]).flatMap { $0 }
+        #expect(bytes == Array(try Data(contentsOf: URL(fileURLWithPath: directory + "/a.safetensors"))), "encode is what write writes")
+        let file = try SafetensorsFile(bytes: bytes, name: "row 7")
+        bytes = []                                     // the parsed file keeps its own copy
+        let tensor = try file.tensor("w")
+        #expect(tensor.scalars == weights.scalars && file.metadata == ["k": "v"])
+        #expect(try file.arrays["n"]!.int64Values() == [1, 2])
+        #expect { try SafetensorsFile(bytes: [1, 2, 3], name: "row 8") } throws: { "\($0)".hasPrefix("row 8: truncated") }
+    }
+
     @Test func atomicWriteLeavesNoTemporaryFiles() throws {
         let directory = temporaryDirectory()
         try SafetensorsFile.write(["w": .float(Tensor.ones([2]), .float32)], to: directory + "/a.safetensors")

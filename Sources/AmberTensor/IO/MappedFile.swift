@@ -47,10 +47,32 @@ public final class MappedFile: @unchecked Sendable {
             throw TensorFileError(path: path, problem: "cannot map: \(String(cString: strerror(errno)))")
         }
         bytes = UnsafeRawBufferPointer(start: base, count: size)
+        isMapped = true
     }
 
+    /// A copy of `contents` in memory (16-byte aligned), read like a mapped file called `name`:
+    /// for files that arrive as bytes (from a database) rather than from disk.
+    public init(copying contents: [UInt8], name: String) {
+        path = name
+        isMapped = false
+        guard !contents.isEmpty else {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: contents.count, alignment: 16)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(start: contents, count: contents.count))
+        bytes = UnsafeRawBufferPointer(buffer)
+    }
+
+    private var isMapped = false
+
     deinit {
-        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        guard let base = bytes.baseAddress else { return }
+        if isMapped {
+            munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
+        } else {
+            UnsafeMutableRawPointer(mutating: base).deallocate()
+        }
     }
 }
 

@@ -19,7 +19,17 @@ public struct SafetensorsFile: @unchecked Sendable {
 
     /// Maps and parses the file at `path`.
     public init(path: String) throws {
-        let file = try MappedFile(path: path)
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Parses safetensors bytes held in memory (e.g. read from a database); `name` stands for the
+    /// file in errors.
+    public init(bytes: [UInt8], name: String) throws {
+        try self.init(file: MappedFile(copying: bytes, name: name))
+    }
+
+    private init(file: MappedFile) throws {
+        let path = file.path
         self.path = path
         let bytes = file.bytes
         func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
@@ -100,6 +110,11 @@ public struct SafetensorsFile: @unchecked Sendable {
 
     /// Writes `entries` (sorted by name) and `metadata` atomically.
     public static func write(_ entries: [String: Entry], metadata: [String: String] = [:], to path: String) throws {
+        try AtomicFile.write(encode(entries, metadata: metadata), to: path)
+    }
+
+    /// The bytes of a file holding `entries` (sorted by name) and `metadata`, in chunks.
+    public static func encode(_ entries: [String: Entry], metadata: [String: String] = [:]) throws -> [[UInt8]] {
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var chunks: [[UInt8]] = []
@@ -127,6 +142,6 @@ public struct SafetensorsFile: @unchecked Sendable {
         headerBytes += [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8)
         var length = [UInt8](repeating: 0, count: 8)
         for i in 0..<8 { length[i] = UInt8(truncatingIfNeeded: UInt64(headerBytes.count) >> (8 * UInt64(i))) }
-        try AtomicFile.write([length, headerBytes] + chunks, to: path)
+        return [length, headerBytes] + chunks
     }
 }

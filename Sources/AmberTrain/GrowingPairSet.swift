@@ -1,0 +1,101 @@
+import AmberModel
+import AmberTensor
+
+/// The pairs of one split that a continuous trainer has taken in, as ``RetrievalData``: one
+/// "caption" row per pair (its text's features) with the index of its image; an image that
+/// several pairs share is held once. Pairs keep their arrival order, so indices never change as
+/// the set grows. The store ids of every row are kept beside it for the memory bank.
+public struct GrowingPairSet: Sendable {
+    private var imageIndex: [Int64: Int] = [:]
+    public private(set) var imageItemIDs: [Int64] = []
+    public private(set) var textItemIDs: [Int64] = []
+    public private(set) var pairIDs: [Int64] = []
+    private var imageOfText: [Int] = []
+    private var imageGlobals: [[Float]] = []
+    private var imageLocals: [[Float]] = []
+    private var imageCounts: [Int] = []
+    private var textGlobals: [Float] = []
+    private var textTokens: [Float] = []
+    private var tokenOffsets: [Int] = [0]
+    private var dimensions: TrainedModel.Dimensions?
+    private var cached: RetrievalData?
+
+    public init() {}
+
+    public var pairCount: Int { pairIDs.count }
+    public var imageCount: Int { imageItemIDs.count }
+
+    /// Adds `pair` with its items' features from `features`.
+    /// - Throws: ``PairSetError`` when an item has no features or features of other dimensions
+    ///   than the items before it.
+    public mutating func add(_ pair: StoredPair, features: [Int64: ItemFeatures]) throws {
+        guard let text = features[pair.textID] else {
+            throw PairSetError(description: "pair \(pair.pairID): text item \(pair.textID) has no features (ingest them, or encode the caption with amber encode-text)")
+        }
+        let imageRow: Int
+        if let known = imageIndex[pair.imageID] {
+            imageRow = known
+        } else {
+            guard let image = features[pair.imageID] else {
+                throw PairSetError(description: "pair \(pair.pairID): image item \(pair.imageID) has no features")
+            }
+            try check(image: image, text: text, pair: pair)
+            imageRow = imageItemIDs.count
+            imageIndex[pair.imageID] = imageRow
+            imageItemIDs.append(pair.imageID)
+            imageGlobals.append(image.global)
+            imageLocals.append(image.local)
+            imageCounts.append(image.localCount)
+        }
+        if let d = dimensions, text.global.count != d.textGlobal || text.localDimension != d.textFragment {
+            throw PairSetError(description: "pair \(pair.pairID): text item \(pair.textID) has features \(text.global.count) + n×\(text.localDimension), earlier texts \(d.textGlobal) + n×\(d.textFragment)")
+        }
+        pairIDs.append(pair.pairID)
+        textItemIDs.append(pair.textID)
+        imageOfText.append(imageRow)
+        textGlobals += text.global
+        textTokens += text.local
+        tokenOffsets.append(tokenOffsets.last! + text.localCount)
+        cached = nil
+    }
+
+    private mutating func check(image: ItemFeatures, text: ItemFeatures, pair: StoredPair) throws {
+        let these = TrainedModel.Dimensions(imageGlobal: image.global.count, imageFragment: image.localDimension,
+                                            textGlobal: text.global.count, textFragment: text.localDimension)
+        guard let known = dimensions else {
+            dimensions = these
+            return
+        }
+        guard these.imageGlobal == known.imageGlobal && these.imageFragment == known.imageFragment else {
+            throw PairSetError(description: "pair \(pair.pairID): image item \(pair.imageID) has features \(image.global.count) + n×\(image.localDimension), earlier images \(known.imageGlobal) + n×\(known.imageFragment)")
+        }
+    }
+
+    /// Feature dimensions (nil until the first pair).
+    public var featureDimensions: TrainedModel.Dimensions? { dimensions }
+
+    /// The pairs as retrieval data (images padded to the largest fragment count); nil while empty.
+    public mutating func data() -> RetrievalData? {
+        if let cached { return cached }
+        guard let d = dimensions, !pairIDs.isEmpty else { return nil }
+        let n = imageCounts.max() ?? 1
+        var local = [Float](repeating: 0, count: imageCount * n * d.imageFragment)
+        for (row, values) in imageLocals.enumerated() {
+            local.replaceSubrange((row * n * d.imageFragment) ..< (row * n * d.imageFragment + values.count), with: values)
+        }
+        let data = RetrievalData(
+            imageGlobal: Tensor(shape: [imageCount, d.imageGlobal], scalars: imageGlobals.flatMap { $0 }),
+            imageLocal: Tensor(shape: [imageCount, n, d.imageFragment], scalars: local),
+            textGlobal: Tensor(shape: [pairCount, d.textGlobal], scalars: textGlobals),
+            textTokens: Tensor(shape: [tokenOffsets.last!, d.textFragment], scalars: textTokens),
+            tokenOffsets: tokenOffsets, imageOfText: imageOfText, captions: [],
+            imageFragmentCounts: imageCounts.allSatisfy { $0 == n } ? nil : imageCounts)
+        cached = data
+        return data
+    }
+}
+
+/// Pairs that cannot join a training set.
+public struct PairSetError: Error, CustomStringConvertible {
+    public let description: String
+}

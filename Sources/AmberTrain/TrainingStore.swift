@@ -1,0 +1,233 @@
+import Foundation
+
+/// Where a continuous trainer reads pairs and keeps what it learns: the port of
+/// ``ContinuousTrainer``. `PostgresTrainingStore` (target AmberTrainingStore) is the durable
+/// implementation; ``InMemoryTrainingStore`` serves tests.
+///
+/// Every method is synchronous and may block; the trainer calls them from its own thread.
+/// Errors a store marks transient (``isTransient(_:)``: the server went away, a connection
+/// broke) make the trainer wait and retry the same call; any other error stops it.
+public protocol TrainingStore: AnyObject {
+    /// The run called `name`, created when missing (status running), and its newest committed
+    /// checkpoint, if any.
+    func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun
+    /// Up to `limit` pairs with `pairID > cursor`, oldest first, with the features of every item
+    /// they reference. Pair ids are allocated in commit order, so a cursor never skips a pair
+    /// that commits later.
+    func pairs(after cursor: Int64, limit: Int) throws -> PairPage
+    /// Blocks until new pairs may have arrived (a notification) or `timeout` seconds pass.
+    /// Returns whether a notification came.
+    func waitForPairs(timeout: Double) throws -> Bool
+    /// Writes a checkpoint in one transaction: state, cursor, bank slots, step metrics, run
+    /// progress. Nothing of it is visible unless all of it is.
+    func commit(_ checkpoint: CheckpointRecord) throws
+    /// Writes a candidate model version with its prototypes; returns its version number.
+    func addModelVersion(_ version: ModelVersionRecord) throws -> Int64
+    /// The model the query service serves, if any.
+    func servingModel() throws -> StoredModel?
+    /// Points the query service at `version` (one transaction, with a notification).
+    func promote(version: Int64) throws
+    /// Marks the run stopped (graceful shutdown).
+    func closeRun(_ runID: Int64, status: String) throws
+    /// Whether `error` is worth waiting out (the store is unreachable, not wrong).
+    func isTransient(_ error: any Error) -> Bool
+}
+
+/// The split a pair belongs to.
+public enum PairSplit: String, Sendable, Codable, CaseIterable {
+    case train, dev, test
+}
+
+/// Frozen-encoder features of one item: a global vector and `localCount` local vectors.
+public struct ItemFeatures: Sendable, Equatable {
+    public var global: [Float]
+    /// `[localCount, localDimension]`, row-major.
+    public var local: [Float]
+    public var localCount: Int
+
+    public init(global: [Float], local: [Float], localCount: Int) {
+        precondition(localCount >= 1 && local.count % localCount == 0, "ItemFeatures: \(local.count) local values for \(localCount) vectors")
+        self.global = global
+        self.local = local
+        self.localCount = localCount
+    }
+
+    public var localDimension: Int { local.count / localCount }
+}
+
+/// A stored pair: an image and a text that match.
+public struct StoredPair: Sendable, Equatable {
+    public var pairID: Int64
+    public var imageID: Int64
+    public var textID: Int64
+    public var split: PairSplit
+
+    public init(pairID: Int64, imageID: Int64, textID: Int64, split: PairSplit) {
+        self.pairID = pairID
+        self.imageID = imageID
+        self.textID = textID
+        self.split = split
+    }
+}
+
+/// New pairs, oldest first, and the features of the items they reference (by item id).
+public struct PairPage: Sendable {
+    public var pairs: [StoredPair]
+    public var features: [Int64: ItemFeatures]
+
+    public init(pairs: [StoredPair], features: [Int64: ItemFeatures]) {
+        self.pairs = pairs
+        self.features = features
+    }
+}
+
+/// A run as the store holds it.
+public struct StoredRun: Sendable {
+    public var runID: Int64
+    public var checkpoint: StoredCheckpoint?
+
+    public init(runID: Int64, checkpoint: StoredCheckpoint?) {
+        self.runID = runID
+        self.checkpoint = checkpoint
+    }
+}
+
+/// The newest committed checkpoint of a run.
+public struct StoredCheckpoint: Sendable {
+    public var step: Int
+    /// The trainer's state (``MatchingTrainer/stateBytes()``).
+    public var state: [UInt8]
+    /// The largest pair id taken in.
+    public var cursor: Int64
+    /// The sampler's state (JSON).
+    public var sampler: String
+    /// The newest model version of the run when the checkpoint was written.
+    public var modelVersion: Int64?
+
+    public init(step: Int, state: [UInt8], cursor: Int64, sampler: String, modelVersion: Int64?) {
+        self.step = step
+        self.state = state
+        self.cursor = cursor
+        self.sampler = sampler
+        self.modelVersion = modelVersion
+    }
+}
+
+/// One memory-bank slot as a checkpoint writes it, in the store's ids.
+public struct BankSlot: Sendable, Equatable {
+    public var modality: String
+    public var slot: Int
+    public var itemID: Int64
+    public var pairID: Int64?
+    public var imageID: Int64
+    public var embedding: [Float]
+    public var prototype: Int?
+    /// Cosine similarity to the nearest bank entry of another image, and that entry's item.
+    public var ambiguity: Float?
+    public var neighbourItemID: Int64?
+    public var enqueuedStep: Int
+
+    public init(modality: String, slot: Int, itemID: Int64, pairID: Int64?, imageID: Int64, embedding: [Float],
+                prototype: Int?, ambiguity: Float?, neighbourItemID: Int64?, enqueuedStep: Int) {
+        self.modality = modality
+        self.slot = slot
+        self.itemID = itemID
+        self.pairID = pairID
+        self.imageID = imageID
+        self.embedding = embedding
+        self.prototype = prototype
+        self.ambiguity = ambiguity
+        self.neighbourItemID = neighbourItemID
+        self.enqueuedStep = enqueuedStep
+    }
+}
+
+/// The losses of one training step, for `training_steps`.
+public struct StepRecord: Sendable, Equatable {
+    public var step: Int
+    public var loss: Float
+    public var terms: [String: Float]
+    public var learningRate: Float
+    public var pairsPerSecond: Double?
+
+    public init(step: Int, loss: Float, terms: [String: Float], learningRate: Float, pairsPerSecond: Double?) {
+        self.step = step
+        self.loss = loss
+        self.terms = terms
+        self.learningRate = learningRate
+        self.pairsPerSecond = pairsPerSecond
+    }
+}
+
+/// Everything one checkpoint writes, in one transaction.
+public struct CheckpointRecord: Sendable {
+    public var runID: Int64
+    public var step: Int
+    public var state: [UInt8]
+    public var cursor: Int64
+    public var sampler: String
+    /// Pairs taken in and not yet trained on (for audit; the sampler state is what resumes).
+    public var pendingPairs: [Int64]
+    /// Bank slots written since the previous checkpoint.
+    public var bank: [BankSlot]
+    /// Steps taken since the previous checkpoint.
+    public var steps: [StepRecord]
+    public var modelVersion: Int64?
+    /// Checkpoints kept per run (older ones are deleted in the same transaction).
+    public var keep: Int
+
+    public init(runID: Int64, step: Int, state: [UInt8], cursor: Int64, sampler: String, pendingPairs: [Int64],
+                bank: [BankSlot], steps: [StepRecord], modelVersion: Int64?, keep: Int) {
+        self.runID = runID
+        self.step = step
+        self.state = state
+        self.cursor = cursor
+        self.sampler = sampler
+        self.pendingPairs = pendingPairs
+        self.bank = bank
+        self.steps = steps
+        self.modelVersion = modelVersion
+        self.keep = keep
+    }
+}
+
+/// A candidate model version.
+public struct ModelVersionRecord: Sendable {
+    public var runID: Int64
+    public var parentVersion: Int64?
+    public var step: Int
+    /// JSON of the training configuration.
+    public var configuration: String
+    /// The model file's bytes (``AmberModel/TrainedModel/encoded()``).
+    public var model: [UInt8]
+    /// JSON of the dev metrics and the gate's verdict.
+    public var metrics: String
+    /// `[K, D]` prototype centroids, row-major, and bank entries per prototype and modality.
+    public var prototypes: [[Float]]
+    public var prototypeImageCounts: [Int]
+    public var prototypeTextCounts: [Int]
+
+    public init(runID: Int64, parentVersion: Int64?, step: Int, configuration: String, model: [UInt8], metrics: String,
+                prototypes: [[Float]], prototypeImageCounts: [Int], prototypeTextCounts: [Int]) {
+        self.runID = runID
+        self.parentVersion = parentVersion
+        self.step = step
+        self.configuration = configuration
+        self.model = model
+        self.metrics = metrics
+        self.prototypes = prototypes
+        self.prototypeImageCounts = prototypeImageCounts
+        self.prototypeTextCounts = prototypeTextCounts
+    }
+}
+
+/// A stored model version.
+public struct StoredModel: Sendable {
+    public var version: Int64
+    public var model: [UInt8]
+
+    public init(version: Int64, model: [UInt8]) {
+        self.version = version
+        self.model = model
+    }
+}

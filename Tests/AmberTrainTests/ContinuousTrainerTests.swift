@@ -1,0 +1,253 @@
+import AmberModel
+import AmberTensor
+import AmberTrain
+import Foundation
+import Testing
+
+@Suite("Replay sampler")
+struct ReplaySamplerTests {
+    @Test func unseenPairsComeFirstOldestFirstAndReplayFillsTheRest() throws {
+        var sampler = ReplaySampler(newShare: 0.5, seed: 3)
+        #expect(sampler.next(size: 4) == nil, "no pairs, no batch")
+        sampler.grow(by: 3)
+        #expect(sampler.next(size: 4) == nil, "fewer pairs than a batch")
+        sampler.grow(by: 5)
+        // Nothing seen yet: the whole batch is new, oldest first.
+        #expect(sampler.next(size: 4) == [0, 1, 2, 3])
+        // Half new (the next oldest), half replay of 0...3, distinct.
+        let drawn2 = sampler.next(size: 4)
+        let second = try #require(drawn2)
+        #expect(Array(second.prefix(2)) == [4, 5])
+        #expect(Set(second.suffix(2)).count == 2 && second.suffix(2).allSatisfy { (0..<4).contains($0) })
+        #expect(sampler.unseen == 6..<8)
+        let drawn3 = sampler.next(size: 4)
+        let third = try #require(drawn3)
+        #expect(Array(third.prefix(2)) == [6, 7] && sampler.unseen.isEmpty)
+        // All seen: pure replay, distinct within the batch.
+        for _ in 0..<20 {
+            let drawn = sampler.next(size: 4)
+            let batch = try #require(drawn)
+            #expect(Set(batch).count == 4 && batch.allSatisfy { (0..<8).contains($0) })
+        }
+    }
+
+    @Test func everyPairIsTrainedOnWhateverTheShare() throws {
+        for share in [0.1, 0.5, 1.0] {
+            var sampler = ReplaySampler(newShare: share, seed: 1)
+            var trained = Set<Int>()
+            for arrival in 0..<30 {
+                sampler.grow(by: arrival % 3 == 0 ? 7 : 0)
+                if let batch = sampler.next(size: 5) { trained.formUnion(batch) }
+            }
+            while !sampler.unseen.isEmpty {
+                let drawn = sampler.next(size: 5)
+                trained.formUnion(try #require(drawn))
+            }
+            #expect(trained == Set(0..<sampler.count), "share \(share)")
+        }
+    }
+
+    @Test func theStateRoundTripsAndTheSeedDecides() throws {
+        var a = ReplaySampler(newShare: 0.25, seed: 9)
+        a.grow(by: 40)
+        for _ in 0..<5 { _ = a.next(size: 8) }
+        var b = try MetadataJSON.decode(ReplaySampler.self, from: MetadataJSON.encode(a))
+        #expect(a == b)
+        #expect(a.next(size: 8) == b.next(size: 8))
+        var c = ReplaySampler(newShare: 0.25, seed: 10)
+        c.grow(by: 40)
+        var d = ReplaySampler(newShare: 0.25, seed: 9)
+        d.grow(by: 40)
+        for _ in 0..<5 { _ = c.next(size: 8); _ = d.next(size: 8) }
+        #expect(c.next(size: 8) != d.next(size: 8), "another seed replays other pairs")
+    }
+}
+
+@Suite("Continuous trainer (in-memory store)")
+struct ContinuousTrainerTests {
+    /// Synthetic items: `images` images with 2 fragments (12-d), 5 texts each with 2 tokens
+    /// (8-d), texts a noisy linear map of their image. Returns (image ids, [(image, text)]).
+    static func populate(_ store: InMemoryTrainingStore, images: Int, seed: UInt64) -> [(image: Int64, text: Int64)] {
+        var generator = RandomGenerator(seed: seed)
+        var mapGenerator = RandomGenerator(seed: 77)
+        let map = Tensor.randomNormal([12, 8], using: &mapGenerator)
+        var pairs: [(Int64, Int64)] = []
+        for _ in 0..<images {
+            let global = Tensor.randomNormal([1, 12], using: &generator)
+            let local = Tensor.concatenate([global, global + Tensor.randomNormal([1, 12], standardDeviation: 0.1, using: &generator)], axis: 0)
+            let image = store.addItem(ItemFeatures(global: global.scalars, local: local.scalars, localCount: 2))
+            for _ in 0..<5 {
+                let text = Tensor.matmul(global, map) + Tensor.randomNormal([1, 8], standardDeviation: 0.5, using: &generator)
+                let id = store.addItem(ItemFeatures(global: text.scalars, local: text.scalars + text.scalars, localCount: 2))
+                pairs.append((image, id))
+            }
+        }
+        return pairs
+    }
+
+    static var configuration: ContinuousTrainer.Configuration {
+        var c = ContinuousTrainer.Configuration()
+        c.model = MatchingTrainerTests.fullConfiguration
+        c.model.optimization.decayEvery = 100_000
+        c.checkpointEvery = 10
+        c.evaluateEvery = 20
+        c.keepCheckpoints = 2
+        c.idleWait = 0.01
+        c.retryDelay = 0.01
+        c.pageSize = 40
+        return c
+    }
+
+    /// Adds the first `trainImages` images' pairs as train and the rest as dev.
+    static func store(trainImages: Int = 40, devImages: Int = 10) -> (InMemoryTrainingStore, [(image: Int64, text: Int64)]) {
+        let store = InMemoryTrainingStore()
+        let pairs = populate(store, images: trainImages + devImages, seed: 4)
+        store.addPairs(pairs.prefix(trainImages * 5).map { ($0.image, $0.text, .train) })
+        store.addPairs(pairs.suffix(devImages * 5).map { ($0.image, $0.text, .dev) })
+        return (store, pairs)
+    }
+
+    @Test func trainsCheckpointsWritesVersionsAndPromotes() throws {
+        let (store, _) = Self.store()
+        var c = Self.configuration
+        c.maximumSteps = 60
+        var lines: [String] = []
+        let summary = try ContinuousTrainer(configuration: c, store: store) { lines.append($0) }.run()
+        #expect(summary.step == 60 && summary.committedStep == 60)
+        #expect(summary.trainPairs == 200 && summary.devPairs == 50 && summary.cursor == 250)
+        let run = try #require(store.runs[1])
+        #expect(run.status == "stopped" && run.lastStep == 60)
+        #expect(run.checkpoints.map(\.step) == [50, 60], "the newest two are kept")
+        #expect(Set(run.steps.keys) == Set(1...60), "every step's losses are recorded once")
+        #expect(run.steps.values.allSatisfy { $0.loss.isFinite && $0.terms["triplet"] != nil })
+        #expect(run.checkpoints.last!.pendingPairs.isEmpty, "every train pair was trained on")
+        // The bank holds the queues of the last checkpoint: 64 slots per modality, store ids.
+        #expect(run.bank.count == 128)
+        #expect(run.bank.values.allSatisfy { $0.embedding.count == 16 && $0.ambiguity != nil && $0.neighbourItemID != nil })
+        #expect(run.bank.values.filter { $0.modality == "text" }.allSatisfy { $0.pairID != nil && $0.imageID != $0.itemID })
+        #expect(run.bank.values.filter { $0.modality == "image" }.allSatisfy { $0.imageID == $0.itemID })
+        // Versions at 20, 40, 60; the first is promoted (nothing served), the gate decides the rest.
+        #expect(summary.versionsWritten == [1, 2, 3])
+        #expect(summary.versionsPromoted.first == 1)
+        #expect(store.serving == summary.versionsPromoted.last)
+        let first = try #require(store.versions[1]).record
+        let metrics = try MetadataJSON.decode(VersionMetrics.self, from: first.metrics)
+        #expect(metrics.step == 20 && metrics.devPairs == 50 && metrics.gate == "promoted: nothing served yet")
+        #expect(first.prototypes.count == 4 && first.prototypes.allSatisfy { $0.count == 16 })
+        let model = try TrainedModel.read(bytes: first.model, name: "version 1")
+        #expect(model.step == 20 && model.querybank != nil)
+        #expect(lines.contains { $0.contains("model version 1") } && lines.contains { $0.hasPrefix("step     60") })
+    }
+
+    @Test func theGateRefusesAWorseModel() throws {
+        let (store, _) = Self.store()
+        var c = Self.configuration
+        c.maximumSteps = 40
+        c.promotionTolerance = -1000     // a candidate must beat the serving model by 1000 rsum
+        let summary = try ContinuousTrainer(configuration: c, store: store).run()
+        #expect(summary.versionsWritten == [1, 2] && summary.versionsPromoted == [1])
+        let refused = try MetadataJSON.decode(VersionMetrics.self, from: try #require(store.versions[2]).record.metrics)
+        #expect(refused.gate.hasPrefix("refused") && refused.servingVersion == 1 && refused.servingRsum != nil)
+        #expect(store.serving == 1)
+    }
+
+    /// A store that fails for good (a crash, from the trainer's side) once `afterCommits` commits went through.
+    final class CrashingStore: TrainingStore {
+        let inner: InMemoryTrainingStore
+        var commitsLeft: Int
+        init(_ inner: InMemoryTrainingStore, afterCommits: Int) {
+            self.inner = inner
+            commitsLeft = afterCommits
+        }
+        struct Crash: Error {}
+        func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun { try inner.openRun(name: name, seed: seed, configuration: configuration) }
+        func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
+        func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
+        func commit(_ checkpoint: CheckpointRecord) throws {
+            guard commitsLeft > 0 else { throw Crash() }
+            commitsLeft -= 1
+            try inner.commit(checkpoint)
+        }
+        func addModelVersion(_ version: ModelVersionRecord) throws -> Int64 { try inner.addModelVersion(version) }
+        func servingModel() throws -> StoredModel? { try inner.servingModel() }
+        func promote(version: Int64) throws { try inner.promote(version: version) }
+        func closeRun(_ runID: Int64, status: String) throws { try inner.closeRun(runID, status: status) }
+        func isTransient(_ error: any Error) -> Bool { false }
+    }
+
+    @Test func aRunResumedAfterACrashEndsExactlyWhereAnUninterruptedOneDoes() throws {
+        var c = Self.configuration
+        c.maximumSteps = 50
+        c.evaluateEvery = 1000
+        let (reference, _) = Self.store()
+        _ = try ContinuousTrainer(configuration: c, store: reference).run()
+
+        // The same run, crashing after its second checkpoint (step 20), then resumed.
+        let (store, _) = Self.store()
+        #expect(throws: CrashingStore.Crash.self) {
+            _ = try ContinuousTrainer(configuration: c, store: CrashingStore(store, afterCommits: 2)).run()
+        }
+        #expect(store.runs[1]!.lastStep == 20 && store.runs[1]!.status == "running")
+        var lines: [String] = []
+        let resumed = try ContinuousTrainer(configuration: c, store: store) { lines.append($0) }.run()
+        #expect(lines.first?.hasPrefix("resumed run main at step 20") == true, "\(lines.first ?? "")")
+        #expect(resumed.step == 50)
+        let a = reference.runs[1]!, b = store.runs[1]!
+        #expect(Data(a.checkpoints.last!.state) == Data(b.checkpoints.last!.state), "same parameters, optimiser, queues and generators")
+        #expect(a.steps.keys.sorted() == b.steps.keys.sorted())
+        #expect(a.steps.values.sorted { $0.step < $1.step }.map(\.loss) == b.steps.values.sorted { $0.step < $1.step }.map(\.loss))
+        let sameBank = a.bank.mapValues(\.embedding) == b.bank.mapValues(\.embedding)
+        #expect(sameBank, "the bank written after the resume is the uninterrupted run's")
+    }
+
+    @Test func pairsArrivingWhileTrainingAreAllTrainedOnAndNoneTwiceAsNew() throws {
+        let store = InMemoryTrainingStore()
+        let pairs = Self.populate(store, images: 60, seed: 6)
+        store.addPairs(pairs.prefix(50).map { ($0.image, $0.text, .train) })
+        store.addPairs(pairs.suffix(50).map { ($0.image, $0.text, .dev) })
+        var c = Self.configuration
+        c.newShare = 0.25
+        c.maximumSteps = 30
+        // Chunks of 50 more train pairs arrive between bounded runs (each run resumes the last).
+        var cursor: Int64 = 0
+        for chunk in 0..<4 {
+            store.addPairs(pairs.dropFirst(50 + chunk * 50).prefix(50).map { ($0.image, $0.text, .train) })
+            c.maximumSteps = 30 * (chunk + 1)
+            let summary = try ContinuousTrainer(configuration: c, store: store).run()
+            #expect(summary.cursor > cursor)
+            cursor = summary.cursor
+        }
+        let last = store.runs[1]!.checkpoints.last!
+        #expect(last.cursor == Int64(store.pairCount))
+        #expect(last.pendingPairs.isEmpty, "every arrived train pair was trained on: \(last.pendingPairs.count) pending")
+    }
+
+    @Test func anOutageIsWaitedOutWithALogLine() throws {
+        let (store, _) = Self.store()
+        var c = Self.configuration
+        c.maximumSteps = 30
+        store.outage = InMemoryOutage()
+        var lines: [String] = []
+        let done = DispatchSemaphore(value: 0)
+        let clearer = Thread {
+            Thread.sleep(forTimeInterval: 0.2)
+            store.outage = nil
+            done.signal()
+        }
+        clearer.start()
+        let summary = try ContinuousTrainer(configuration: c, store: store) { lines.append($0) }.run()
+        done.wait()
+        #expect(summary.committedStep == 30)
+        #expect(lines.contains { $0.contains("store unavailable while opening run main (attempt 1)") && $0.contains("simulated outage") })
+        #expect(lines.contains { $0.contains("store reachable again") })
+    }
+
+    @Test func itemsWithoutFeaturesAreNamed() throws {
+        let store = InMemoryTrainingStore()
+        let image = store.addItem(ItemFeatures(global: [Float](repeating: 1, count: 12), local: [Float](repeating: 1, count: 24), localCount: 2))
+        store.addPairs([(image, 999, .train)])
+        #expect { try ContinuousTrainer(configuration: Self.configuration, store: store).run() } throws: {
+            "\($0)".contains("pair 1: text item 999 has no features")
+        }
+    }
+}
