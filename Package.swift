@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "AmberStore", targets: ["AmberStore"]),
         .library(name: "AmberText", targets: ["AmberText"]),
         .library(name: "AmberModel", targets: ["AmberModel"]),
+        .library(name: "AmberTrainingStore", targets: ["AmberTrainingStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,15 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 "AmberTensor",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: cpuSettings
+        ),
+        .target(
+            name: "AmberTrainingStore",
+            dependencies: [
+                "AmberStore",
+                "AmberTrain",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: cpuSettings
@@ -72,6 +82,7 @@ let package = Package(
                 "AmberStore",
                 "AmberText",
                 "AmberModel",
+                "AmberTrainingStore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -89,7 +100,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberStore", "AmberTensor", "amber"],
+            dependencies: ["AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

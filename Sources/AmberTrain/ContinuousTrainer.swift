@@ -276,7 +276,9 @@ public final class ContinuousTrainer {
         let record = ModelVersionRecord(
             runID: runID, parentVersion: serving?.version, step: trainer.step, configuration: try MetadataJSON.encode(configuration.model),
             model: try candidate.encoded(), metrics: try MetadataJSON.encode(metrics),
-            prototypes: (0..<K).map { Array(rows[($0 * D) ..< (($0 + 1) * D)]) }, prototypeImageCounts: imageCounts, prototypeTextCounts: textCounts)
+            // Non-finite centroids are not written (the store refuses them); the version is, refused by the gate.
+            prototypes: finite ? (0..<K).map { Array(rows[($0 * D) ..< (($0 + 1) * D)]) } : [],
+            prototypeImageCounts: imageCounts, prototypeTextCounts: textCounts)
         let version = try retrying("writing model version", shouldStop) { try store.addModelVersion(record) }
         versionsWritten.append(version)
         latestVersion = version
