@@ -114,8 +114,9 @@ public final class ContinuousTrainer {
             pendingSteps.append(StepRecord(step: trainer.step, loss: loss.total, terms: loss.terms, learningRate: loss.learningRate,
                                            pairsPerSecond: Double(batch.count) / max(seconds, 1e-9)))
             stepsSinceLine += 1
-            if trainer.step % c.evaluateEvery == 0 { try writeModelVersion(shouldStop) }
-            if trainer.step % c.checkpointEvery == 0 { try checkpoint(shouldStop: shouldStop) }
+            // A model version is due: evaluate, gate, and write it with this step's checkpoint.
+            let version = trainer.step % c.evaluateEvery == 0 ? try prepareModelVersion(shouldStop) : nil
+            if version != nil || trainer.step % c.checkpointEvery == 0 { try checkpoint(shouldStop: shouldStop, version: version) }
             if Date().timeIntervalSince(lastLine) >= 5 || trainer.step % c.checkpointEvery == 0 {
                 let rate = Double(stepsSinceLine * c.model.optimization.batchSize) / max(Date().timeIntervalSince(lastLine), 1e-9)
                 let terms = loss.terms.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: ", ")
@@ -190,16 +191,30 @@ public final class ContinuousTrainer {
     // MARK: - Checkpoints and model versions
 
     /// One transaction: state, cursor, sampler, the bank slots enqueued since the last checkpoint,
-    /// the steps since then, the run's progress.
-    private func checkpoint(shouldStop: () -> Bool) throws {
+    /// the steps since then, the run's progress, and a model version when one is due.
+    private func checkpoint(shouldStop: () -> Bool, version: PendingVersion? = nil) throws {
         guard let trainer else { return }
         let record = CheckpointRecord(
             runID: runID, step: trainer.step, state: try trainer.stateBytes(), cursor: cursor,
             sampler: try MetadataJSON.encode(sampler), pendingPairs: sampler.unseen.map { train.pairIDs[$0] },
-            bank: bankSlots(since: committedStep), steps: pendingSteps, modelVersion: latestVersion, keep: configuration.keepCheckpoints)
-        try retrying("committing checkpoint \(trainer.step)", shouldStop) { try store.commit(record) }
+            bank: bankSlots(since: committedStep), steps: pendingSteps, modelVersion: latestVersion,
+            newVersion: version?.record, promote: version?.promote ?? false, keep: configuration.keepCheckpoints)
+        let written = try retrying("committing checkpoint \(trainer.step)", shouldStop) { try store.commit(record) }
         committedStep = trainer.step
         pendingSteps = []
+        if let version, let written {
+            latestVersion = written
+            versionsWritten.append(written)
+            if version.promote { versionsPromoted.append(written) }
+            progress("step \(trainer.step): model version \(written), " + version.summary)
+        }
+    }
+
+    /// A model version ready to be committed with a checkpoint.
+    private struct PendingVersion {
+        var record: ModelVersionRecord
+        var promote: Bool
+        var summary: String
     }
 
     /// The queue slots enqueued at or after `step`, in store ids, each with its nearest bank
@@ -238,12 +253,12 @@ public final class ContinuousTrainer {
         return slots
     }
 
-    /// Evaluates on dev, writes a candidate version, and promotes it when it passes the gate.
-    private func writeModelVersion(_ shouldStop: () -> Bool) throws {
-        guard let trainer, let trainData = train.data() else { return }
+    /// Evaluates on dev and prepares a candidate version, to be promoted when it passes the gate.
+    private func prepareModelVersion(_ shouldStop: () -> Bool) throws -> PendingVersion? {
+        guard let trainer, let trainData = train.data() else { return nil }
         guard let devData = dev.data() else {
             progress("step \(trainer.step): no dev pairs yet, so no model version (ingest pairs with split dev)")
-            return
+            return nil
         }
         let stageOne = trainer.evaluate(on: devData)
         trainer.record(TrainingEvaluation(step: trainer.step, loss: pendingSteps.last?.loss ?? .nan, terms: pendingSteps.last?.terms ?? [:],
@@ -261,7 +276,7 @@ public final class ContinuousTrainer {
         let passed = finite && (servingRsum.map { candidateRsum >= $0 - configuration.promotionTolerance } ?? true)
         let verdict = !finite ? "refused: non-finite parameters or metrics"
             : passed ? (servingRsum == nil ? "promoted: nothing served yet" : "promoted") : "refused: dev rsum below the serving model's"
-        let metrics = VersionMetrics(step: trainer.step, devPairs: devData.textCount, trainPairs: trainData.textCount,
+        let metrics = VersionMetrics(rsum: candidateRsum, step: trainer.step, devPairs: devData.textCount, trainPairs: trainData.textCount,
                                      stageOne: stageOne, served: candidate.stageTwoMetrics,
                                      querybankBeta: candidate.querybank?.beta ?? 0, alpha: candidate.ranking.alpha,
                                      servingVersion: serving?.version, servingRsum: servingRsum, gate: verdict)
@@ -279,16 +294,10 @@ public final class ContinuousTrainer {
             // Non-finite centroids are not written (the store refuses them); the version is, refused by the gate.
             prototypes: finite ? (0..<K).map { Array(rows[($0 * D) ..< (($0 + 1) * D)]) } : [],
             prototypeImageCounts: imageCounts, prototypeTextCounts: textCounts)
-        let version = try retrying("writing model version", shouldStop) { try store.addModelVersion(record) }
-        versionsWritten.append(version)
-        latestVersion = version
-        if passed {
-            try retrying("promoting model version \(version)", shouldStop) { try store.promote(version: version) }
-            versionsPromoted.append(version)
-        }
-        progress(String(format: "step %d: model version %lld, dev rsum %.1f (stage 1 %.1f, β %g, α %g) vs serving %@: %@",
-                        trainer.step, version, candidateRsum, stageOne.rsum, Double(metrics.querybankBeta), Double(metrics.alpha),
-                        servingRsum.map { String(format: "%.1f", $0) } ?? "none", verdict))
+        let summary = String(format: "dev rsum %.1f (stage 1 %.1f, β %g, α %g) vs serving %@: %@",
+                             candidateRsum, stageOne.rsum, Double(metrics.querybankBeta), Double(metrics.alpha),
+                             servingRsum.map { String(format: "%.1f", $0) } ?? "none", verdict)
+        return PendingVersion(record: record, promote: passed, summary: summary)
     }
 
     /// Retries `body` while the store reports a transient error, with a log line each time.
@@ -311,6 +320,8 @@ public final class ContinuousTrainer {
 
 /// What a model version's `metrics` JSON holds.
 public struct VersionMetrics: Sendable, Codable, Equatable {
+    /// Dev rsum of the ranking as served (what the gate compares).
+    public var rsum: Double
     public var step: Int
     public var devPairs: Int
     public var trainPairs: Int

@@ -102,26 +102,33 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
         return notified
     }
 
-    public func commit(_ checkpoint: CheckpointRecord) throws {
+    public func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
         lock.lock()
         defer { lock.unlock() }
         try check()
         guard var run = runs[checkpoint.runID] else { throw InMemoryStoreError(description: "no run \(checkpoint.runID)") }
-        run.checkpoints.append(checkpoint)
+        var record = checkpoint
+        var written: Int64?
+        if let version = checkpoint.newVersion {
+            let id = Int64(versions.count + 1)
+            versions[id] = Version(record: version, status: checkpoint.promote ? "promoted" : "candidate")
+            if checkpoint.promote {
+                if let serving { versions[serving]?.status = "retired" }
+                serving = id
+            }
+            record.modelVersion = id
+            written = id
+        }
+        run.checkpoints.append(record)
         run.checkpoints = Array(run.checkpoints.suffix(max(checkpoint.keep, 1)))
-        for slot in checkpoint.bank { run.bank["\(slot.modality)/\(slot.slot)"] = slot }
+        for var slot in checkpoint.bank {
+            slot.modelVersion = record.modelVersion
+            run.bank["\(slot.modality)/\(slot.slot)"] = slot
+        }
         for step in checkpoint.steps { run.steps[step.step] = step }
         run.lastStep = checkpoint.step
         runs[checkpoint.runID] = run
-    }
-
-    public func addModelVersion(_ version: ModelVersionRecord) throws -> Int64 {
-        lock.lock()
-        defer { lock.unlock() }
-        try check()
-        let id = Int64(versions.count + 1)
-        versions[id] = Version(record: version, status: "candidate")
-        return id
+        return written
     }
 
     public func servingModel() throws -> StoredModel? {
@@ -131,6 +138,7 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
         return serving.flatMap { version in versions[version].map { StoredModel(version: version, model: $0.record.model) } }
     }
 
+    /// Serves `version` (what `amber models promote` does to the database).
     public func promote(version: Int64) throws {
         lock.lock()
         defer { lock.unlock() }

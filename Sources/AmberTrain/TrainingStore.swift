@@ -19,14 +19,14 @@ public protocol TrainingStore: AnyObject {
     /// Returns whether a notification came.
     func waitForPairs(timeout: Double) throws -> Bool
     /// Writes a checkpoint in one transaction: state, cursor, bank slots, step metrics, run
-    /// progress. Nothing of it is visible unless all of it is.
-    func commit(_ checkpoint: CheckpointRecord) throws
-    /// Writes a candidate model version with its prototypes; returns its version number.
-    func addModelVersion(_ version: ModelVersionRecord) throws -> Int64
+    /// progress, and, when the checkpoint carries one, a new model version with its prototypes
+    /// (promoted in the same transaction when `promote` is set: the serving pointer changes and
+    /// the query service is notified at commit). Nothing of it is visible unless all of it is.
+    /// Returns the new version's number, if one was written.
+    @discardableResult
+    func commit(_ checkpoint: CheckpointRecord) throws -> Int64?
     /// The model the query service serves, if any.
     func servingModel() throws -> StoredModel?
-    /// Points the query service at `version` (one transaction, with a notification).
-    func promote(version: Int64) throws
     /// Marks the run stopped (graceful shutdown).
     func closeRun(_ runID: Int64, status: String) throws
     /// Whether `error` is worth waiting out (the store is unreachable, not wrong).
@@ -126,9 +126,11 @@ public struct BankSlot: Sendable, Equatable {
     public var ambiguity: Float?
     public var neighbourItemID: Int64?
     public var enqueuedStep: Int
+    /// The model version the checkpoint that wrote the slot belongs to (set by the store).
+    public var modelVersion: Int64?
 
     public init(modality: String, slot: Int, itemID: Int64, pairID: Int64?, imageID: Int64, embedding: [Float],
-                prototype: Int?, ambiguity: Float?, neighbourItemID: Int64?, enqueuedStep: Int) {
+                prototype: Int?, ambiguity: Float?, neighbourItemID: Int64?, enqueuedStep: Int, modelVersion: Int64? = nil) {
         self.modality = modality
         self.slot = slot
         self.itemID = itemID
@@ -139,6 +141,7 @@ public struct BankSlot: Sendable, Equatable {
         self.ambiguity = ambiguity
         self.neighbourItemID = neighbourItemID
         self.enqueuedStep = enqueuedStep
+        self.modelVersion = modelVersion
     }
 }
 
@@ -172,12 +175,18 @@ public struct CheckpointRecord: Sendable {
     public var bank: [BankSlot]
     /// Steps taken since the previous checkpoint.
     public var steps: [StepRecord]
+    /// The newest model version of the run before this checkpoint; a new version written with
+    /// the checkpoint replaces it (for the checkpoint row and the bank slots).
     public var modelVersion: Int64?
+    /// A model version to write with the checkpoint, and whether to promote it.
+    public var newVersion: ModelVersionRecord?
+    public var promote: Bool
     /// Checkpoints kept per run (older ones are deleted in the same transaction).
     public var keep: Int
 
     public init(runID: Int64, step: Int, state: [UInt8], cursor: Int64, sampler: String, pendingPairs: [Int64],
-                bank: [BankSlot], steps: [StepRecord], modelVersion: Int64?, keep: Int) {
+                bank: [BankSlot], steps: [StepRecord], modelVersion: Int64?, newVersion: ModelVersionRecord? = nil,
+                promote: Bool = false, keep: Int) {
         self.runID = runID
         self.step = step
         self.state = state
@@ -187,6 +196,8 @@ public struct CheckpointRecord: Sendable {
         self.bank = bank
         self.steps = steps
         self.modelVersion = modelVersion
+        self.newVersion = newVersion
+        self.promote = promote
         self.keep = keep
     }
 }

@@ -164,14 +164,19 @@ public final class PostgresTrainingStore: TrainingStore {
 
     // MARK: - Checkpoints
 
-    public func commit(_ checkpoint: CheckpointRecord) throws {
-        let bank = checkpoint.bank.map { slot in
-            BankEntry(modality: slot.modality, slot: slot.slot, itemID: slot.itemID, pairID: slot.pairID, imageID: slot.imageID,
-                      embedding: slot.embedding, prototype: slot.prototype, ambiguity: slot.ambiguity, neighbourItemID: slot.neighbourItemID,
-                      enqueuedStep: Int64(slot.enqueuedStep), modelVersion: checkpoint.modelVersion)
-        }
+    @discardableResult
+    public func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
         try using { db in
             try db.transaction {
+                // A new model version first: the checkpoint row and the bank slots refer to it.
+                let written = try checkpoint.newVersion.map { try Self.insert($0, on: db) }
+                if let written, checkpoint.promote { try db.execute("SELECT amber.promote_model($1)", [.int(written)]) }
+                let modelVersion = written ?? checkpoint.modelVersion
+                let bank = checkpoint.bank.map { slot in
+                    BankEntry(modality: slot.modality, slot: slot.slot, itemID: slot.itemID, pairID: slot.pairID, imageID: slot.imageID,
+                              embedding: slot.embedding, prototype: slot.prototype, ambiguity: slot.ambiguity, neighbourItemID: slot.neighbourItemID,
+                              enqueuedStep: Int64(slot.enqueuedStep), modelVersion: modelVersion)
+                }
                 try db.execute("""
                     INSERT INTO amber.checkpoints (run_id, step, state, pair_cursor, sampler, pending_pairs, model_version, bank_slots)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -179,7 +184,7 @@ public final class PostgresTrainingStore: TrainingStore {
                         sampler = EXCLUDED.sampler, pending_pairs = EXCLUDED.pending_pairs, model_version = EXCLUDED.model_version,
                         bank_slots = EXCLUDED.bank_slots, created_at = now()
                     """, [.int(checkpoint.runID), .int(Int64(checkpoint.step)), .bytes(checkpoint.state), .int(checkpoint.cursor),
-                          .json(checkpoint.sampler), .ints(checkpoint.pendingPairs), checkpoint.modelVersion.map(PostgresValue.int) ?? .null,
+                          .json(checkpoint.sampler), .ints(checkpoint.pendingPairs), modelVersion.map(PostgresValue.int) ?? .null,
                           .int32(Int32(bank.count))])
                 try db.execute("""
                     DELETE FROM amber.checkpoints WHERE run_id = $1 AND step NOT IN
@@ -205,32 +210,30 @@ public final class PostgresTrainingStore: TrainingStore {
                     INSERT INTO amber.ingest_cursor (consumer, last_pair_id, updated_at) VALUES ($1, $2, now())
                     ON CONFLICT (consumer) DO UPDATE SET last_pair_id = EXCLUDED.last_pair_id, updated_at = now()
                     """, [.text(Self.consumer(runName)), .int(checkpoint.cursor)])
+                return written
             }
         }
     }
 
     // MARK: - Model versions
 
-    public func addModelVersion(_ version: ModelVersionRecord) throws -> Int64 {
-        try using { db in
-            try db.transaction {
-                let number = try db.execute("""
-                    INSERT INTO amber.models (parent_version, run_id, step, config, parameters, metrics)
-                    VALUES ($1, $2, $3, $4, $5, $6) RETURNING version
-                    """, [version.parentVersion.map(PostgresValue.int) ?? .null, .int(version.runID), .int(Int64(version.step)),
-                          .json(version.configuration), .bytes(version.model), .json(version.metrics)])
-                    .value(Int64.self, column: "version")
-                if !version.prototypes.isEmpty {
-                    try db.copy(into: "amber.prototypes", columns: ["model_version", "index", "centroid", "image_count", "text_count"]) { sink in
-                        for (index, centroid) in version.prototypes.enumerated() {
-                            try sink.append([.int(number), .int32(Int32(index)), .floats(centroid),
-                                             .int32(Int32(version.prototypeImageCounts[index])), .int32(Int32(version.prototypeTextCounts[index]))])
-                        }
-                    }
+    /// Inserts a model version and its prototypes (inside the caller's transaction).
+    static func insert(_ version: ModelVersionRecord, on db: PostgresConnection) throws -> Int64 {
+        let number = try db.execute("""
+            INSERT INTO amber.models (parent_version, run_id, step, config, parameters, metrics)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING version
+            """, [version.parentVersion.map(PostgresValue.int) ?? .null, .int(version.runID), .int(Int64(version.step)),
+                  .json(version.configuration), .bytes(version.model), .json(version.metrics)])
+            .value(Int64.self, column: "version")
+        if !version.prototypes.isEmpty {
+            try db.copy(into: "amber.prototypes", columns: ["model_version", "index", "centroid", "image_count", "text_count"]) { sink in
+                for (index, centroid) in version.prototypes.enumerated() {
+                    try sink.append([.int(number), .int32(Int32(index)), .floats(centroid),
+                                     .int32(Int32(version.prototypeImageCounts[index])), .int32(Int32(version.prototypeTextCounts[index]))])
                 }
-                return number
             }
         }
+        return number
     }
 
     public func servingModel() throws -> StoredModel? {
@@ -243,7 +246,4 @@ public final class PostgresTrainingStore: TrainingStore {
         }
     }
 
-    public func promote(version: Int64) throws {
-        try using { db in _ = try db.execute("SELECT amber.promote_model($1)", [.int(version)]) }
-    }
 }

@@ -26,6 +26,9 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Captions per image (caption j belongs to image j / N).")
     var captionsPerImage: Int = 5
 
+    @Option(help: "Only these images (positions in the directory, START:END, END excluded) with their captions and pairs, e.g. 0:100.")
+    var images: String?
+
     @Flag(help: "Apply pending migrations first.")
     var migrate = false
 
@@ -33,11 +36,21 @@ struct IngestCommand: ParsableCommand {
 
     func run() throws {
         let readStart = Date()
-        let dataset: IngestDataset
+        var dataset: IngestDataset
         do {
             dataset = try DatasetReader.read(directory, options: .init(captionsPerImage: captionsPerImage, devStart: devStart, testStart: testStart))
         } catch let error as IngestError {
             throw ValidationError("\(error)")
+        }
+        if let images {
+            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end else {
+                throw ValidationError("--images must be START:END with 0 ≤ START < END, got '\(images)'")
+            }
+            guard start < dataset.images.count else {
+                throw ValidationError("--images \(images): \(directory) has \(dataset.images.count) images")
+            }
+            dataset = dataset.subset(images: start..<end)
         }
         FileHandle.standardError.write(Data(String(format: "read and validated %d images, %d texts, %d pairs in %.1fs\n",
                                                    dataset.images.count, dataset.texts.count, dataset.pairs.count,

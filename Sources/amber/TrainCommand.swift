@@ -1,5 +1,7 @@
 import AmberModel
+import AmberStore
 import AmberTrain
+import AmberTrainingStore
 import ArgumentParser
 import Foundation
 
@@ -31,6 +33,17 @@ struct TrainCommand: ParsableCommand {
     var output: String = ".amber/train"
     @Flag(help: "Continue the run saved in --output (same options; --steps may be raised).") var resume = false
 
+    @Flag(help: "Train without end from the pairs in the database (the run resumes from its last checkpoint; SIGINT or SIGTERM stops it after a last checkpoint). --steps, if given, stops it after that many steps.")
+    var continuous = false
+    @Option(name: .customLong("run"), help: "Continuous: the run to continue (created the first time).") var runName: String = "main"
+    @Option(help: "Continuous: steps between checkpoints (one transaction each).") var checkpointEvery: Int = 100
+    @Option(help: "Continuous: steps between model versions (dev evaluation, candidate, promotion gate).") var versionEvery: Int = 500
+    @Option(help: "Continuous: share of each batch taken from pairs not yet trained on.") var newShare: Double = 0.5
+    @Option(help: "Continuous: promote a candidate whose dev rsum is at most this far below the serving model's.") var promotionTolerance: Double = 1
+    @Option(help: "Continuous: checkpoints kept per run.") var keepCheckpoints: Int = 3
+    @Flag(help: "Continuous: apply pending migrations first.") var migrate = false
+    @OptionGroup var database: DatabaseOptions
+
     func run() throws {
         guard let fusionMode = ModalityEncoder.Fusion(rawValue: fusion) else {
             throw ValidationError("--fusion must be fused, localOnly or globalOnly, not '\(fusion)'")
@@ -52,6 +65,10 @@ struct TrainCommand: ParsableCommand {
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
+        if continuous {
+            try runContinuously(configuration)
+            return
+        }
         let statePath = output + "/training.safetensors"
         let trainer: MatchingTrainer
         if resume {
@@ -86,5 +103,77 @@ struct TrainCommand: ParsableCommand {
                           : String(format: "chosen α %.1f: %@", chosen, result.model.stageTwoMetrics?.description ?? ""))
         if let served = result.model.stageTwoMetrics { print("served ranking on dev (β \(beta), α \(chosen)): \(served)") }
         print("wrote \(output)/best.safetensors (step \(result.model.step)), \(output)/training.safetensors, \(output)/report.svg")
+    }
+
+    /// `amber train --continuous`: the model configuration from the same options, data from the database.
+    private func runContinuously(_ model: MatchingTrainer.Configuration) throws {
+        guard checkpointEvery >= 1, versionEvery >= 1, keepCheckpoints >= 1 else {
+            throw ValidationError("--checkpoint-every, --version-every and --keep-checkpoints must be at least 1")
+        }
+        guard newShare > 0 && newShare <= 1 else { throw ValidationError("--new-share must be in (0, 1], got \(newShare)") }
+        guard !runName.isEmpty && runName.count <= 200 else { throw ValidationError("--run must be 1 to 200 characters") }
+        var configuration = ContinuousTrainer.Configuration()
+        configuration.model = model
+        // No step decay while training without end: the learning rate stays at its peak after warm-up.
+        configuration.model.optimization.decayEvery = Int.max / 4
+        configuration.maximumSteps = optimization.steps
+        configuration.model.optimization.steps = 0
+        configuration.runName = runName
+        configuration.checkpointEvery = checkpointEvery
+        configuration.evaluateEvery = versionEvery
+        configuration.newShare = newShare
+        configuration.promotionTolerance = promotionTolerance
+        configuration.keepCheckpoints = keepCheckpoints
+        let stop = StopSignal(signals: [SIGINT, SIGTERM])
+        try database.withDatabase { url in
+            if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: PostgresConnection(url: url)) }
+            let clock = DateFormatter()
+            clock.dateFormat = "HH:mm:ss"
+            // Unbuffered, so that a log file shows each line as it happens.
+            func log(_ line: String) { FileHandle.standardOutput.write(Data("[\(clock.string(from: Date()))] \(line)\n".utf8)) }
+            let o = configuration.model.optimization
+            log("continuous training, run \(runName): D=\(dimension), \(o.optimizer.rawValue), batch \(o.batchSize), lr \(o.learningRate), "
+                + "weight decay \(o.weightDecay), seed \(o.seed), " + (configuration.maximumSteps.map { "up to step \($0)" } ?? "until stopped") + "; "
+                + "checkpoint every \(checkpointEvery) steps, model version every \(versionEvery)")
+            let trainer = ContinuousTrainer(configuration: configuration, store: PostgresTrainingStore(url: url), progress: log)
+            let summary = try trainer.run(shouldStop: { stop.isSet })
+            log("stopped at step \(summary.step) (committed \(summary.committedStep)): \(summary.trainPairs) train pairs, \(summary.devPairs) dev, "
+                + "cursor \(summary.cursor); versions written \(summary.versionsWritten), promoted \(summary.versionsPromoted)")
+        }
+    }
+}
+
+/// Turns SIGINT/SIGTERM into a flag a long loop checks; a second signal exits at once.
+final class StopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    private var sources: [DispatchSourceSignal] = []
+
+    init(signals: [Int32]) {
+        for number in signals {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in self?.received(number) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func received(_ number: Int32) {
+        lock.lock()
+        count += 1
+        let first = count == 1
+        lock.unlock()
+        if first {
+            FileHandle.standardError.write(Data("amber: signal \(number): stopping after a last checkpoint (send it again to stop at once)\n".utf8))
+        } else {
+            _exit(128 + number)
+        }
+    }
+
+    var isSet: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return count > 0
     }
 }

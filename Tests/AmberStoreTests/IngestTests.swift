@@ -11,7 +11,8 @@ struct GlobalLocalFixture {
     let imageDimension: Int
     let textDimension: Int
 
-    init(images: Int = 8, regions: Int = 4, imageDimension: Int = 6, textDimension: Int = 5, seed: UInt64 = 1) throws {
+    /// `prefix` starts every image id, so that several fixtures can go into one database.
+    init(images: Int = 8, regions: Int = 4, imageDimension: Int = 6, textDimension: Int = 5, seed: UInt64 = 1, prefix: String = "") throws {
         self.images = images
         self.regions = regions
         self.imageDimension = imageDimension
@@ -22,7 +23,7 @@ struct GlobalLocalFixture {
         let local = Tensor.randomNormal([images, regions, imageDimension], using: &generator)
         try NumpyFile.write(local, to: path("ims_local.npy"), as: .float16)
         try NumpyFile.write(local.mean(axis: 1), to: path("ims_global.npy"))
-        try (0..<images).map { "image\($0).jpg" }.joined(separator: "\n").appending("\n")
+        try (0..<images).map { "\(prefix)image\($0).jpg" }.joined(separator: "\n").appending("\n")
             .write(toFile: path("image_ids.txt"), atomically: true, encoding: .utf8)
         let captions = images * 5
         try (0..<captions).map { "a caption number \($0), with ünïcode" }.joined(separator: "\n").appending("\n")

@@ -118,14 +118,12 @@ struct PostgresTrainingStoreTests {
         func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun { try inner.openRun(name: name, seed: seed, configuration: configuration) }
         func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
         func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
-        func commit(_ checkpoint: CheckpointRecord) throws {
+        func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
             guard left > 0 else { throw Crash() }
             left -= 1
-            try inner.commit(checkpoint)
+            return try inner.commit(checkpoint)
         }
-        func addModelVersion(_ version: ModelVersionRecord) throws -> Int64 { try inner.addModelVersion(version) }
         func servingModel() throws -> StoredModel? { try inner.servingModel() }
-        func promote(version: Int64) throws { try inner.promote(version: version) }
         func closeRun(_ runID: Int64, status: String) throws { try inner.closeRun(runID, status: status) }
         func isTransient(_ error: any Error) -> Bool { false }
     }

@@ -126,6 +126,9 @@ struct ContinuousTrainerTests {
         #expect(run.bank.values.allSatisfy { $0.embedding.count == 16 && $0.ambiguity != nil && $0.neighbourItemID != nil })
         #expect(run.bank.values.filter { $0.modality == "text" }.allSatisfy { $0.pairID != nil && $0.imageID != $0.itemID })
         #expect(run.bank.values.filter { $0.modality == "image" }.allSatisfy { $0.imageID == $0.itemID })
+        // Slots carry the version of the checkpoint that wrote them; the last one wrote version 3.
+        #expect(run.bank.values.allSatisfy { ($0.modelVersion ?? 0) <= 3 } && run.bank.values.contains { $0.modelVersion == 3 })
+        #expect(run.checkpoints.last!.modelVersion == 3)
         // Versions at 20, 40, 60; the first is promoted (nothing served), the gate decides the rest.
         #expect(summary.versionsWritten == [1, 2, 3])
         #expect(summary.versionsPromoted.first == 1)
@@ -163,14 +166,12 @@ struct ContinuousTrainerTests {
         func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun { try inner.openRun(name: name, seed: seed, configuration: configuration) }
         func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
         func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
-        func commit(_ checkpoint: CheckpointRecord) throws {
+        func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
             guard commitsLeft > 0 else { throw Crash() }
             commitsLeft -= 1
-            try inner.commit(checkpoint)
+            return try inner.commit(checkpoint)
         }
-        func addModelVersion(_ version: ModelVersionRecord) throws -> Int64 { try inner.addModelVersion(version) }
         func servingModel() throws -> StoredModel? { try inner.servingModel() }
-        func promote(version: Int64) throws { try inner.promote(version: version) }
         func closeRun(_ runID: Int64, status: String) throws { try inner.closeRun(runID, status: status) }
         func isTransient(_ error: any Error) -> Bool { false }
     }

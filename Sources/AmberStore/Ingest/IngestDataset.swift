@@ -64,6 +64,18 @@ public struct IngestDataset: @unchecked Sendable {
     public let pairs: [IngestPair]
     /// Mapped files the feature blocks point into.
     let keepAlive: [RawArray]
+
+    /// The images at `range` (positions in `images`), the pairs of those images and their texts:
+    /// a slice to ingest on its own (e.g. in chunks, while a trainer runs).
+    public func subset(images range: Range<Int>) -> IngestDataset {
+        let clamped = range.clamped(to: 0..<images.count)
+        let kept = Array(images[clamped])
+        let imageIDs = Set(kept.map(\.externalID))
+        let keptPairs = pairs.filter { imageIDs.contains($0.imageExternalID) }
+        let textIDs = Set(keptPairs.map(\.textExternalID))
+        return IngestDataset(source: source, images: kept, texts: texts.filter { textIDs.contains($0.externalID) },
+                             pairs: keptPairs, keepAlive: keepAlive)
+    }
 }
 
 /// How an input directory is laid out.
