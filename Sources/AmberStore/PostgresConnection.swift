@@ -170,7 +170,7 @@ public final class PostgresConnection {
         }
         let code = field("C") ?? ""
         let message = field("M") ?? String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
-        if code.isEmpty && PQstatus(connection) != CONNECTION_OK {
+        if code.isEmpty && (PQstatus(connection) != CONNECTION_OK || isConnectionLoss(message)) {
             return PostgresError(code: "", message: message, kind: .connectionLost)
         }
         return PostgresError(code: code, message: message, detail: field("D"), hint: field("H"))
@@ -179,7 +179,14 @@ public final class PostgresConnection {
     private func connectionError() -> PostgresError {
         let message = String(cString: PQerrorMessage(handle)).trimmingCharacters(in: .whitespacesAndNewlines)
         return PostgresError(code: "", message: message.isEmpty ? "no result from the server" : message,
-                             kind: PQstatus(handle) == CONNECTION_OK ? .other : .connectionLost)
+                             kind: PQstatus(handle) == CONNECTION_OK && !PostgresConnection.isConnectionLoss(message) ? .other : .connectionLost)
+    }
+
+    /// Whether a libpq message (no SQLSTATE) says the connection is gone: libpq does not always
+    /// mark the connection bad at once (during COPY, for one).
+    static func isConnectionLoss(_ message: String) -> Bool {
+        ["server closed the connection unexpectedly", "connection to server was lost", "no connection to the server",
+         "could not send data to server", "could not receive data from server", "SSL SYSCALL error"].contains { message.contains($0) }
     }
 
     /// Runs `body` in a transaction: COMMIT if it returns, ROLLBACK if it throws.

@@ -311,7 +311,8 @@ public final class ContinuousTrainer {
             } catch where store.isTransient(error) {
                 attempt += 1
                 if shouldStop() { throw error }
-                progress(String(format: "store unavailable while %@ (attempt %d): %@; retrying in %.0f s", what, attempt, "\(error)", configuration.retryDelay))
+                let reason = "\(error)".split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+                progress(String(format: "store unavailable while %@ (attempt %d): %@; retrying in %.0f s", what, attempt, reason, configuration.retryDelay))
                 Thread.sleep(forTimeInterval: configuration.retryDelay)
             }
         }
