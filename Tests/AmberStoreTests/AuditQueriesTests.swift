@@ -80,6 +80,12 @@ struct AuditQueriesTests {
                     """, [.int(run), .int(Int64(step))])
             }
             try connection.execute("INSERT INTO amber.ingest_cursor (consumer, last_pair_id) VALUES ('trainer', $1)", [.int(pairs[8])])
+            // The run's newest checkpoint: pairs up to pairs[8] taken in, the last two still untrained.
+            try connection.execute("UPDATE amber.training_runs SET name = 'main' WHERE run_id = $1", [.int(run)])
+            try connection.execute("""
+                INSERT INTO amber.checkpoints (run_id, step, state, pair_cursor, sampler, pending_pairs, model_version, bank_slots)
+                VALUES ($1, 120, '\\x00', $2, '{}', $3, $4, 18)
+                """, [.int(run), .int(pairs[8]), .ints([pairs[7], pairs[8]]), .int(versions[1])])
         }
     }
 
