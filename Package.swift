@@ -90,7 +90,7 @@ let package = Package(
         ),
         .target(
             name: "AmberTestSupport",
-            dependencies: ["AmberTensor"],
+            dependencies: ["AmberTensor", "AmberTrain"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -100,7 +100,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "amber"],
+            dependencies: ["AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -116,7 +116,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberTrainTests",
-            dependencies: ["AmberTrain", "AmberTensor", "AmberModel"],
+            dependencies: ["AmberTrain", "AmberTensor", "AmberModel", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
     ],

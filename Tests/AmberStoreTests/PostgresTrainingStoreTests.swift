@@ -1,6 +1,7 @@
 @testable import AmberStore
 import AmberModel
 import AmberTensor
+import AmberTestSupport
 import AmberTrain
 import AmberTrainingStore
 import Foundation
@@ -106,28 +107,6 @@ struct PostgresTrainingStoreTests {
         #expect(try ambiguous.value(Int.self, column: "n") == 64)
     }
 
-    /// Forwards to a store and fails for good after `afterCommits` commits: a crash, as the trainer sees it.
-    final class CrashAfterCommits: TrainingStore {
-        let inner: PostgresTrainingStore
-        var left: Int
-        init(_ inner: PostgresTrainingStore, afterCommits: Int) {
-            self.inner = inner
-            left = afterCommits
-        }
-        struct Crash: Error {}
-        func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun { try inner.openRun(name: name, seed: seed, configuration: configuration) }
-        func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
-        func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
-        func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
-            guard left > 0 else { throw Crash() }
-            left -= 1
-            return try inner.commit(checkpoint)
-        }
-        func servingModel() throws -> StoredModel? { try inner.servingModel() }
-        func closeRun(_ runID: Int64, status: String) throws { try inner.closeRun(runID, status: status) }
-        func isTransient(_ error: any Error) -> Bool { false }
-    }
-
     @Test func aResumeFromTheDatabaseEndsWhereAnUninterruptedRunDoes() throws {
         var c = Self.configuration
         c.maximumSteps = 30
@@ -135,8 +114,8 @@ struct PostgresTrainingStoreTests {
         let (reference, _) = try Self.database()
         _ = try ContinuousTrainer(configuration: c, store: PostgresTrainingStore(url: reference)).run()
         let (url, _) = try Self.database()
-        #expect(throws: CrashAfterCommits.Crash.self) {
-            _ = try ContinuousTrainer(configuration: c, store: CrashAfterCommits(PostgresTrainingStore(url: url), afterCommits: 1)).run()
+        #expect(throws: CrashingStore<PostgresTrainingStore>.Crash.self) {
+            _ = try ContinuousTrainer(configuration: c, store: CrashingStore(PostgresTrainingStore(url: url), afterCommits: 1)).run()
         }
         var lines: [String] = []
         _ = try ContinuousTrainer(configuration: c, store: PostgresTrainingStore(url: url)) { lines.append($0) }.run()

@@ -1,5 +1,6 @@
 import AmberModel
 import AmberTensor
+import AmberTestSupport
 import AmberTrain
 import Foundation
 import Testing
@@ -154,28 +155,6 @@ struct ContinuousTrainerTests {
         #expect(store.serving == 1)
     }
 
-    /// A store that fails for good (a crash, from the trainer's side) once `afterCommits` commits went through.
-    final class CrashingStore: TrainingStore {
-        let inner: InMemoryTrainingStore
-        var commitsLeft: Int
-        init(_ inner: InMemoryTrainingStore, afterCommits: Int) {
-            self.inner = inner
-            commitsLeft = afterCommits
-        }
-        struct Crash: Error {}
-        func openRun(name: String, seed: UInt64, configuration: String) throws -> StoredRun { try inner.openRun(name: name, seed: seed, configuration: configuration) }
-        func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
-        func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
-        func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {
-            guard commitsLeft > 0 else { throw Crash() }
-            commitsLeft -= 1
-            return try inner.commit(checkpoint)
-        }
-        func servingModel() throws -> StoredModel? { try inner.servingModel() }
-        func closeRun(_ runID: Int64, status: String) throws { try inner.closeRun(runID, status: status) }
-        func isTransient(_ error: any Error) -> Bool { false }
-    }
-
     @Test func aRunResumedAfterACrashEndsExactlyWhereAnUninterruptedOneDoes() throws {
         var c = Self.configuration
         c.maximumSteps = 50
@@ -185,7 +164,7 @@ struct ContinuousTrainerTests {
 
         // The same run, crashing after its second checkpoint (step 20), then resumed.
         let (store, _) = Self.store()
-        #expect(throws: CrashingStore.Crash.self) {
+        #expect(throws: CrashingStore<InMemoryTrainingStore>.Crash.self) {
             _ = try ContinuousTrainer(configuration: c, store: CrashingStore(store, afterCommits: 2)).run()
         }
         #expect(store.runs[1]!.lastStep == 20 && store.runs[1]!.status == "running")
