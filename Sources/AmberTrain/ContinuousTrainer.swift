@@ -120,8 +120,9 @@ public final class ContinuousTrainer {
             if Date().timeIntervalSince(lastLine) >= 5 || trainer.step % c.checkpointEvery == 0 {
                 let rate = Double(stepsSinceLine * c.model.optimization.batchSize) / max(Date().timeIntervalSince(lastLine), 1e-9)
                 let terms = loss.terms.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: ", ")
-                progress(String(format: "step %6d  loss %.4f (%@)  lr %.2e  %.0f pairs/s  train %d pairs (%d unseen), dev %d  cursor %lld  committed %d",
-                                trainer.step, loss.total, terms, loss.learningRate, rate, train.pairCount, sampler.unseen.count,
+                let eta = c.maximumSteps.map { String(format: "  ETA %.0fs", Double(max($0 - trainer.step, 0) * c.model.optimization.batchSize) / max(rate, 1e-9)) } ?? ""
+                progress(String(format: "step %6d  loss %.4f (%@)  lr %.2e  %.0f pairs/s%@  train %d pairs (%d unseen), dev %d  cursor %lld  committed %d",
+                                trainer.step, loss.total, terms, loss.learningRate, rate, eta, train.pairCount, sampler.unseen.count,
                                 dev.pairCount, cursor, committedStep))
                 lastLine = Date()
                 stepsSinceLine = 0

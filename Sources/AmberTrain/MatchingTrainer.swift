@@ -214,13 +214,11 @@ public final class MatchingTrainer {
         return RetrievalMetrics.evaluate(images: images, texts: texts, imageOfText: dev.imageOfText)
     }
 
-    /// Records an evaluation made outside ``run(train:dev:checkpoints:stepTimer:progress:)``;
-    /// it becomes the best when its rsum is higher.
+    /// Records an evaluation made outside ``run(train:dev:checkpoints:stepTimer:progress:)`` in
+    /// the history (and so in the state). No best-model copy is kept: a continuous trainer keeps
+    /// its models as versions in its store.
     public func record(_ evaluation: TrainingEvaluation) {
         loop.history.append(evaluation)
-        if best.map({ evaluation.metrics.rsum > $0.evaluation.metrics.rsum }) ?? true {
-            best = (evaluation, model.parameters.map(\.value))
-        }
     }
 
     /// The model as it stands, made ready to serve: the querybank normalisation's β and then
