@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "AmberText", targets: ["AmberText"]),
         .library(name: "AmberModel", targets: ["AmberModel"]),
         .library(name: "AmberTrainingStore", targets: ["AmberTrainingStore"]),
+        .library(name: "AmberSearch", targets: ["AmberSearch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -43,6 +44,10 @@ let package = Package(
                 "AmberTensor",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: cpuSettings
+        ),
+        .target(
+            name: "AmberSearch",
             swiftSettings: cpuSettings
         ),
         .target(
@@ -83,6 +88,7 @@ let package = Package(
                 "AmberText",
                 "AmberModel",
                 "AmberTrainingStore",
+                "AmberSearch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -112,6 +118,11 @@ let package = Package(
             name: "AmberTextTests",
             dependencies: ["AmberText", "AmberTensor"],
             resources: [.copy("Fixtures")],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberSearchTests",
+            dependencies: ["AmberSearch"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

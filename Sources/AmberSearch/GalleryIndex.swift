@@ -1,0 +1,280 @@
+import Foundation
+
+// Shape legend: `G` gallery items, `D` embedding dimension (a multiple of 16), `W = D / 64`
+// words of sign bits per item, `k` results, `C` prefilter candidates.
+
+/// Stage 1 of the query service (DESIGN §1): the fused embeddings of every gallery item of one
+/// modality in memory, searched by inner product.
+///
+/// - **Exact**: every item is scored (`s = e · q − o`, with the querybank offsets `o` when the
+///   model has them), split over the cores, each keeping its own top `k`; then merged.
+/// - **Binary prefilter** (large galleries): each item also keeps the sign bits of its
+///   embedding (`W` 64-bit words); a query's candidates are the `C` items whose codes are
+///   nearest in Hamming distance (XOR + popcount), and only they are scored exactly. Sign bits of
+///   unit vectors approximate their angle (random-hyperplane LSH over the embedding's own
+///   axes), so the exact re-score of a few thousand candidates recovers the top 10 nearly always
+///   (measured by `amber bench search`).
+///
+/// Buffer sizes: `G·D` floats (4 bytes each) plus `G·W` words (8 bytes each) for the codes.
+public final class GalleryIndex: @unchecked Sendable {
+    /// The caller's identifier of each item (e.g. the store's item id), by position.
+    public let itemIDs: [Int64]
+    public let dimension: Int
+    public var count: Int { itemIDs.count }
+    /// `[G, D]` row-major, as given (unit length for cosine).
+    private let embeddings: UnsafeMutableBufferPointer<Float>
+    /// Per-item offsets subtracted from scores (querybank normalisation), or nil.
+    private let offsets: [Float]?
+    /// `[G, W]` sign-bit codes, or nil when not built.
+    private let codes: UnsafeMutableBufferPointer<UInt64>?
+    private let words: Int
+
+    /// Builds an index over `embeddings` (`[G, D]` row-major).
+    /// - Parameters:
+    ///   - offsets: subtracted from every score of the item (querybank normalisation); nil for none.
+    ///   - withCodes: also build the sign-bit codes for ``search(_:k:prefilter:)``.
+    public init(itemIDs: [Int64], embeddings: [Float], dimension: Int, offsets: [Float]? = nil, withCodes: Bool = false) {
+        precondition(dimension > 0 && dimension % 64 == 0, "GalleryIndex: dimension \(dimension) must be a positive multiple of 64")
+        precondition(embeddings.count == itemIDs.count * dimension,
+                     "GalleryIndex: \(embeddings.count) values for \(itemIDs.count) items of dimension \(dimension)")
+        precondition(offsets.map { $0.count == itemIDs.count } ?? true, "GalleryIndex: \(offsets?.count ?? 0) offsets for \(itemIDs.count) items")
+        self.itemIDs = itemIDs
+        self.dimension = dimension
+        self.offsets = offsets
+        words = dimension / 64
+        let G = itemIDs.count
+        let storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(embeddings.count, 1))
+        _ = storage.initialize(from: embeddings)
+        self.embeddings = storage
+        if withCodes {
+            let codes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: max(G * words, 1))
+            codes.initialize(repeating: 0)
+            let words = self.words
+            Self.parallel(G) { range in
+                for item in range {
+                    let row = storage.baseAddress! + item * dimension
+                    Self.signBits(row, dimension: dimension, into: codes.baseAddress! + item * words)
+                }
+            }
+            self.codes = codes
+        } else {
+            codes = nil
+        }
+    }
+
+    deinit {
+        embeddings.deallocate()
+        codes?.deallocate()
+    }
+
+    /// Whether ``search(_:k:prefilter:)`` can use the binary prefilter.
+    public var hasCodes: Bool { codes != nil }
+
+    /// The embedding of the item at `position`.
+    public func embedding(at position: Int) -> [Float] {
+        Array(embeddings[(position * dimension) ..< ((position + 1) * dimension)])
+    }
+
+    /// One result: the item's position in the index and its (offset-corrected) score.
+    public struct Hit: Sendable, Equatable {
+        public var position: Int
+        public var score: Float
+    }
+
+    /// The `k` best items for `query` (`[D]`), best first (ties: lower position first).
+    /// - Parameter prefilter: score only the `prefilter` items nearest in Hamming distance
+    ///   (needs codes); nil scores every item.
+    public func search(_ query: [Float], k: Int, prefilter: Int? = nil) -> [Hit] {
+        precondition(query.count == dimension, "GalleryIndex.search: query of \(query.count) values, index of dimension \(dimension)")
+        let k = min(max(k, 0), count)
+        guard k > 0 else { return [] }
+        if let prefilter, let codes, prefilter < count {
+            return searchPrefiltered(query, k: k, candidates: max(prefilter, k), codes: codes)
+        }
+        return query.withUnsafeBufferPointer { q in
+            let parts = Self.parallelMap(count) { range -> [Hit] in
+                var top = TopK(k)
+                for item in range { top.offer(Hit(position: item, score: score(item, q.baseAddress!))) }
+                return top.hits
+            }
+            var merged = TopK(k)
+            for part in parts { for hit in part { merged.offer(hit) } }
+            return merged.sorted
+        }
+    }
+
+    private func searchPrefiltered(_ query: [Float], k: Int, candidates: Int, codes: UnsafeMutableBufferPointer<UInt64>) -> [Hit] {
+        var queryCode = [UInt64](repeating: 0, count: words)
+        query.withUnsafeBufferPointer { q in queryCode.withUnsafeMutableBufferPointer { Self.signBits(q.baseAddress!, dimension: dimension, into: $0.baseAddress!) } }
+        let words = self.words, G = count
+        // Hamming distances of every item (one pass, both cores) with a histogram per chunk;
+        // the candidates are the items below the distance where the histogram reaches
+        // `candidates`, then those at that distance in position order. No heap, no sort.
+        var distances = [UInt16](repeating: 0, count: G)
+        let histograms = queryCode.withUnsafeBufferPointer { qc in
+            distances.withUnsafeMutableBufferPointer { out in
+                let box = UncheckedBox(out)
+                return Self.parallelMap(G) { range -> [Int] in
+                    var histogram = [Int](repeating: 0, count: dimension + 1)
+                    let base = codes.baseAddress!
+                    for item in range {
+                        var distance = 0
+                        let row = base + item * words
+                        for w in 0..<words { distance &+= (row[w] ^ qc[w]).nonzeroBitCount }
+                        box.value[item] = UInt16(distance)
+                        histogram[distance] += 1
+                    }
+                    return histogram
+                }
+            }
+        }
+        var threshold = 0, below = 0
+        while threshold <= dimension {
+            let here = histograms.reduce(0) { $0 + $1[threshold] }
+            if below + here >= candidates { break }
+            below += here
+            threshold += 1
+        }
+        var survivors: [Int] = []
+        survivors.reserveCapacity(candidates)
+        var atThreshold = candidates - below
+        for item in 0..<G {
+            let d = Int(distances[item])
+            if d < threshold {
+                survivors.append(item)
+            } else if d == threshold && atThreshold > 0 {
+                survivors.append(item)
+                atThreshold -= 1
+            }
+        }
+        // Exact re-score of the survivors.
+        return query.withUnsafeBufferPointer { q in
+            var top = TopK(k)
+            for candidate in survivors { top.offer(Hit(position: candidate, score: score(candidate, q.baseAddress!))) }
+            return top.sorted
+        }
+    }
+
+    /// The score of the item at `position` for `query`: `e · q − o`.
+    public func score(of position: Int, _ query: [Float]) -> Float {
+        query.withUnsafeBufferPointer { score(position, $0.baseAddress!) }
+    }
+
+    /// `e_item · q − o_item`.
+    @inline(__always)
+    private func score(_ item: Int, _ query: UnsafePointer<Float>) -> Float {
+        let value = Self.dot(embeddings.baseAddress! + item * dimension, query, dimension)
+        return offsets.map { value - $0[item] } ?? value
+    }
+
+    /// Dot product of two `D`-vectors with four SIMD16 accumulators (vectorises with FMA on the
+    /// project's target CPU; see MACHINE.md).
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()
+        let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+        var i = 0
+        while i + 64 <= n {
+            s0 += ra.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * rb.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+            s1 += ra.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * rb.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
+            s2 += ra.loadUnaligned(fromByteOffset: (i + 32) * 4, as: SIMD16<Float>.self) * rb.loadUnaligned(fromByteOffset: (i + 32) * 4, as: SIMD16<Float>.self)
+            s3 += ra.loadUnaligned(fromByteOffset: (i + 48) * 4, as: SIMD16<Float>.self) * rb.loadUnaligned(fromByteOffset: (i + 48) * 4, as: SIMD16<Float>.self)
+            i += 64
+        }
+        var total = ((s0 + s1) + (s2 + s3)).sum()
+        while i < n {
+            total += a[i] * b[i]
+            i += 1
+        }
+        return total
+    }
+
+    /// Bit `j` of the code is set when component `j` is positive.
+    static func signBits(_ vector: UnsafePointer<Float>, dimension: Int, into code: UnsafeMutablePointer<UInt64>) {
+        for w in 0..<(dimension / 64) {
+            var word: UInt64 = 0
+            for b in 0..<64 where vector[w * 64 + b] > 0 { word |= 1 << UInt64(b) }
+            code[w] = word
+        }
+    }
+
+    /// `body` over `0..<count` in one chunk per core (one chunk when small).
+    static func parallel(_ count: Int, _ body: (Range<Int>) -> Void) {
+        _ = parallelMap(count) { range -> Int in
+            body(range)
+            return 0
+        }
+    }
+
+    /// `body` over `0..<count` in one chunk per core, results in chunk order.
+    static func parallelMap<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard count >= 4096, cores > 1 else { return [body(0..<count)] }
+        let chunk = (count + cores - 1) / cores
+        var results = [T?](repeating: nil, count: cores)
+        results.withUnsafeMutableBufferPointer { slots in
+            withoutActuallyEscaping(body) { body in
+                let box = UncheckedBox((body, slots))
+                DispatchQueue.concurrentPerform(iterations: cores) { part in
+                    let start = part * chunk
+                    let range = start ..< min(start + chunk, count)
+                    box.value.1[part] = range.isEmpty ? nil : box.value.0(range)
+                }
+            }
+        }
+        return results.compactMap { $0 }
+    }
+}
+
+/// Hands values to `concurrentPerform`, whose iterations touch disjoint slots only.
+struct UncheckedBox<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// The `k` best hits seen (higher score first; ties: lower position first), as a binary min-heap
+/// whose root is the worst kept.
+struct TopK {
+    let k: Int
+    private(set) var hits: [GalleryIndex.Hit] = []
+
+    init(_ k: Int) {
+        self.k = k
+        hits.reserveCapacity(k)
+    }
+
+    /// Whether `a` ranks below `b`.
+    @inline(__always)
+    static func worse(_ a: GalleryIndex.Hit, _ b: GalleryIndex.Hit) -> Bool {
+        a.score < b.score || (a.score == b.score && a.position > b.position)
+    }
+
+    @inline(__always)
+    mutating func offer(_ hit: GalleryIndex.Hit) {
+        if hits.count < k {
+            hits.append(hit)
+            var child = hits.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard Self.worse(hits[child], hits[parent]) else { break }
+                hits.swapAt(child, parent)
+                child = parent
+            }
+        } else if k > 0, Self.worse(hits[0], hit) {
+            hits[0] = hit
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1, right = left + 1
+                var worst = parent
+                if left < k && Self.worse(hits[left], hits[worst]) { worst = left }
+                if right < k && Self.worse(hits[right], hits[worst]) { worst = right }
+                if worst == parent { break }
+                hits.swapAt(parent, worst)
+                parent = worst
+            }
+        }
+    }
+
+    /// Best first.
+    var sorted: [GalleryIndex.Hit] { hits.sorted { Self.worse($1, $0) } }
+}

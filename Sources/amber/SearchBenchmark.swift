@@ -1,0 +1,100 @@
+import AmberSearch
+import AmberTensor
+import ArgumentParser
+import Foundation
+
+struct SearchBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Stage 1 on a synthetic gallery: exact scan (ms per query, GB/s) and the binary prefilter (ms, recall@10 against exact)."
+    )
+
+    @Option(help: "Gallery items.") var items: Int = 1_000_000
+    @Option(help: "Embedding dimension (a multiple of 64).") var dimension: Int = 1024
+    @Option(help: "Timed queries (after 3 warm-up queries).") var queries: Int = 100
+    @Option(parsing: .upToNextOption, help: "Prefilter candidates to try (items re-scored exactly).") var candidates: [Int] = [1000, 2000, 4000, 8000]
+    @Option(help: "Clusters the synthetic items are drawn around.") var clusters: Int = 10000
+    @Option(help: "Spread of items around their cluster centre (per component, before normalising).") var spread: Float = 0.5
+    @Option(help: "Noise of a query around the item it is drawn from.") var queryNoise: Float = 0.05
+    @Option(help: "Random seed.") var seed: UInt64 = 1
+
+    func validate() throws {
+        guard items >= 10, dimension >= 64, dimension % 64 == 0, queries >= 1, clusters >= 1 else {
+            throw ValidationError("--items ≥ 10, --dimension a positive multiple of 64, --queries ≥ 1, --clusters ≥ 1")
+        }
+    }
+
+    func run() throws {
+        let D = dimension
+        print("building a synthetic gallery: \(items) unit vectors of dimension \(D) around \(clusters) centres (\(String(format: "%.2f", Double(items * D * 4) / 1e9)) GB)")
+        let started = Date()
+        var generator = RandomGenerator(seed: seed)
+        let centres = (0..<(clusters * D)).map { _ in generator.nextNormal() }
+        var values = [Float](repeating: 0, count: items * D)
+        // Items in parallel chunks, each chunk with its own generator (seeded from the seed and the chunk).
+        let chunk = 65536
+        values.withUnsafeMutableBufferPointer { buffer in
+            let box = UnsafeSendable(buffer)
+            DispatchQueue.concurrentPerform(iterations: (items + chunk - 1) / chunk) { part in
+                var local = RandomGenerator(seed: seed &+ UInt64(part) &* 0x9E37_79B9)
+                for item in (part * chunk) ..< min((part + 1) * chunk, items) {
+                    let centre = local.nextInt(below: clusters)
+                    var norm: Float = 0
+                    for j in 0..<D {
+                        let v = centres[centre * D + j] + spread * local.nextNormal()
+                        box.value[item * D + j] = v
+                        norm += v * v
+                    }
+                    let scale = 1 / norm.squareRoot()
+                    for j in 0..<D { box.value[item * D + j] *= scale }
+                }
+            }
+        }
+        let index = GalleryIndex(itemIDs: (0..<items).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
+        values = []
+        print(String(format: "built in %.1f s (embeddings %.2f GB, codes %.0f MB)", Date().timeIntervalSince(started),
+                     Double(items * D * 4) / 1e9, Double(items * D / 8) / 1e6))
+        let queryVectors = (0..<(queries + 3)).map { _ -> [Float] in
+            let source = index.embedding(at: generator.nextInt(below: items))
+            var query = source.map { $0 + queryNoise * generator.nextNormal() }
+            let norm = query.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            query = query.map { $0 / norm }
+            return query
+        }
+        func measure(_ body: ([Float]) -> [GalleryIndex.Hit]) -> (times: [Double], results: [[GalleryIndex.Hit]]) {
+            for query in queryVectors.prefix(3) { _ = body(query) }
+            var times: [Double] = [], results: [[GalleryIndex.Hit]] = []
+            for query in queryVectors.dropFirst(3) {
+                let t = Date()
+                results.append(body(query))
+                times.append(Date().timeIntervalSince(t) * 1000)
+            }
+            return (times, results)
+        }
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
+        }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let exact = measure { index.search($0, k: 10) }
+        let bytes = Double(items * D * 4)
+        let p50 = percentile(exact.times, 0.5)
+        print(String(format: "exact scan:       p50 %7.2f ms  p99 %7.2f ms  %5.1f GB/s (%.1f GB/s per core, %d cores)  %.0f queries/s",
+                     p50, percentile(exact.times, 0.99), bytes / (p50 / 1000) / 1e9, bytes / (p50 / 1000) / 1e9 / Double(cores), cores,
+                     1000 / (exact.times.reduce(0, +) / Double(exact.times.count))))
+        for count in candidates where count < items {
+            let filtered = measure { index.search($0, k: 10, prefilter: count) }
+            var found = 0
+            for (a, b) in zip(exact.results, filtered.results) { found += Set(a.map(\.position)).intersection(b.map(\.position)).count }
+            print(String(format: "prefilter %6d:  p50 %7.2f ms  p99 %7.2f ms  recall@10 %.3f  %.0f queries/s", count,
+                         percentile(filtered.times, 0.5), percentile(filtered.times, 0.99), Double(found) / Double(10 * exact.results.count),
+                         1000 / (filtered.times.reduce(0, +) / Double(filtered.times.count))))
+        }
+    }
+}
+
+/// Hands a buffer to `concurrentPerform`, whose iterations write disjoint ranges.
+struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

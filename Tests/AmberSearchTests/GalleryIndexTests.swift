@@ -1,0 +1,137 @@
+@testable import AmberSearch
+import Foundation
+import Testing
+
+/// Seeded unit vectors clustered around `clusters` centres (so neighbours mean something).
+func clusteredGallery(items: Int, dimension: Int, clusters: Int, spread: Float, seed: UInt64) -> [Float] {
+    var generator = SplitMix(seed: seed)
+    let centres = (0..<(clusters * dimension)).map { _ in generator.normal() }
+    var values = [Float](repeating: 0, count: items * dimension)
+    for item in 0..<items {
+        let centre = generator.below(clusters)
+        var norm: Float = 0
+        for j in 0..<dimension {
+            let v = centres[centre * dimension + j] + spread * generator.normal()
+            values[item * dimension + j] = v
+            norm += v * v
+        }
+        for j in 0..<dimension { values[item * dimension + j] /= norm.squareRoot() }
+    }
+    return values
+}
+
+/// A small seeded generator for test data (SplitMix64 + Box–Muller).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
+    mutating func normal() -> Float {
+        let u = max(uniform(), 1e-7), v = uniform()
+        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}
+
+/// Reference: every score in Double, sorted (score desc, position asc).
+func referenceTop(_ values: [Float], dimension: Int, offsets: [Float]?, query: [Float], k: Int) -> [Int] {
+    let count = values.count / dimension
+    let scores = (0..<count).map { item -> Double in
+        var s = 0.0
+        for j in 0..<dimension { s += Double(values[item * dimension + j]) * Double(query[j]) }
+        return s - Double(offsets?[item] ?? 0)
+    }
+    return Array((0..<count).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(k))
+}
+
+@Suite("Gallery index (stage 1)")
+struct GalleryIndexTests {
+    @Test("exact search equals a sorted full scan, with and without offsets, across the parallel split",
+          arguments: [100, 9000])
+    func exactSearchMatchesTheReference(items: Int) {
+        let D = 128
+        let values = clusteredGallery(items: items, dimension: D, clusters: 20, spread: 0.8, seed: 3)
+        var generator = SplitMix(seed: 9)
+        let offsets = (0..<items).map { _ in 0.05 * generator.uniform() }
+        for withOffsets in [false, true] {
+            let index = GalleryIndex(itemIDs: (0..<items).map { Int64($0 * 10) }, embeddings: values, dimension: D,
+                                     offsets: withOffsets ? offsets : nil)
+            for q in 0..<5 {
+                let query = Array(values[(q * 7 * D) ..< ((q * 7 + 1) * D)])
+                for k in [1, 10, 57] {
+                    let hits = index.search(query, k: k)
+                    let expected = referenceTop(values, dimension: D, offsets: withOffsets ? offsets : nil, query: query, k: k)
+                    // Scores agree to float rounding; positions agree except where two scores tie that closely.
+                    #expect(hits.count == k)
+                    #expect(hits.map(\.position) == expected || zip(hits, expected).allSatisfy { abs($0.score - index.score(of: $1, query)) < 1e-5 },
+                            "k \(k), offsets \(withOffsets)")
+                    #expect(zip(hits, hits.dropFirst()).allSatisfy { $0.score >= $1.score }, "best first")
+                }
+            }
+        }
+    }
+
+    @Test func kIsClampedAndIDsMapPositions() {
+        let values: [Float] = (0..<(3 * 64)).map { Float($0 % 64 == $0 / 64 ? 1 : 0) }
+        let index = GalleryIndex(itemIDs: [7, 8, 9], embeddings: values, dimension: 64)
+        var query = [Float](repeating: 0, count: 64)
+        query[2] = 1
+        #expect(index.search(query, k: 0).isEmpty)
+        let all = index.search(query, k: 10)
+        #expect(all.count == 3 && all[0].position == 2 && index.itemIDs[all[0].position] == 9 && all[0].score == 1)
+        #expect(all.dropFirst().map(\.position) == [0, 1], "ties go to the lower position")
+    }
+
+    @Test func codesAreTheSignBits() {
+        var generator = SplitMix(seed: 1)
+        let values = (0..<(5 * 128)).map { _ in generator.normal() }
+        let index = GalleryIndex(itemIDs: Array(0..<5), embeddings: values, dimension: 128, withCodes: true)
+        #expect(index.hasCodes)
+        var code = [UInt64](repeating: 0, count: 2)
+        values.withUnsafeBufferPointer { v in code.withUnsafeMutableBufferPointer { GalleryIndex.signBits(v.baseAddress! + 128, dimension: 128, into: $0.baseAddress!) } }
+        for j in 0..<128 {
+            #expect(((code[j / 64] >> UInt64(j % 64)) & 1 == 1) == (values[128 + j] > 0))
+        }
+    }
+
+    @Test func thePrefilterFindsTheTrueNeighboursAndIsExactWhenItKeepsEverything() {
+        let D = 256, G = 20000
+        let values = clusteredGallery(items: G, dimension: D, clusters: 400, spread: 0.5, seed: 5)
+        let index = GalleryIndex(itemIDs: (0..<G).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
+        var generator = SplitMix(seed: 11)
+        var found = 0, total = 0
+        for _ in 0..<20 {
+            let source = generator.below(G)
+            var query = (0..<D).map { values[source * D + $0] + 0.02 * generator.normal() }
+            let norm = query.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            query = query.map { $0 / norm }
+            let exact = index.search(query, k: 10)
+            let filtered = index.search(query, k: 10, prefilter: 1000)
+            found += Set(exact.map(\.position)).intersection(filtered.map(\.position)).count
+            total += 10
+            #expect(index.search(query, k: 10, prefilter: G) == exact, "a prefilter that keeps everything is exact")
+            // Survivors are scored exactly: the same scores as the exact search gives them.
+            for hit in filtered { #expect(abs(hit.score - index.score(of: hit.position, query)) < 1e-6) }
+        }
+        #expect(Double(found) / Double(total) >= 0.95, "recall@10 of the prefilter: \(found)/\(total)")
+        // Without codes the prefilter is ignored (exact).
+        let plain = GalleryIndex(itemIDs: (0..<G).map(Int64.init), embeddings: values, dimension: D)
+        let query = plain.embedding(at: 3)
+        #expect(plain.search(query, k: 5, prefilter: 10) == plain.search(query, k: 5))
+    }
+
+    @Test func topKKeepsTheBestInOrder() {
+        var generator = SplitMix(seed: 2)
+        let scores = (0..<500).map { _ in Float(generator.below(50)) }
+        var top = TopK(17)
+        for (position, score) in scores.enumerated() { top.offer(GalleryIndex.Hit(position: position, score: score)) }
+        let expected = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(17)
+        #expect(top.sorted.map(\.position) == Array(expected))
+    }
+}
