@@ -25,6 +25,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
     ],
     targets: [
         .systemLibrary(
@@ -48,6 +52,7 @@ let package = Package(
         ),
         .target(
             name: "AmberSearch",
+            dependencies: ["AmberModel", "AmberTensor"],
             swiftSettings: cpuSettings
         ),
         .target(
@@ -122,7 +127,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberSearchTests",
-            dependencies: ["AmberSearch"],
+            dependencies: ["AmberSearch", "AmberModel", "AmberTensor", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

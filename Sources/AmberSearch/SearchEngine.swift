@@ -1,0 +1,196 @@
+import AmberModel
+import AmberTensor
+import Foundation
+
+// Shape legend: `G` gallery items, `n` fragments per item (padded), `D` joint dimension,
+// `c` stage-2 candidates.
+
+/// The two modalities a gallery or a query can be.
+public enum Modality: String, Sendable, Codable, CaseIterable {
+    case image, text
+
+    public var other: Modality { self == .image ? .text : .image }
+}
+
+/// An item of a gallery as the caller knows it.
+public struct GalleryItem: Sendable, Equatable {
+    public var itemID: Int64
+    public var externalID: String
+    /// The caption, for texts.
+    public var caption: String?
+
+    public init(itemID: Int64, externalID: String, caption: String?) {
+        self.itemID = itemID
+        self.externalID = externalID
+        self.caption = caption
+    }
+}
+
+/// One modality's items encoded by one model: the stage-1 index (fused embeddings, querybank
+/// offsets, sign-bit codes for large galleries) and the projected fragments stage 2 needs.
+public final class EncodedModalityGallery: @unchecked Sendable {
+    public let modality: Modality
+    public let items: [GalleryItem]
+    public let index: GalleryIndex
+    /// `[G, n, D]` projected fragments, padded; real rows per item in `fragmentCounts`.
+    let fragments: Tensor
+    let fragmentCounts: [Int]
+    private let positionOfItem: [Int64: Int]
+
+    init(modality: Modality, items: [GalleryItem], index: GalleryIndex, fragments: Tensor, fragmentCounts: [Int]) {
+        self.modality = modality
+        self.items = items
+        self.index = index
+        self.fragments = fragments
+        self.fragmentCounts = fragmentCounts
+        positionOfItem = Dictionary(items.enumerated().map { ($1.itemID, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    public var count: Int { items.count }
+
+    /// The position of the item with store id `itemID`, if it is in the gallery.
+    public func position(of itemID: Int64) -> Int? { positionOfItem[itemID] }
+}
+
+/// A query as the engine takes it: one item's frozen-encoder features.
+public struct QueryFeatures: Sendable {
+    /// `[Dg]` global vector and `[m, Dl]` local vectors.
+    public var global: [Float]
+    public var local: [Float]
+    public var localCount: Int
+
+    public init(global: [Float], local: [Float], localCount: Int) {
+        self.global = global
+        self.local = local
+        self.localCount = localCount
+    }
+}
+
+/// How one query is ranked.
+public struct SearchOptions: Sendable, Equatable {
+    /// Results returned.
+    public var k: Int
+    /// Stage-1 candidates re-ranked by stage 2 (0: stage 2 off).
+    public var rerank: Int
+    /// Weight of the global score in the fused stage-2 score (nil: the model's).
+    public var alpha: Float?
+    /// Binary-prefilter candidates for stage 1 (nil: exact scan).
+    public var prefilter: Int?
+
+    public init(k: Int = 10, rerank: Int = 32, alpha: Float? = nil, prefilter: Int? = nil) {
+        self.k = k
+        self.rerank = rerank
+        self.alpha = alpha
+        self.prefilter = prefilter
+    }
+}
+
+/// One ranked result.
+public struct SearchHit: Sendable, Equatable {
+    public var item: GalleryItem
+    /// Stage-1 score (fused embeddings, querybank-corrected when the model has it).
+    public var global: Float
+    /// Stage-2 local alignment score, for re-ranked candidates.
+    public var local: Float?
+    /// The score the ranking used: `α·global + (1−α)·local` for re-ranked candidates, else `global`.
+    public var fused: Float
+}
+
+/// Two-stage search over the galleries of both modalities with one trained model (DESIGN §1):
+/// encode the query → stage 1 on the target gallery (exact or binary prefilter, querybank
+/// offsets) → stage 2 re-scores the top `rerank` with the local alignment, fused with stage 1.
+public final class SearchEngine: @unchecked Sendable {
+    public let model: TrainedModel
+    /// The model version the galleries were encoded with.
+    public let version: Int64
+    public let images: EncodedModalityGallery
+    public let texts: EncodedModalityGallery
+
+    /// Encodes both galleries with `model` (in chunks of `chunkSize` items).
+    /// - Parameters:
+    ///   - images, texts: the items and their features, in the same order.
+    ///   - codesFrom: galleries of at least this many items also get sign-bit codes.
+    public init(model: TrainedModel, version: Int64, images: [(GalleryItem, QueryFeatures)], texts: [(GalleryItem, QueryFeatures)],
+                codesFrom: Int = 100_000, chunkSize: Int = 256) {
+        self.model = model
+        self.version = version
+        let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
+        func encode(_ modality: Modality, _ entries: [(GalleryItem, QueryFeatures)]) -> EncodedModalityGallery {
+            let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
+            let D = model.encoder.jointDimension
+            var fused: [Float] = [], parts: [Tensor] = []
+            fused.reserveCapacity(entries.count * D)
+            for start in stride(from: 0, to: entries.count, by: chunkSize) {
+                let batch = entries[start ..< min(start + chunkSize, entries.count)].map(\.1)
+                let encoded = withoutGradients { encoder(Self.input(batch)) }
+                fused += encoded.fused.scalars
+                parts.append(encoded.fragments)
+            }
+            let width = parts.map { $0.shape[1] }.max() ?? 1
+            let fragments = parts.isEmpty ? Tensor.zeros([0, 1, D])
+                : Tensor.concatenate(parts.map { part in
+                    part.shape[1] == width ? part : Tensor.concatenate([part, Tensor.zeros([part.shape[0], width - part.shape[1], D])], axis: 1)
+                }, axis: 0)
+            // Offsets: the querybank of the *other* modality's training queries ranks this gallery.
+            let embeddings = Tensor(shape: [entries.count, D], scalars: fused)
+            let offsets = querybank.map { bank in
+                bank.offsets(gallery: embeddings, queries: modality == .image ? bank.textQueries : bank.imageQueries)
+            }
+            let index = GalleryIndex(itemIDs: entries.map(\.0.itemID), embeddings: fused, dimension: D, offsets: offsets,
+                                     withCodes: entries.count >= codesFrom)
+            return EncodedModalityGallery(modality: modality, items: entries.map(\.0), index: index, fragments: fragments,
+                                          fragmentCounts: entries.map(\.1.localCount))
+        }
+        self.images = encode(.image, images)
+        self.texts = encode(.text, texts)
+    }
+
+    /// The gallery of `modality`.
+    public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
+
+    /// Encoder input for a batch of items.
+    static func input(_ features: [QueryFeatures]) -> EncoderInput {
+        let n = features.map(\.localCount).max() ?? 1
+        let Dg = features.first?.global.count ?? 0, Dl = features.first.map { $0.local.count / $0.localCount } ?? 0
+        var local = [Float](repeating: 0, count: features.count * n * Dl)
+        for (row, f) in features.enumerated() { local.replaceSubrange((row * n * Dl) ..< (row * n * Dl + f.local.count), with: f.local) }
+        return EncoderInput(global: Tensor(shape: [features.count, Dg], scalars: features.flatMap(\.global)),
+                            fragments: Tensor(shape: [features.count, n, Dl], scalars: local),
+                            fragmentCounts: features.map(\.localCount))
+    }
+
+    /// Ranks the `target` gallery for a query of the other modality.
+    public func search(_ query: QueryFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
+        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
+        let encoded = withoutGradients { encoder(Self.input([query])) }
+        let gallery = gallery(modality.other)
+        let depth = options.rerank > 0 ? min(options.rerank, gallery.count) : 0
+        let alpha = options.alpha ?? model.ranking.alpha
+        let first = gallery.index.search(encoded.fused.scalars, k: max(options.k, depth), prefilter: options.prefilter)
+        guard depth > 0, alpha < 1 else {
+            return first.prefix(options.k).map { SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score) }
+        }
+        // Stage 2 on the top `depth`: the local alignment is defined text-to-image either way.
+        let candidates = Array(first.prefix(depth))
+        let positions = candidates.map(\.position)
+        let queryFragments = encoded.fragments.slice(axis: 1, 0..<query.localCount)             // [1, m, D]
+        let local: [Float]
+        if modality == .text {
+            local = model.alignment.scores(images: gallery.fragments.indexSelect(positions), imageCounts: positions.map { gallery.fragmentCounts[$0] },
+                                           texts: queryFragments, textCounts: [query.localCount]).scalars
+        } else {
+            local = model.alignment.scores(images: queryFragments, imageCounts: [query.localCount],
+                                           texts: gallery.fragments.indexSelect(positions), textCounts: positions.map { gallery.fragmentCounts[$0] }).scalars
+        }
+        // Fused order; ties go to the lower gallery position (as in TwoStageRanking).
+        var scored: [(position: Int, hit: SearchHit)] = []
+        for (hit, l) in zip(candidates, local) {
+            let fused: Float = alpha * hit.score + (1 - alpha) * l
+            scored.append((hit.position, SearchHit(item: gallery.items[hit.position], global: hit.score, local: l, fused: fused)))
+        }
+        scored.sort { a, b in a.hit.fused > b.hit.fused || (a.hit.fused == b.hit.fused && a.position < b.position) }
+        let reranked = scored.map(\.hit)
+        let rest = first.dropFirst(depth).map { SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score) }
+        return Array((reranked + rest).prefix(options.k))
+    }
+}
