@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
         .systemLibrary(
@@ -53,6 +55,24 @@ let package = Package(
         .target(
             name: "AmberSearch",
             dependencies: ["AmberModel", "AmberTensor"],
+            swiftSettings: cpuSettings
+        ),
+        .target(
+            name: "AmberServer",
+            dependencies: [
+                "AmberSearch",
+                "AmberModel",
+                "AmberTensor",
+                "AmberText",
+                "AmberStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: cpuSettings
         ),
         .target(
@@ -94,6 +114,9 @@ let package = Package(
                 "AmberModel",
                 "AmberTrainingStore",
                 "AmberSearch",
+                "AmberServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -101,7 +124,7 @@ let package = Package(
         ),
         .target(
             name: "AmberTestSupport",
-            dependencies: ["AmberTensor", "AmberTrain"],
+            dependencies: ["AmberTensor", "AmberTrain", "AmberModel", "AmberSearch"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -128,6 +151,15 @@ let package = Package(
         .testTarget(
             name: "AmberSearchTests",
             dependencies: ["AmberSearch", "AmberModel", "AmberTensor", "AmberTestSupport"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberServerTests",
+            dependencies: [
+                "AmberServer", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: cpuSettings
         ),
         .testTarget(

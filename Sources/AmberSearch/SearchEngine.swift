@@ -159,27 +159,43 @@ public final class SearchEngine: @unchecked Sendable {
                             fragmentCounts: features.map(\.localCount))
     }
 
-    /// Ranks the `target` gallery for a query of the other modality.
+    /// Ranks the gallery of the other modality for a query of `modality` given by its features.
     public func search(_ query: QueryFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
         let encoded = withoutGradients { encoder(Self.input([query])) }
+        return search(fused: encoded.fused.scalars, fragments: encoded.fragments.slice(axis: 1, 0..<query.localCount),
+                      of: modality, options: options)
+    }
+
+    /// Ranks the gallery of the other modality for a gallery item as the query (its stored
+    /// embedding and fragments; no re-encoding).
+    public func search(itemAt position: Int, of modality: Modality, options: SearchOptions) -> [SearchHit] {
+        let source = gallery(modality)
+        let count = source.fragmentCounts[position]
+        return search(fused: source.index.embedding(at: position),
+                      fragments: source.fragments.slice(axis: 0, position ..< position + 1).slice(axis: 1, 0..<count),
+                      of: modality, options: options)
+    }
+
+    /// - Parameters: `fused` `[D]`, `fragments` `[1, m, D]` (real rows only).
+    private func search(fused: [Float], fragments queryFragments: Tensor, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let gallery = gallery(modality.other)
+        let queryCount = queryFragments.shape[1]
         let depth = options.rerank > 0 ? min(options.rerank, gallery.count) : 0
         let alpha = options.alpha ?? model.ranking.alpha
-        let first = gallery.index.search(encoded.fused.scalars, k: max(options.k, depth), prefilter: options.prefilter)
+        let first = gallery.index.search(fused, k: max(options.k, depth), prefilter: options.prefilter)
         guard depth > 0, alpha < 1 else {
             return first.prefix(options.k).map { SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score) }
         }
         // Stage 2 on the top `depth`: the local alignment is defined text-to-image either way.
         let candidates = Array(first.prefix(depth))
         let positions = candidates.map(\.position)
-        let queryFragments = encoded.fragments.slice(axis: 1, 0..<query.localCount)             // [1, m, D]
         let local: [Float]
         if modality == .text {
             local = model.alignment.scores(images: gallery.fragments.indexSelect(positions), imageCounts: positions.map { gallery.fragmentCounts[$0] },
-                                           texts: queryFragments, textCounts: [query.localCount]).scalars
+                                           texts: queryFragments, textCounts: [queryCount]).scalars
         } else {
-            local = model.alignment.scores(images: queryFragments, imageCounts: [query.localCount],
+            local = model.alignment.scores(images: queryFragments, imageCounts: [queryCount],
                                            texts: gallery.fragments.indexSelect(positions), textCounts: positions.map { gallery.fragmentCounts[$0] }).scalars
         }
         // Fused order; ties go to the lower gallery position (as in TwoStageRanking).

@@ -16,6 +16,19 @@ public enum ModelRegistry {
         public var gate: String?
         public var createdAt: Date
         public var promotedAt: Date?
+
+        public init(version: Int64, parentVersion: Int64?, run: String?, step: Int, status: String, rsum: Double?, gate: String?,
+                    createdAt: Date, promotedAt: Date?) {
+            self.version = version
+            self.parentVersion = parentVersion
+            self.run = run
+            self.step = step
+            self.status = status
+            self.rsum = rsum
+            self.gate = gate
+            self.createdAt = createdAt
+            self.promotedAt = promotedAt
+        }
     }
 
     /// The newest `limit` versions, newest first.
@@ -80,4 +93,8 @@ public enum ModelRegistry {
 /// An operator's request that cannot be carried out.
 public struct RegistryError: Error, CustomStringConvertible {
     public let description: String
+
+    public init(description: String) {
+        self.description = description
+    }
 }

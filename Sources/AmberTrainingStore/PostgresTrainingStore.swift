@@ -115,29 +115,13 @@ public final class PostgresTrainingStore: TrainingStore {
             var byItem: [Int64: AmberTrain.ItemFeatures] = [:]
             for row in 0..<features.rowCount {
                 let id = try features.value(Int64.self, row: row, column: "item_id")
-                let global = try Self.floats(features.value([UInt8].self, row: row, column: "global_vector"),
+                let global = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "global_vector"),
                                              type: features.value(String.self, row: row, column: "global_type"), item: id)
-                let local = try Self.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
+                let local = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
                                             type: features.value(String.self, row: row, column: "local_type"), item: id)
                 byItem[id] = AmberTrain.ItemFeatures(global: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
             }
             return PairPage(pairs: pairs, features: byItem)
-        }
-    }
-
-    /// Little-endian float16 or float32 bytes as floats.
-    static func floats(_ bytes: [UInt8], type: String, item: Int64) throws -> [Float] {
-        switch type {
-        case "float32":
-            return bytes.withUnsafeBytes { raw in
-                (0..<(bytes.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
-            }
-        case "float16":
-            return bytes.withUnsafeBytes { raw in
-                (0..<(bytes.count / 2)).map { Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))) }
-            }
-        default:
-            throw PostgresError(code: "", message: "item \(item) has features of type \(type)", kind: .invalidData)
         }
     }
 

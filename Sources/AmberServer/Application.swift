@@ -1,0 +1,243 @@
+import AmberStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Prometheus
+
+/// How `amber serve` listens and whom it lets in.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var keys = APIKeys()
+    public var limits = ServerLimits()
+
+    public init() {}
+}
+
+/// The request context: who is asking (from the API key), checked by the routes.
+public struct AmberRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var role: APIRole?
+    /// Bodies above the configured cap are refused before they are read whole.
+    public var maxUploadSize: Int { 4 << 20 }
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        role = nil
+    }
+}
+
+/// Request counts and latencies in Prometheus's text format (`GET /metrics`).
+public final class ServerMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+
+    public init() {}
+
+    func record(route: String, method: String, status: Int, seconds: Double) {
+        let labels = [("route", route), ("method", method), ("status", String(status))]
+        registry.makeCounter(name: "amber_http_requests_total", labels: labels).increment()
+        registry.makeDurationHistogram(name: "amber_http_request_duration_seconds", labels: [("route", route)],
+                                       buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                                                 .milliseconds(100), .milliseconds(250), .seconds(1), .seconds(5)])
+            .record(.nanoseconds(Int64(seconds * 1e9)))
+    }
+
+    func setGallery(version: Int64?, images: Int, texts: Int) {
+        registry.makeGauge(name: "amber_serving_model_version").set(Double(version ?? 0))
+        registry.makeGauge(name: "amber_gallery_items", labels: [("modality", "image")]).set(Double(images))
+        registry.makeGauge(name: "amber_gallery_items", labels: [("modality", "text")]).set(Double(texts))
+    }
+
+    var text: String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+}
+
+/// Reads the API key (`Authorization: Bearer KEY` or `X-API-Key: KEY`), turns every error into
+/// JSON (`{"error": {"message", "field"}}`; database errors never reach the client), and records
+/// metrics.
+struct AmberMiddleware: RouterMiddleware {
+    typealias Context = AmberRequestContext
+    let keys: APIKeys
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = Date()
+        var context = context
+        let presented = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
+            ?? request.headers[HTTPField.Name("X-API-Key")!]
+        if let presented { context.role = keys.role(of: presented) }
+        let response: Response
+        var unknownKey = false
+        if presented != nil && context.role == nil {
+            unknownKey = true
+        }
+        do {
+            if unknownKey { throw APIError(401, "the API key is not valid", field: "authorization") }
+            response = try await next(request, context)
+        } catch let error as APIError {
+            response = Self.json(error)
+        } catch let error as HTTPError {
+            response = Self.json(APIError(Int(error.status.code), error.body ?? error.status.reasonPhrase))
+        } catch let error as DecodingError {
+            response = Self.json(Self.describe(error))
+        } catch let error as PostgresError {
+            logger.error("database error", metadata: ["error": "\(error)"])
+            response = Self.json(error.isTransient ? APIError(503, "the database is unavailable; retry shortly", retryAfter: 5)
+                                                   : APIError(500, "internal error (the server log has the details)"))
+        } catch {
+            logger.error("request failed", metadata: ["error": "\(error)"])
+            response = Self.json(APIError(500, "internal error (the server log has the details)"))
+        }
+        metrics.record(route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: Int(response.status.code),
+                       seconds: Date().timeIntervalSince(started))
+        return response
+    }
+
+    static func json(_ error: APIError) -> Response {
+        var body: [String: Any] = ["message": error.message]
+        if let field = error.field { body["field"] = field }
+        let data = (try? JSONSerialization.data(withJSONObject: ["error": body], options: [.sortedKeys])) ?? Data()
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if let retry = error.retryAfter { headers[.retryAfter] = String(retry) }
+        return Response(status: HTTPResponse.Status(code: error.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// A decoding error as a 400 naming the field (the JSON path).
+    static func describe(_ error: DecodingError) -> APIError {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+                .replacingOccurrences(of: ".[", with: "[")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return .badRequest(path(context.codingPath + [key]), "\(path(context.codingPath + [key])) is missing")
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            let field = path(context.codingPath)
+            return .badRequest(field.isEmpty ? "body" : field, "\(field.isEmpty ? "the body" : field) has the wrong type: \(context.debugDescription)")
+        case .dataCorrupted(let context):
+            let field = path(context.codingPath)
+            return .badRequest(field.isEmpty ? "body" : field, field.isEmpty ? "the body is not valid JSON" : "\(field): \(context.debugDescription)")
+        @unknown default:
+            return .badRequest("body", "the body does not decode")
+        }
+    }
+}
+
+/// JSON bodies for Hummingbird.
+struct JSONBody<Value: Encodable & Sendable>: ResponseGenerator {
+    let value: Value
+    var status: HTTPResponse.Status = .ok
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// A model version as `GET /v1/models` lists it.
+struct ModelVersionBody: Encodable, Sendable {
+    var version: Int64
+    var parentVersion: Int64?
+    var run: String?
+    var step: Int
+    var status: String
+    var rsum: Double?
+    var gate: String?
+    var createdAt: Date
+    var promotedAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case version, run, step, status, rsum, gate
+        case parentVersion = "parent_version"
+        case createdAt = "created_at"
+        case promotedAt = "promoted_at"
+    }
+}
+
+/// The HTTP API of DESIGN §5 (search, models, bank summary, health, metrics) on `service`.
+/// `main` and the tests build the application the same way; `onServerRunning` hears the bound
+/// channel (its port, when listening on port 0).
+public func buildApplication(service: QueryService, configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics(),
+                             logger: Logger = Logger(label: "amber.serve"),
+                             onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> Application<RouterResponder<AmberRequestContext>> {
+    let router = Router(context: AmberRequestContext.self)
+    router.add(middleware: AmberMiddleware(keys: configuration.keys, metrics: metrics, logger: logger))
+    let limits = configuration.limits
+    let openReads = configuration.keys.isEmpty
+
+    @Sendable func requireRole(_ role: APIRole, _ context: AmberRequestContext) throws {
+        if role == .read && openReads { return }
+        guard let held = context.role else {
+            throw APIError(401, role == .admin && openReads ? "no admin keys are configured (--api-keys admin:…); this route is off"
+                                                            : "an API key is required (Authorization: Bearer KEY)", field: "authorization")
+        }
+        guard held >= role else { throw APIError(403, "this route needs an \(role.rawValue) key", field: "authorization") }
+    }
+
+    router.get("healthz") { _, _ in JSONBody(value: ["status": "ok"]) }
+    router.get("readyz") { _, _ -> JSONBody<[String: String]> in
+        guard let engine = service.engine else { throw APIError(503, "no model is loaded yet", retryAfter: 5) }
+        return JSONBody(value: ["status": "ready", "model_version": String(engine.version),
+                                "images": String(engine.images.count), "texts": String(engine.texts.count)])
+    }
+    router.get("metrics") { _, _ -> Response in
+        if let engine = service.engine { metrics.setGallery(version: engine.version, images: engine.images.count, texts: engine.texts.count) }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                        body: .init(byteBuffer: ByteBuffer(string: metrics.text)))
+    }
+    router.post("v1/search") { request, context -> JSONBody<SearchResponse> in
+        try requireRole(.read, context)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maximumBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError(413, "the body is larger than \(limits.maximumBodyBytes) bytes", field: "body")
+        }
+        let search = try JSONDecoder().decode(SearchRequest.self, from: Data(buffer: body))
+        return JSONBody(value: try service.search(search))
+    }
+    router.get("v1/models") { request, context -> JSONBody<[String: [ModelVersionBody]]> in
+        try requireRole(.read, context)
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 50
+        guard (1...1000).contains(limit) else { throw APIError.badRequest("limit", "limit must be between 1 and 1000, got \(limit)") }
+        let versions = try await store.modelVersions(limit: limit).map {
+            ModelVersionBody(version: $0.version, parentVersion: $0.parentVersion, run: $0.run, step: $0.step, status: $0.status,
+                             rsum: $0.rsum, gate: $0.gate, createdAt: $0.createdAt, promotedAt: $0.promotedAt)
+        }
+        return JSONBody(value: ["models": versions])
+    }
+    router.post("v1/models/:version/promote") { _, context -> JSONBody<[String: Int64]> in
+        try requireRole(.admin, context)
+        guard let text = context.parameters.get("version"), let version = Int64(text), version > 0 else {
+            throw APIError.badRequest("version", "version must be a positive integer")
+        }
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        do {
+            try await store.promote(version)
+        } catch let error as RegistryError {
+            throw APIError(404, error.description, field: "version")
+        }
+        let serving = try await service.reload()
+        return JSONBody(value: ["promoted": version, "serving": serving ?? version])
+    }
+    router.get("v1/bank/summary") { _, context -> JSONBody<[String: [BankSummary]]> in
+        try requireRole(.read, context)
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        return JSONBody(value: ["bank": try await store.bankSummary()])
+    }
+    return Application(router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port),
+                                                             serverName: "amber"),
+                       onServerRunning: onServerRunning, logger: logger)
+}

@@ -1,0 +1,42 @@
+import AmberStore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Keeps the query service on the promoted model: loads it at start (retrying while the
+/// database is unreachable), then reloads whenever `amber.promote_model` notifies
+/// `amber_model_promoted`. A reload builds the new engine beside the old one and swaps it in
+/// whole; queries in flight finish on the engine they started with.
+public struct ModelWatcher: Service {
+    public let service: QueryService
+    public let url: String
+    public let logger: Logger
+    /// Seconds between attempts while the database is unreachable, and between checks of the
+    /// serving pointer (a missed notification is caught up this way).
+    public var retryDelay: Double = 5
+
+    public init(service: QueryService, url: String, logger: Logger) {
+        self.service = service
+        self.url = url
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let listener = PostgresListener(url: url, channels: ["amber_model_promoted"])
+        while !Task.isCancelled {
+            do {
+                try await listener.connect()
+                try await service.reload()
+                // Wait for a promotion; check the pointer every so often anyway.
+                if let notification = try await listener.next(timeout: retryDelay * 12) {
+                    logger.info("model promoted", metadata: ["serve.version": "\(notification.payload)"])
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("cannot load the serving model now; retrying", metadata: ["error": "\(error)", "serve.retry_seconds": "\(retryDelay)"])
+                try? await Task.sleep(for: .seconds(retryDelay))
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+import AmberModel
+import AmberSearch
+import AmberStore
+import AmberText
+import Foundation
+import Logging
+import Synchronization
+
+/// What the query service reads from and writes to: the serving model, the galleries, model
+/// versions, the bank summary. ``PostgresServingStore`` is the real one.
+public protocol ServingStore: Sendable {
+    /// The promoted model and its version, if one is promoted.
+    func servingModel() async throws -> (version: Int64, model: TrainedModel)?
+    /// Every item of `modality` that has features, ordered by item id.
+    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)]
+    func modelVersions(limit: Int) async throws -> [ModelRegistry.Version]
+    func promote(_ version: Int64) async throws
+    func bankSummary() async throws -> [BankSummary]
+}
+
+/// One row of `GET /v1/bank/summary` (from `amber.bank_overview`).
+public struct BankSummary: Sendable, Codable, Equatable {
+    public var runID: Int64
+    public var modality: String
+    public var entries: Int
+    public var distinctItems: Int
+    public var stalenessSteps: Int
+    public var meanAmbiguity: Float?
+
+    enum CodingKeys: String, CodingKey {
+        case modality, entries
+        case runID = "run_id"
+        case distinctItems = "distinct_items"
+        case stalenessSteps = "staleness_steps"
+        case meanAmbiguity = "mean_ambiguity"
+    }
+}
+
+/// The query side of Amber: the search engine of the serving model (swapped whole when a new
+/// model is loaded; queries in flight finish on the engine they started with), the text encoder,
+/// and the store.
+public final class QueryService: Sendable {
+    private let current = Mutex<SearchEngine?>(nil)
+    public let textEncoder: MiniLMEncoder?
+    public let store: (any ServingStore)?
+    public let limits: ServerLimits
+    private let logger: Logger
+
+    public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, limits: ServerLimits = ServerLimits(),
+                logger: Logger = Logger(label: "amber.serve")) {
+        self.store = store
+        self.textEncoder = textEncoder
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// The engine queries use now (nil until a model is loaded).
+    public var engine: SearchEngine? { current.withLock { $0 } }
+
+    /// Serves `engine` from now on.
+    public func install(_ engine: SearchEngine) {
+        current.withLock { $0 = engine }
+    }
+
+    /// Loads the promoted model and both galleries from the store, encodes them, and swaps the
+    /// new engine in. Returns the version now served (nil when nothing is promoted).
+    @discardableResult
+    public func reload() async throws -> Int64? {
+        guard let store else { return engine?.version }
+        guard let (version, model) = try await store.servingModel() else {
+            logger.info("no model is promoted yet")
+            return nil
+        }
+        if engine?.version == version { return version }
+        let started = Date()
+        let images = try await store.galleryItems(.image), texts = try await store.galleryItems(.text)
+        let engine = SearchEngine(model: model, version: version, images: images, texts: texts)
+        install(engine)
+        logger.info("serving model version", metadata: [
+            "serve.version": "\(version)", "serve.images": "\(images.count)", "serve.texts": "\(texts.count)",
+            "serve.seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))",
+        ])
+        return version
+    }
+
+    /// Answers a checked search on the current engine.
+    /// - Throws: ``APIError`` (503 without a model or a text encoder, 404 for an unknown item).
+    public func search(_ request: SearchRequest) throws -> SearchResponse {
+        guard let engine else { throw APIError(503, "no model is loaded yet; promote one (amber models promote) and retry", retryAfter: 5) }
+        let started = Date()
+        let dimensions = engine.model.dimensions
+        let search = try ValidatedSearch(request, limits: limits) { modality in
+            modality == .image ? (dimensions.imageGlobal, dimensions.imageFragment) : (dimensions.textGlobal, dimensions.textFragment)
+        }
+        let hits: [SearchHit]
+        let target: Modality
+        let described: String
+        switch search.query {
+        case .text(let text):
+            guard let textEncoder else { throw APIError(503, "the text encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: "text") }
+            let encoding = textEncoder.encode(text)
+            let features = QueryFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars,
+                                         localCount: encoding.tokenVectors.shape[0])
+            guard features.global.count == dimensions.textGlobal, features.local.count == features.localCount * dimensions.textFragment else {
+                throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(dimensions.textGlobal))", field: "text")
+            }
+            target = .image
+            hits = engine.search(features, of: .text, options: search.options)
+            described = "text"
+        case .item(let itemID):
+            let modality: Modality
+            let position: Int
+            if let p = engine.images.position(of: itemID) {
+                (modality, position) = (.image, p)
+            } else if let p = engine.texts.position(of: itemID) {
+                (modality, position) = (.text, p)
+            } else {
+                throw APIError(404, "item_id \(itemID) is not in the gallery (an item needs features to be searchable)", field: "item_id")
+            }
+            if let wanted = search.target, wanted == modality {
+                throw APIError.badRequest("target", "item \(itemID) is an \(modality.rawValue); it searches the \(modality.other.rawValue) gallery")
+            }
+            target = modality.other
+            hits = engine.search(itemAt: position, of: modality, options: search.options)
+            described = "item \(itemID) (\(modality.rawValue))"
+        case .features(let features, let modality):
+            target = modality.other
+            hits = engine.search(features, of: modality, options: search.options)
+            described = "features (\(modality.rawValue))"
+        }
+        return SearchResponse(
+            modelVersion: engine.version, target: target.rawValue, query: described,
+            results: hits.map { SearchResponse.Result(itemID: $0.item.itemID, externalID: $0.item.externalID, caption: $0.item.caption,
+                                                      global: $0.global, local: $0.local, fused: $0.fused) },
+            tookMilliseconds: Date().timeIntervalSince(started) * 1000)
+    }
+}
+
+/// The serving store in PostgreSQL.
+public struct PostgresServingStore: ServingStore {
+    public let client: PostgresClient
+
+    public init(client: PostgresClient) {
+        self.client = client
+    }
+
+    public func servingModel() async throws -> (version: Int64, model: TrainedModel)? {
+        try await client.withConnection { db in
+            let row = try db.execute("SELECT m.version, m.parameters FROM amber.serving s JOIN amber.models m ON m.version = s.model_version")
+            guard row.rowCount == 1 else { return nil }
+            let version = try row.value(Int64.self, column: "version")
+            return (version, try TrainedModel.read(bytes: try row.value([UInt8].self, column: "parameters"), name: "model version \(version)"))
+        }
+    }
+
+    public func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)] {
+        try await client.withConnection { db in
+            let rows = try db.execute("""
+                SELECT i.item_id, i.external_id, i.caption, f.local_count, f.global_type::text AS global_type, f.local_type::text AS local_type,
+                       f.global_vector, f.local_vectors
+                FROM amber.items i JOIN amber.features f USING (item_id)
+                WHERE i.modality = $1::amber.modality ORDER BY i.item_id
+                """, [.text(modality.rawValue)])
+            return try (0..<rows.rowCount).map { row in
+                let id = try rows.value(Int64.self, row: row, column: "item_id")
+                let global = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "global_vector"),
+                                                     type: rows.value(String.self, row: row, column: "global_type"), item: id)
+                let local = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "local_vectors"),
+                                                    type: rows.value(String.self, row: row, column: "local_type"), item: id)
+                return (GalleryItem(itemID: id, externalID: try rows.value(String.self, row: row, column: "external_id"),
+                                    caption: try rows.decode(String.self, row: row, column: "caption")),
+                        QueryFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
+            }
+        }
+    }
+
+    public func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] {
+        try await client.withConnection { db in try ModelRegistry.list(on: db, limit: limit) }
+    }
+
+    public func promote(_ version: Int64) async throws {
+        try await client.withConnection { db in try ModelRegistry.promote(version, on: db) }
+    }
+
+    public func bankSummary() async throws -> [BankSummary] {
+        try await client.withConnection { db in
+            let rows = try db.execute("""
+                SELECT run_id, modality::text AS modality, entries, distinct_items, staleness_steps, mean_ambiguity
+                FROM amber.bank_overview ORDER BY run_id DESC, modality
+                """)
+            return try (0..<rows.rowCount).map { row in
+                BankSummary(runID: try rows.value(Int64.self, row: row, column: "run_id"), modality: try rows.value(String.self, row: row, column: "modality"),
+                            entries: try rows.value(Int.self, row: row, column: "entries"),
+                            distinctItems: try rows.value(Int.self, row: row, column: "distinct_items"),
+                            stalenessSteps: try rows.value(Int.self, row: row, column: "staleness_steps"),
+                            meanAmbiguity: try rows.decode(Float.self, row: row, column: "mean_ambiguity"))
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import AmberServer
+import AmberStore
+import AmberText
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Answer queries over HTTP: two-stage search with the promoted model, models, bank summary, health, metrics.",
+        discussion: """
+        The promoted model and the galleries (every item with features) load in the background; /readyz says when. \
+        A promotion (amber models promote, the continuous trainer, or POST /v1/models/{version}/promote) is picked up at once. \
+        API keys: --api-keys or $AMBER_API_KEYS, entries read:KEY / admin:KEY or their digests read:sha256:HEX \
+        (amber serve --hash-key KEY prints one). Without keys, reads are open and admin routes are off.
+        """
+    )
+
+    @Option(help: "Address to listen on.") var host: String = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port: Int = 8080
+    @Option(help: "API keys (comma-separated entries; default: $AMBER_API_KEYS).") var apiKeys: String?
+    @Option(help: "Print the digest entry of a key for the configuration, and exit.") var hashKey: String?
+    @Option(help: "Largest k a search may ask for.") var maxK: Int = 100
+    @Option(help: "Largest stage-2 depth a search may ask for.") var maxRerank: Int = 200
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var textModel: TextModelOptions
+
+    func run() async throws {
+        if let hashKey {
+            print(APIKeys.digestEntry(of: hashKey))
+            return
+        }
+        var configuration = ServerConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.limits.maximumK = maxK
+        configuration.limits.maximumRerank = maxRerank
+        do {
+            configuration.keys = try APIKeys(configuration: apiKeys ?? ProcessInfo.processInfo.environment["AMBER_API_KEYS"] ?? "")
+        } catch let error as APIKeyError {
+            throw ValidationError(error.description)
+        }
+        var logger = Logger(label: "amber.serve")
+        logger.logLevel = .info
+        let encoder: MiniLMEncoder?
+        do {
+            encoder = try textModel.load()
+        } catch {
+            logger.warning("text queries are off: \(error)")
+            encoder = nil
+        }
+        let cluster = database.configuredURL == nil ? database.embedded : nil
+        let startedCluster = try cluster?.start() ?? false
+        defer { if startedCluster { try? cluster?.stop() } }
+        let url = database.configuredURL ?? cluster!.url
+        let client = PostgresClient(url: url, maximumConnections: 4, logger: logger)
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: encoder, limits: configuration.limits, logger: logger)
+        if configuration.keys.isEmpty { logger.warning("no API keys configured: searches are open to anyone who can reach \(host):\(port), admin routes are off") }
+        var app = buildApplication(service: service, configuration: configuration, logger: logger)
+        app.addServices(ModelWatcher(service: service, url: url, logger: logger))
+        logger.info("listening on http://\(host):\(port)")
+        try await app.runService()
+        await client.shutdown()
+    }
+}

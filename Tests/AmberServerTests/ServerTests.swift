@@ -1,0 +1,256 @@
+@testable import AmberModel
+import AmberSearch
+@testable import AmberServer
+@testable import AmberStore
+import AmberTensor
+import AmberTestSupport
+import Foundation
+import Hummingbird
+import NIOCore
+import Testing
+
+/// A store in memory for the routes that read models and the bank.
+final class MemoryServingStore: ServingStore, @unchecked Sendable {
+    let lock = NSLock()
+    var model: (Int64, TrainedModel)?
+    var versions: [ModelRegistry.Version] = []
+    var images: [(GalleryItem, QueryFeatures)] = []
+    var texts: [(GalleryItem, QueryFeatures)] = []
+    var promoted: [Int64] = []
+
+    func servingModel() async throws -> (version: Int64, model: TrainedModel)? { lock.withLock { model.map { ($0.0, $0.1) } } }
+    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)] { lock.withLock { modality == .image ? images : texts } }
+    func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] { lock.withLock { Array(versions.prefix(limit)) } }
+    func promote(_ version: Int64) async throws {
+        try lock.withLock {
+            guard versions.contains(where: { $0.version == version }) else { throw RegistryError(description: "model version \(version) does not exist") }
+            promoted.append(version)
+            if let model { self.model = (version, model.1) }
+        }
+    }
+    func bankSummary() async throws -> [BankSummary] {
+        [BankSummary(runID: 1, modality: "image", entries: 10, distinctItems: 9, stalenessSteps: 3, meanAmbiguity: 0.5)]
+    }
+}
+
+/// A minimal HTTP/1.1 client over a real socket (Connection: close; the body is read to EOF).
+func http(_ method: String, _ path: String, port: Int, body: String? = nil, headers: [String: String] = [:]) throws -> (status: Int, headers: [String: String], body: String) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    precondition(fd >= 0)
+    defer { close(fd) }
+    // Bounded waits: a server that stops reading (a refused oversize body) must not hang the test.
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard connected == 0 else { throw NSError(domain: "http", code: Int(errno)) }
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    for (name, value) in headers { request += "\(name): \(value)\r\n" }
+    if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+    request += "\r\n" + (body ?? "")
+    let bytes = Array(request.utf8)
+    var sent = 0
+    while sent < bytes.count {
+        let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { break }
+        sent += n
+    }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = recv(fd, &buffer, buffer.count, 0)
+        if n <= 0 { break }
+        response += buffer[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    let head = parts[0].components(separatedBy: "\r\n")
+    let statusLine = head[0].split(separator: " ")
+    let status = statusLine.count > 1 ? Int(statusLine[1]) ?? 0 : 0
+    var fields: [String: String] = [:]
+    for line in head.dropFirst() {
+        if let colon = line.firstIndex(of: ":") { fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces) }
+    }
+    var payload = parts.dropFirst().joined(separator: "\r\n\r\n")
+    if fields["transfer-encoding"] == "chunked" {
+        // De-chunk.
+        var out = "", rest = Substring(payload)
+        while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
+            let start = lineEnd.upperBound
+            let utf8 = Array(rest[start...].utf8)
+            out += String(decoding: utf8.prefix(size), as: UTF8.self)
+            rest = Substring(String(decoding: utf8.dropFirst(size + 2), as: UTF8.self))
+        }
+        payload = out
+    }
+    return (status, fields, payload)
+}
+
+func json(_ text: String) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+}
+
+/// Runs the application on an ephemeral port for the duration of `body`.
+func withServer(_ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sendable (Int) async throws -> Void) async throws {
+    var configuration = ServerConfiguration()
+    configuration.port = 0
+    configuration.keys = keys
+    let port = AsyncStream<Int>.makeStream()
+    let app = buildApplication(service: service, configuration: configuration) { channel in
+        port.continuation.yield(channel.localAddress?.port ?? 0)
+    }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await app.run() }
+        var iterator = port.stream.makeAsyncIterator()
+        let bound = await iterator.next() ?? 0
+        try await body(bound)
+        group.cancelAll()
+    }
+}
+
+@Suite("HTTP API (real socket)", .serialized)
+struct ServerTests {
+    static func service(keys: Bool = false) async throws -> (QueryService, MemoryServingStore) {
+        let store = MemoryServingStore()
+        let data = SearchEngineFixture.data()
+        let (images, texts) = SearchEngineFixture.features(data)
+        store.model = (3, SearchEngineFixture.model(alpha: 0.7, beta: 10))
+        store.images = images
+        store.texts = texts
+        store.versions = [3, 4].map {
+            ModelRegistry.Version(version: $0, parentVersion: nil, run: "main", step: Int($0) * 100, status: $0 == 3 ? "promoted" : "candidate",
+                                  rsum: 400, gate: "promoted", createdAt: Date(timeIntervalSince1970: 1_800_000_000), promotedAt: nil)
+        }
+        let service = QueryService(store: store, textEncoder: nil)
+        try await service.reload()
+        return (service, store)
+    }
+
+    @Test func healthReadinessSearchModelsBankAndMetrics() async throws {
+        let (service, _) = try await Self.service()
+        try await withServer(service) { port in
+            #expect(try http("GET", "/healthz", port: port).status == 200)
+            let ready = try http("GET", "/readyz", port: port)
+            #expect(ready.status == 200 && json(ready.body)["model_version"] as? String == "3")
+            // Search by item: image 100 searches the captions.
+            let search = try http("POST", "/v1/search", port: port, body: #"{"item_id": 100, "k": 5, "rerank": 3}"#)
+            #expect(search.status == 200, "\(search.body)")
+            let body = json(search.body)
+            #expect(body["model_version"] as? Int == 3 && body["target"] as? String == "text")
+            let results = body["results"] as? [[String: Any]] ?? []
+            #expect(results.count == 5 && results.allSatisfy { ($0["caption"] as? String)?.hasPrefix("caption ") == true })
+            #expect(results.prefix(3).allSatisfy { $0["local"] != nil } && results.dropFirst(3).allSatisfy { $0["local"] == nil })
+            // The same query in-process gives the same ranking.
+            let direct = try service.search(SearchRequest(itemID: 100, k: 5, rerank: 3))
+            #expect(results.map { $0["item_id"] as? Int } == direct.results.map { Int($0.itemID) })
+            // Features (JSON numbers and base64 float32) search the other gallery.
+            let image = SearchEngineFixture.features(SearchEngineFixture.data()).images[2].1
+            let numbers = "{\"features\": {\"global\": \(image.global), \"local\": \(Array(0..<3).map { Array(image.local[($0 * 12) ..< (($0 + 1) * 12)]) })}, \"target\": \"text\", \"k\": 4}"
+            let base64 = "{\"features\": {\"global\": \"\(Self.base64(image.global))\", \"local\": \"\(Self.base64(image.local))\"}, \"target\": \"text\", \"k\": 4}"
+            let a = try http("POST", "/v1/search", port: port, body: numbers), b = try http("POST", "/v1/search", port: port, body: base64)
+            #expect(a.status == 200 && b.status == 200, "\(a.body) \(b.body)")
+            #expect((json(a.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int } == (json(b.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int })
+            let models = try http("GET", "/v1/models", port: port)
+            #expect(models.status == 200 && (json(models.body)["models"] as? [[String: Any]])?.count == 2)
+            let bank = try http("GET", "/v1/bank/summary", port: port)
+            #expect(bank.status == 200 && (json(bank.body)["bank"] as? [[String: Any]])?.first?["entries"] as? Int == 10)
+            let metrics = try http("GET", "/metrics", port: port)
+            #expect(metrics.status == 200 && metrics.body.contains("amber_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"200\"}"))
+            #expect(metrics.body.contains("amber_serving_model_version 3"))
+        }
+    }
+
+    static func base64(_ values: [Float]) -> String {
+        var bytes: [UInt8] = []
+        for value in values { withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes += $0 } }
+        return Data(bytes).base64EncodedString()
+    }
+
+    @Test func everyBadInputGetsA4xxNamingTheField() async throws {
+        let (service, _) = try await Self.service()
+        try await withServer(service) { port in
+            let cases: [(body: String, status: Int, field: String)] = [
+                ("{", 400, "body"),
+                (#"{"k": 3}"#, 400, "text"),
+                (#"{"text": "a", "item_id": 100}"#, 400, "text"),
+                (#"{"text": "   "}"#, 400, "text"),
+                (#"{"text": "a", "k": 0}"#, 400, "k"),
+                (#"{"text": "a", "k": 1000}"#, 400, "k"),
+                (#"{"text": "a", "k": "ten"}"#, 400, "k"),
+                (#"{"text": "a", "rerank": -1}"#, 400, "rerank"),
+                (#"{"text": "a", "alpha": 1.5}"#, 400, "alpha"),
+                (#"{"text": "a", "target": "video"}"#, 400, "target"),
+                (#"{"item_id": 100, "prefilter": 2, "k": 5}"#, 400, "prefilter"),
+                (#"{"item_id": 999999}"#, 404, "item_id"),
+                (#"{"item_id": 100, "target": "image"}"#, 400, "target"),
+                (#"{"features": {"global": [1, 2], "local": [[1]]}, "target": "text"}"#, 400, "features.global"),
+                (#"{"features": {"global": [0,0,0,0,0,0,0,0,0,0,0,0], "local": []}, "target": "text"}"#, 400, "features.local"),
+                (#"{"features": {"global": [0,0,0,0,0,0,0,0,0,0,0,0], "local": [[1, 2]]}, "target": "text"}"#, 400, "features.local[0]"),
+                (#"{"features": {"global": "!!notbase64", "local": [[1]]}, "target": "text"}"#, 400, "features.global"),
+                (#"{"features": {"global": [0,0,0,0,0,0,0,0,0,0,0,0], "local": [[0,0,0,0,0,0,0,0,0,0,0,0]]}}"#, 400, "target"),
+                ("{\"features\": {\"global\": [\(Array(repeating: "0", count: 11).joined(separator: ",")), 1e39], \"local\": [[0,0,0,0,0,0,0,0,0,0,0,0]]}, \"target\": \"text\"}", 400, "features.global"),
+                (#"{"text": "a dog"}"#, 503, "text"),
+            ]
+            for (body, status, field) in cases {
+                let response = try http("POST", "/v1/search", port: port, body: body)
+                let error = json(response.body)["error"] as? [String: Any]
+                #expect(response.status == status, "\(body) → \(response.status) \(response.body)")
+                #expect(error?["field"] as? String == field, "\(body) → \(response.body)")
+                #expect((error?["message"] as? String)?.isEmpty == false)
+            }
+            // Oversize bodies are refused.
+            let huge = "{\"text\": \"" + String(repeating: "a", count: 5 << 20) + "\"}"
+            let oversize = try http("POST", "/v1/search", port: port, body: huge)
+            #expect(oversize.status == 413, "\(oversize.status) \(oversize.body.prefix(200))")
+            #expect(try http("GET", "/v1/nothing", port: port).status == 404)
+        }
+    }
+
+    @Test func keysSeparateReadersFromAdmins() async throws {
+        let (service, store) = try await Self.service()
+        let keys = try APIKeys(configuration: "read:reader-key-0123456789, admin:\(APIKeys.digestEntry(of: "admin-key-0123456789"))")
+        try await withServer(service, keys: keys) { port in
+            let body = #"{"item_id": 100, "k": 2}"#
+            #expect(try http("POST", "/v1/search", port: port, body: body).status == 401)
+            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["Authorization": "Bearer nope"]).status == 401)
+            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["Authorization": "Bearer reader-key-0123456789"]).status == 200)
+            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["X-API-Key": "admin-key-0123456789"]).status == 200)
+            let denied = try http("POST", "/v1/models/4/promote", port: port, headers: ["Authorization": "Bearer reader-key-0123456789"])
+            #expect(denied.status == 403 && (json(denied.body)["error"] as? [String: Any])?["field"] as? String == "authorization")
+            let missing = try http("POST", "/v1/models/99/promote", port: port, headers: ["Authorization": "Bearer admin-key-0123456789"])
+            #expect(missing.status == 404, "\(missing.body)")
+            let promoted = try http("POST", "/v1/models/4/promote", port: port, headers: ["Authorization": "Bearer admin-key-0123456789"])
+            #expect(promoted.status == 200 && json(promoted.body)["serving"] as? Int == 4, "\(promoted.body)")
+            #expect(store.promoted == [4] && service.engine?.version == 4, "the promotion swaps the engine")
+        }
+    }
+
+    @Test func withoutAModelSearchesWaitAndReadinessSaysSo() async throws {
+        let service = QueryService(store: MemoryServingStore(), textEncoder: nil)
+        try await withServer(service) { port in
+            let ready = try http("GET", "/readyz", port: port)
+            #expect(ready.status == 503 && ready.headers["retry-after"] == "5")
+            let search = try http("POST", "/v1/search", port: port, body: #"{"item_id": 1}"#)
+            #expect(search.status == 503 && search.headers["retry-after"] == "5")
+        }
+    }
+
+    @Test func keysAreHashedAndParsed() throws {
+        #expect(SHA256.hash(Array("abc".utf8)).map { String(format: "%02x", $0) }.joined()
+                == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(SHA256.hash([]).map { String(format: "%02x", $0) }.joined()
+                == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        let long = Array(String(repeating: "a", count: 1000).utf8)
+        #expect(SHA256.hash(long).map { String(format: "%02x", $0) }.joined()
+                == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+        let keys = try APIKeys(configuration: "read:aaaaaaaaaaaaaaaa\nadmin:bbbbbbbbbbbbbbbb")
+        #expect(keys.role(of: "aaaaaaaaaaaaaaaa") == .read && keys.role(of: "bbbbbbbbbbbbbbbb") == .admin && keys.role(of: "c") == nil)
+        #expect { try APIKeys(configuration: "writer:aaaaaaaaaaaaaaaa") } throws: { "\($0)".contains("writer:…") && !"\($0)".contains("aaaa") }
+        #expect { try APIKeys(configuration: "read:short") } throws: { "\($0)".contains("at least 16") }
+        #expect { try APIKeys(configuration: "read:sha256:abc") } throws: { "\($0)".contains("64 hex digits") }
+    }
+}
