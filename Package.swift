@@ -78,6 +78,7 @@ let package = Package(
         .target(
             name: "AmberTrainingStore",
             dependencies: [
+                "AmberModel",
                 "AmberStore",
                 "AmberTrain",
                 .product(name: "Logging", package: "swift-log"),

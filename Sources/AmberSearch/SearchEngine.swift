@@ -52,20 +52,6 @@ public final class EncodedModalityGallery: @unchecked Sendable {
     public func position(of itemID: Int64) -> Int? { positionOfItem[itemID] }
 }
 
-/// A query as the engine takes it: one item's frozen-encoder features.
-public struct QueryFeatures: Sendable {
-    /// `[Dg]` global vector and `[m, Dl]` local vectors.
-    public var global: [Float]
-    public var local: [Float]
-    public var localCount: Int
-
-    public init(global: [Float], local: [Float], localCount: Int) {
-        self.global = global
-        self.local = local
-        self.localCount = localCount
-    }
-}
-
 /// How one query is ranked.
 public struct SearchOptions: Sendable, Equatable {
     /// Results returned.
@@ -110,12 +96,12 @@ public final class SearchEngine: @unchecked Sendable {
     /// - Parameters:
     ///   - images, texts: the items and their features, in the same order.
     ///   - codesFrom: galleries of at least this many items also get sign-bit codes.
-    public init(model: TrainedModel, version: Int64, images: [(GalleryItem, QueryFeatures)], texts: [(GalleryItem, QueryFeatures)],
+    public init(model: TrainedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
                 codesFrom: Int = 100_000, chunkSize: Int = 256) {
         self.model = model
         self.version = version
         let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
-        func encode(_ modality: Modality, _ entries: [(GalleryItem, QueryFeatures)]) -> EncodedModalityGallery {
+        func encode(_ modality: Modality, _ entries: [(GalleryItem, ItemFeatures)]) -> EncodedModalityGallery {
             let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
             let D = model.encoder.jointDimension
             var fused: [Float] = [], parts: [Tensor] = []
@@ -149,7 +135,7 @@ public final class SearchEngine: @unchecked Sendable {
     public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
 
     /// Encoder input for a batch of items.
-    static func input(_ features: [QueryFeatures]) -> EncoderInput {
+    static func input(_ features: [ItemFeatures]) -> EncoderInput {
         let n = features.map(\.localCount).max() ?? 1
         let Dg = features.first?.global.count ?? 0, Dl = features.first.map { $0.local.count / $0.localCount } ?? 0
         var local = [Float](repeating: 0, count: features.count * n * Dl)
@@ -160,7 +146,7 @@ public final class SearchEngine: @unchecked Sendable {
     }
 
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.
-    public func search(_ query: QueryFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
+    public func search(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
         let encoded = withoutGradients { encoder(Self.input([query])) }
         return search(fused: encoded.fused.scalars, fragments: encoded.fragments.slice(axis: 1, 0..<query.localCount),

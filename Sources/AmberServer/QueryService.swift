@@ -12,7 +12,7 @@ public protocol ServingStore: Sendable {
     /// The promoted model and its version, if one is promoted.
     func servingModel() async throws -> (version: Int64, model: TrainedModel)?
     /// Every item of `modality` that has features, ordered by item id.
-    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)]
+    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)]
     func modelVersions(limit: Int) async throws -> [ModelRegistry.Version]
     func promote(_ version: Int64) async throws
     func bankSummary() async throws -> [BankSummary]
@@ -99,7 +99,7 @@ public final class QueryService: Sendable {
         case .text(let text):
             guard let textEncoder else { throw APIError(503, "the text encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: "text") }
             let encoding = textEncoder.encode(text)
-            let features = QueryFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars,
+            let features = ItemFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars,
                                          localCount: encoding.tokenVectors.shape[0])
             guard features.global.count == dimensions.textGlobal, features.local.count == features.localCount * dimensions.textFragment else {
                 throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(dimensions.textGlobal))", field: "text")
@@ -153,7 +153,7 @@ public struct PostgresServingStore: ServingStore {
         }
     }
 
-    public func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)] {
+    public func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)] {
         try await client.withConnection { db in
             let rows = try db.execute("""
                 SELECT i.item_id, i.external_id, i.caption, f.local_count, f.global_type::text AS global_type, f.local_type::text AS local_type,
@@ -169,7 +169,7 @@ public struct PostgresServingStore: ServingStore {
                                                     type: rows.value(String.self, row: row, column: "local_type"), item: id)
                 return (GalleryItem(itemID: id, externalID: try rows.value(String.self, row: row, column: "external_id"),
                                     caption: try rows.decode(String.self, row: row, column: "caption")),
-                        QueryFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
+                        ItemFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
             }
         }
     }

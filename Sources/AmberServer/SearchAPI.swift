@@ -1,3 +1,4 @@
+import AmberModel
 import AmberSearch
 import Foundation
 
@@ -151,7 +152,7 @@ public struct ValidatedSearch: Sendable {
     public enum Query: Sendable {
         case text(String)
         case item(Int64)
-        case features(QueryFeatures, Modality)
+        case features(ItemFeatures, Modality)
     }
 
     public var query: Query
@@ -232,7 +233,7 @@ public struct ValidatedSearch: Sendable {
         }
         guard global.allSatisfy(\.isFinite) else { throw APIError.badRequest("features.global", "features.global holds NaN or infinity") }
         guard local.allSatisfy(\.isFinite) else { throw APIError.badRequest("features.local", "features.local holds NaN or infinity") }
-        query = .features(QueryFeatures(global: global, local: local, localCount: count), modality)
+        query = .features(ItemFeatures(global: global, local: local, localCount: count), modality)
         self.target = target
     }
 }

@@ -38,14 +38,14 @@ public enum SearchEngineFixture {
                             ranking: TwoStageRanking(alpha: alpha, depth: 6), alignment: LocalAlignment(), querybank: bank)
     }
 
-    public static func features(_ data: RetrievalData) -> (images: [(GalleryItem, QueryFeatures)], texts: [(GalleryItem, QueryFeatures)]) {
+    public static func features(_ data: RetrievalData) -> (images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)]) {
         let images = (0..<data.imageCount).map { i in
             (GalleryItem(itemID: Int64(100 + i), externalID: "img\(i)", caption: nil),
-             QueryFeatures(global: data.imageGlobal.slice(axis: 0, i ..< i + 1).scalars, local: data.imageLocal.slice(axis: 0, i ..< i + 1).scalars, localCount: 3))
+             ItemFeatures(global: data.imageGlobal.slice(axis: 0, i ..< i + 1).scalars, local: data.imageLocal.slice(axis: 0, i ..< i + 1).scalars, localCount: 3))
         }
         let texts = (0..<data.textCount).map { t in
             (GalleryItem(itemID: Int64(1000 + t), externalID: "txt\(t)", caption: data.captions[t]),
-             QueryFeatures(global: data.textGlobal.slice(axis: 0, t ..< t + 1).scalars,
+             ItemFeatures(global: data.textGlobal.slice(axis: 0, t ..< t + 1).scalars,
                            local: data.textTokens.slice(axis: 0, data.tokenOffsets[t] ..< data.tokenOffsets[t + 1]).scalars,
                            localCount: data.tokenOffsets[t + 1] - data.tokenOffsets[t]))
         }

@@ -1,3 +1,4 @@
+import AmberModel
 import Foundation
 
 /// A ``TrainingStore`` in memory: for tests and for trying the trainer without a database.

@@ -1,3 +1,4 @@
+import AmberModel
 import Foundation
 
 /// Where a continuous trainer reads pairs and keeps what it learns: the port of
@@ -36,23 +37,6 @@ public protocol TrainingStore: AnyObject {
 /// The split a pair belongs to.
 public enum PairSplit: String, Sendable, Codable, CaseIterable {
     case train, dev, test
-}
-
-/// Frozen-encoder features of one item: a global vector and `localCount` local vectors.
-public struct ItemFeatures: Sendable, Equatable {
-    public var global: [Float]
-    /// `[localCount, localDimension]`, row-major.
-    public var local: [Float]
-    public var localCount: Int
-
-    public init(global: [Float], local: [Float], localCount: Int) {
-        precondition(localCount >= 1 && local.count % localCount == 0, "ItemFeatures: \(local.count) local values for \(localCount) vectors")
-        self.global = global
-        self.local = local
-        self.localCount = localCount
-    }
-
-    public var localDimension: Int { local.count / localCount }
 }
 
 /// A stored pair: an image and a text that match.

@@ -1,3 +1,4 @@
+import AmberModel
 import AmberStore
 import AmberTrain
 import Foundation
@@ -112,14 +113,14 @@ public final class PostgresTrainingStore: TrainingStore {
                        global_vector, local_vectors
                 FROM amber.features WHERE item_id = ANY($1)
                 """, [.ints(items)])
-            var byItem: [Int64: AmberTrain.ItemFeatures] = [:]
+            var byItem: [Int64: ItemFeatures] = [:]
             for row in 0..<features.rowCount {
                 let id = try features.value(Int64.self, row: row, column: "item_id")
                 let global = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "global_vector"),
                                              type: features.value(String.self, row: row, column: "global_type"), item: id)
                 let local = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
                                             type: features.value(String.self, row: row, column: "local_type"), item: id)
-                byItem[id] = AmberTrain.ItemFeatures(global: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
+                byItem[id] = ItemFeatures(global: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
             }
             return PairPage(pairs: pairs, features: byItem)
         }

@@ -52,7 +52,7 @@ struct StoreBenchCommand: ParsableCommand {
         let readStart = Date()
         let dataset = try DatasetReader.read(directory)
         let readSeconds = Date().timeIntervalSince(readStart)
-        let features: [ItemFeatures] = dataset.images.compactMap(\.features) + dataset.texts.compactMap(\.features)
+        let features: [IngestFeatures] = dataset.images.compactMap(\.features) + dataset.texts.compactMap(\.features)
         var bytes = 0
         for feature in features { bytes += feature.global.bytes.count + feature.local.bytes.count }
         let report = try Ingestor.ingest(dataset, into: connection)

@@ -14,12 +14,12 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     let lock = NSLock()
     var model: (Int64, TrainedModel)?
     var versions: [ModelRegistry.Version] = []
-    var images: [(GalleryItem, QueryFeatures)] = []
-    var texts: [(GalleryItem, QueryFeatures)] = []
+    var images: [(GalleryItem, ItemFeatures)] = []
+    var texts: [(GalleryItem, ItemFeatures)] = []
     var promoted: [Int64] = []
 
     func servingModel() async throws -> (version: Int64, model: TrainedModel)? { lock.withLock { model.map { ($0.0, $0.1) } } }
-    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, QueryFeatures)] { lock.withLock { modality == .image ? images : texts } }
+    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)] { lock.withLock { modality == .image ? images : texts } }
     func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] { lock.withLock { Array(versions.prefix(limit)) } }
     func promote(_ version: Int64) async throws {
         try lock.withLock {

@@ -27,22 +27,22 @@ public struct FeatureBlock: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
 }
 
-/// Features of one item: the global vector and the local vectors.
-public struct ItemFeatures: Sendable {
+/// Features of one item as ingested: the global vector and the local vectors, still in their file bytes.
+public struct IngestFeatures: Sendable {
     public let global: FeatureBlock
     public let local: FeatureBlock
 }
 
 public struct IngestImage: Sendable {
     public let externalID: String
-    public let features: ItemFeatures?
+    public let features: IngestFeatures?
 }
 
 public struct IngestText: Sendable {
     public let externalID: String
     public let caption: String
     /// `nil` when the layout has no text features (SCAN precomp): the text encoder fills them.
-    public let features: ItemFeatures?
+    public let features: IngestFeatures?
 }
 
 public enum Split: String, Sendable, CaseIterable {
@@ -169,7 +169,7 @@ public enum DatasetReader {
         try checkUnique(imageIDs, file: path("image_ids.txt"))
 
         let images = (0..<imageCount).map { i in
-            IngestImage(externalID: imageIDs[i], features: ItemFeatures(
+            IngestImage(externalID: imageIDs[i], features: IngestFeatures(
                 global: block(imsGlobal, rows: i..<i + 1), local: block(imsLocal, rows: i..<i + 1, flatten: true)))
         }
         var texts: [IngestText] = []
@@ -179,7 +179,7 @@ public enum DatasetReader {
             let image = j / options.captionsPerImage
             let externalID = "\(imageIDs[image])#\(j % options.captionsPerImage)"
             let tokenRows = Int(offsets[j])..<Int(offsets[j + 1])
-            texts.append(IngestText(externalID: externalID, caption: captions[j], features: ItemFeatures(
+            texts.append(IngestText(externalID: externalID, caption: captions[j], features: IngestFeatures(
                 global: block(capsGlobal, rows: j..<j + 1), local: block(capsTokens, rows: tokenRows))))
             pairs.append(IngestPair(imageExternalID: imageIDs[image], textExternalID: externalID, split: split(image)))
         }
@@ -255,7 +255,7 @@ public enum DatasetReader {
                 let start = row * dimension * 4
                 let global = FeatureBlock(elementType: .float32, rows: 1, dimension: dimension,
                                           bytes: UnsafeRawBufferPointer(rebasing: globals.bytes[start ..< start + dimension * 4]))
-                images.append(IngestImage(externalID: part.ids[i], features: ItemFeatures(
+                images.append(IngestImage(externalID: part.ids[i], features: IngestFeatures(
                     global: global, local: block(part.ims, rows: i..<i + 1, flatten: true))))
                 for k in 0..<options.captionsPerImage {
                     let externalID = "\(part.ids[i])#\(k)"

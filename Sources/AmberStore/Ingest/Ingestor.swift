@@ -83,7 +83,7 @@ public enum Ingestor {
             for row in 0..<needing.rowCount {
                 itemIDs[try needing.value(Int.self, row: row, column: "ordinal")] = try needing.value(Int64.self, row: row, column: "item_id")
             }
-            let candidates: [(Int, String, ItemFeatures)] =
+            let candidates: [(Int, String, IngestFeatures)] =
                 dataset.images.enumerated().compactMap { index, image in image.features.map { (index, "image", $0) } }
                 + dataset.texts.enumerated().compactMap { index, text in text.features.map { (dataset.images.count + index, "text", $0) } }
             let pending = candidates.filter { itemIDs[$0.0] != nil }
