@@ -47,5 +47,12 @@ struct SearchEngineTests {
         let toTexts = engine.search(images[2].1, of: .image, options: SearchOptions(k: 3, rerank: 0))
         #expect(toTexts.allSatisfy { $0.item.caption?.hasPrefix("caption ") == true })
         #expect(engine.images.position(of: 102) == 2 && engine.images.position(of: 5) == nil)
+        // An item as the query (its stored embedding and fragments) ranks as its features do.
+        for (modality, entries) in [(Modality.image, images), (.text, texts)] {
+            let byItem = engine.search(itemAt: 3, of: modality, options: SearchOptions(k: 8, rerank: 5))
+            let byFeatures = engine.search(entries[3].1, of: modality, options: SearchOptions(k: 8, rerank: 5))
+            #expect(byItem.map(\.item) == byFeatures.map(\.item), "\(modality)")
+            #expect(zip(byItem, byFeatures).allSatisfy { abs($0.fused - $1.fused) < 1e-5 })
+        }
     }
 }
