@@ -159,7 +159,10 @@ let package = Package(
             dependencies: [
                 "AmberServer", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: cpuSettings
         ),

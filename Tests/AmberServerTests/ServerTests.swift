@@ -6,7 +6,10 @@ import AmberTensor
 import AmberTestSupport
 import Foundation
 import Hummingbird
+import HTTPTypes
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import Testing
 
 /// A store in memory for the routes that read models and the bank.
@@ -112,7 +115,56 @@ func withServer(_ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sen
     }
 }
 
-@Suite("HTTP API (real socket)", .serialized)
+/// How a test reaches the routes: over a real socket, or in process (the router's responder
+/// called directly with a request and a context, no network).
+enum Transport: String, CaseIterable, Sendable {
+    case socket, inProcess
+}
+
+typealias Send = @Sendable (_ method: String, _ path: String, _ body: String?, _ headers: [String: String]) async throws
+    -> (status: Int, headers: [String: String], body: String)
+
+/// Collects a response body.
+struct CollectingWriter: ResponseBodyWriter {
+    let box: NIOLockedValueBox<ByteBuffer>
+    mutating func write(_ buffer: ByteBuffer) async throws { box.withLockedValue { $0.writeImmutableBuffer(buffer) } }
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}
+
+func withTransport(_ transport: Transport, _ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sendable (Send) async throws -> Void) async throws {
+    switch transport {
+    case .socket:
+        try await withServer(service, keys: keys) { port in
+            try await body { method, path, payload, headers in try http(method, path, port: port, body: payload, headers: headers) }
+        }
+    case .inProcess:
+        var configuration = ServerConfiguration()
+        configuration.keys = keys
+        let app = buildApplication(service: service, configuration: configuration)
+        let responder = app.responder
+        try await body { method, path, payload, headers in
+            var fields = HTTPFields()
+            for (name, value) in headers { fields[HTTPField.Name(name)!] = value }
+            if payload != nil { fields[.contentType] = "application/json" }
+            let request = Request(head: HTTPRequest(method: HTTPRequest.Method(method)!, scheme: "http", authority: "localhost", path: path, headerFields: fields),
+                                  body: RequestBody(buffer: ByteBuffer(string: payload ?? "")))
+            let context = AmberRequestContext(source: ApplicationRequestContextSource(channel: EmbeddedChannel(), logger: app.logger))
+            let response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch let error as HTTPError {
+                response = Response(status: error.status)          // what the server does with an unmatched route
+            }
+            let box = NIOLockedValueBox(ByteBuffer())
+            try await response.body.write(CollectingWriter(box: box))
+            var out: [String: String] = [:]
+            for field in response.headers { out[field.name.canonicalName] = field.value }
+            return (Int(response.status.code), out, box.withLockedValue { String(buffer: $0) })
+        }
+    }
+}
+
+@Suite("HTTP API (real socket and in process)", .serialized)
 struct ServerTests {
     static func service(keys: Bool = false) async throws -> (QueryService, MemoryServingStore) {
         let store = MemoryServingStore()
@@ -130,14 +182,15 @@ struct ServerTests {
         return (service, store)
     }
 
-    @Test func healthReadinessSearchModelsBankAndMetrics() async throws {
+    @Test(arguments: Transport.allCases)
+    func healthReadinessSearchModelsBankAndMetrics(transport: Transport) async throws {
         let (service, _) = try await Self.service()
-        try await withServer(service) { port in
-            #expect(try http("GET", "/healthz", port: port).status == 200)
-            let ready = try http("GET", "/readyz", port: port)
+        try await withTransport(transport, service) { send in
+            #expect(try await send("GET", "/healthz", nil, [:]).status == 200)
+            let ready = try await send("GET", "/readyz", nil, [:])
             #expect(ready.status == 200 && json(ready.body)["model_version"] as? String == "3")
             // Search by item: image 100 searches the captions.
-            let search = try http("POST", "/v1/search", port: port, body: #"{"item_id": 100, "k": 5, "rerank": 3}"#)
+            let search = try await send("POST", "/v1/search", #"{"item_id": 100, "k": 5, "rerank": 3}"#, [:])
             #expect(search.status == 200, "\(search.body)")
             let body = json(search.body)
             #expect(body["model_version"] as? Int == 3 && body["target"] as? String == "text")
@@ -151,14 +204,14 @@ struct ServerTests {
             let image = SearchEngineFixture.features(SearchEngineFixture.data()).images[2].1
             let numbers = "{\"features\": {\"global\": \(image.global), \"local\": \(Array(0..<3).map { Array(image.local[($0 * 12) ..< (($0 + 1) * 12)]) })}, \"target\": \"text\", \"k\": 4}"
             let base64 = "{\"features\": {\"global\": \"\(Self.base64(image.global))\", \"local\": \"\(Self.base64(image.local))\"}, \"target\": \"text\", \"k\": 4}"
-            let a = try http("POST", "/v1/search", port: port, body: numbers), b = try http("POST", "/v1/search", port: port, body: base64)
+            let a = try await send("POST", "/v1/search", numbers, [:]), b = try await send("POST", "/v1/search", base64, [:])
             #expect(a.status == 200 && b.status == 200, "\(a.body) \(b.body)")
             #expect((json(a.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int } == (json(b.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int })
-            let models = try http("GET", "/v1/models", port: port)
+            let models = try await send("GET", "/v1/models", nil, [:])
             #expect(models.status == 200 && (json(models.body)["models"] as? [[String: Any]])?.count == 2)
-            let bank = try http("GET", "/v1/bank/summary", port: port)
+            let bank = try await send("GET", "/v1/bank/summary", nil, [:])
             #expect(bank.status == 200 && (json(bank.body)["bank"] as? [[String: Any]])?.first?["entries"] as? Int == 10)
-            let metrics = try http("GET", "/metrics", port: port)
+            let metrics = try await send("GET", "/metrics", nil, [:])
             #expect(metrics.status == 200 && metrics.body.contains("amber_http_requests_total{route=\"/v1/search\",method=\"POST\",status=\"200\"}"))
             #expect(metrics.body.contains("amber_serving_model_version 3"))
         }
@@ -170,9 +223,10 @@ struct ServerTests {
         return Data(bytes).base64EncodedString()
     }
 
-    @Test func everyBadInputGetsA4xxNamingTheField() async throws {
+    @Test(arguments: Transport.allCases)
+    func everyBadInputGetsA4xxNamingTheField(transport: Transport) async throws {
         let (service, _) = try await Self.service()
-        try await withServer(service) { port in
+        try await withTransport(transport, service) { send in
             let cases: [(body: String, status: Int, field: String)] = [
                 ("{", 400, "body"),
                 (#"{"k": 3}"#, 400, "text"),
@@ -196,7 +250,7 @@ struct ServerTests {
                 (#"{"text": "a dog"}"#, 503, "text"),
             ]
             for (body, status, field) in cases {
-                let response = try http("POST", "/v1/search", port: port, body: body)
+                let response = try await send("POST", "/v1/search", body, [:])
                 let error = json(response.body)["error"] as? [String: Any]
                 #expect(response.status == status, "\(body) → \(response.status) \(response.body)")
                 #expect(error?["field"] as? String == field, "\(body) → \(response.body)")
@@ -204,37 +258,39 @@ struct ServerTests {
             }
             // Oversize bodies are refused.
             let huge = "{\"text\": \"" + String(repeating: "a", count: 5 << 20) + "\"}"
-            let oversize = try http("POST", "/v1/search", port: port, body: huge)
+            let oversize = try await send("POST", "/v1/search", huge, [:])
             #expect(oversize.status == 413, "\(oversize.status) \(oversize.body.prefix(200))")
-            #expect(try http("GET", "/v1/nothing", port: port).status == 404)
+            #expect(try await send("GET", "/v1/nothing", nil, [:]).status == 404)
         }
     }
 
-    @Test func keysSeparateReadersFromAdmins() async throws {
+    @Test(arguments: Transport.allCases)
+    func keysSeparateReadersFromAdmins(transport: Transport) async throws {
         let (service, store) = try await Self.service()
         let keys = try APIKeys(configuration: "read:reader-key-0123456789, admin:\(APIKeys.digestEntry(of: "admin-key-0123456789"))")
-        try await withServer(service, keys: keys) { port in
+        try await withTransport(transport, service, keys: keys) { send in
             let body = #"{"item_id": 100, "k": 2}"#
-            #expect(try http("POST", "/v1/search", port: port, body: body).status == 401)
-            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["Authorization": "Bearer nope"]).status == 401)
-            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["Authorization": "Bearer reader-key-0123456789"]).status == 200)
-            #expect(try http("POST", "/v1/search", port: port, body: body, headers: ["X-API-Key": "admin-key-0123456789"]).status == 200)
-            let denied = try http("POST", "/v1/models/4/promote", port: port, headers: ["Authorization": "Bearer reader-key-0123456789"])
+            #expect(try await send("POST", "/v1/search", body, [:]).status == 401)
+            #expect(try await send("POST", "/v1/search", body, ["Authorization": "Bearer nope"]).status == 401)
+            #expect(try await send("POST", "/v1/search", body, ["Authorization": "Bearer reader-key-0123456789"]).status == 200)
+            #expect(try await send("POST", "/v1/search", body, ["X-API-Key": "admin-key-0123456789"]).status == 200)
+            let denied = try await send("POST", "/v1/models/4/promote", nil, ["Authorization": "Bearer reader-key-0123456789"])
             #expect(denied.status == 403 && (json(denied.body)["error"] as? [String: Any])?["field"] as? String == "authorization")
-            let missing = try http("POST", "/v1/models/99/promote", port: port, headers: ["Authorization": "Bearer admin-key-0123456789"])
+            let missing = try await send("POST", "/v1/models/99/promote", nil, ["Authorization": "Bearer admin-key-0123456789"])
             #expect(missing.status == 404, "\(missing.body)")
-            let promoted = try http("POST", "/v1/models/4/promote", port: port, headers: ["Authorization": "Bearer admin-key-0123456789"])
+            let promoted = try await send("POST", "/v1/models/4/promote", nil, ["Authorization": "Bearer admin-key-0123456789"])
             #expect(promoted.status == 200 && json(promoted.body)["serving"] as? Int == 4, "\(promoted.body)")
             #expect(store.promoted == [4] && service.engine?.version == 4, "the promotion swaps the engine")
         }
     }
 
-    @Test func withoutAModelSearchesWaitAndReadinessSaysSo() async throws {
+    @Test(arguments: Transport.allCases)
+    func withoutAModelSearchesWaitAndReadinessSaysSo(transport: Transport) async throws {
         let service = QueryService(store: MemoryServingStore(), textEncoder: nil)
-        try await withServer(service) { port in
-            let ready = try http("GET", "/readyz", port: port)
+        try await withTransport(transport, service) { send in
+            let ready = try await send("GET", "/readyz", nil, [:])
             #expect(ready.status == 503 && ready.headers["retry-after"] == "5")
-            let search = try http("POST", "/v1/search", port: port, body: #"{"item_id": 1}"#)
+            let search = try await send("POST", "/v1/search", #"{"item_id": 1}"#, [:])
             #expect(search.status == 503 && search.headers["retry-after"] == "5")
         }
     }
