@@ -32,22 +32,30 @@ public struct AmberRequestContext: RequestContext {
 /// Request counts and latencies in Prometheus's text format (`GET /metrics`).
 public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
+    static var requests: MetricNameDescriptor { MetricNameDescriptor(namespace: "amber", metricName: "http_requests", unitName: "total",
+                                               helpText: "HTTP requests by route, method and status") }
+    static var latency: MetricNameDescriptor { MetricNameDescriptor(namespace: "amber", metricName: "http_request_duration", unitName: "seconds",
+                                              helpText: "HTTP request latency by route") }
+    static var version: MetricNameDescriptor { MetricNameDescriptor(namespace: "amber", metricName: "serving_model", unitName: "version",
+                                              helpText: "The model version being served (0 for none)") }
+    static var gallery: MetricNameDescriptor { MetricNameDescriptor(namespace: "amber", metricName: "gallery", unitName: "items",
+                                              helpText: "Items in the search gallery, by modality") }
 
     public init() {}
 
     func record(route: String, method: String, status: Int, seconds: Double) {
         let labels = [("route", route), ("method", method), ("status", String(status))]
-        registry.makeCounter(name: "amber_http_requests_total", labels: labels).increment()
-        registry.makeDurationHistogram(name: "amber_http_request_duration_seconds", labels: [("route", route)],
+        registry.makeCounter(descriptor: Self.requests, labels: labels).increment()
+        registry.makeDurationHistogram(descriptor: Self.latency, labels: [("route", route)],
                                        buckets: [.milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                                                  .milliseconds(100), .milliseconds(250), .seconds(1), .seconds(5)])
             .record(.nanoseconds(Int64(seconds * 1e9)))
     }
 
     func setGallery(version: Int64?, images: Int, texts: Int) {
-        registry.makeGauge(name: "amber_serving_model_version").set(Double(version ?? 0))
-        registry.makeGauge(name: "amber_gallery_items", labels: [("modality", "image")]).set(Double(images))
-        registry.makeGauge(name: "amber_gallery_items", labels: [("modality", "text")]).set(Double(texts))
+        registry.makeGauge(descriptor: Self.version).set(Double(version ?? 0))
+        registry.makeGauge(descriptor: Self.gallery, labels: [("modality", "image")]).set(Double(images))
+        registry.makeGauge(descriptor: Self.gallery, labels: [("modality", "text")]).set(Double(texts))
     }
 
     var text: String {
