@@ -48,7 +48,6 @@ struct TrainCommand: ParsableCommand {
         guard let fusionMode = ModalityEncoder.Fusion(rawValue: fusion) else {
             throw ValidationError("--fusion must be fused, localOnly or globalOnly, not '\(fusion)'")
         }
-        let (train, dev) = try dataOptions.load()
         var configuration = MatchingTrainer.Configuration()
         configuration.encoder.jointDimension = dimension
         configuration.encoder.fragmentDropout = fragmentDropout
@@ -66,9 +65,11 @@ struct TrainCommand: ParsableCommand {
         configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
         if continuous {
+            // Data comes from the database; --data is not read.
             try runContinuously(configuration)
             return
         }
+        let (train, dev) = try dataOptions.load()
         let statePath = output + "/training.safetensors"
         let trainer: MatchingTrainer
         if resume {
