@@ -69,6 +69,14 @@ public enum ModelRegistry {
         }
     }
 
+    /// Registers a model file (the bytes of a `TrainedModel`) as a new candidate version; returns
+    /// its number.
+    public static func add(model bytes: [UInt8], step: Int, configuration: String, metrics: String, on connection: PostgresConnection) throws -> Int64 {
+        try connection.execute("""
+            INSERT INTO amber.models (step, config, parameters, metrics) VALUES ($1, $2, $3, $4) RETURNING version
+            """, [.int(Int64(step)), .json(configuration), .bytes(bytes), .json(metrics)]).value(Int64.self, column: "version")
+    }
+
     /// Serves again the version promoted before the current one; returns it.
     /// - Throws: ``RegistryError`` when nothing was promoted before.
     @discardableResult

@@ -1,3 +1,4 @@
+import AmberModel
 import AmberStore
 import ArgumentParser
 import Foundation
@@ -6,7 +7,7 @@ struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models",
         abstract: "Model versions: list them, promote one, roll back to the one served before.",
-        subcommands: [ListModelsCommand.self, PromoteModelCommand.self, RollbackModelCommand.self],
+        subcommands: [ListModelsCommand.self, PromoteModelCommand.self, RollbackModelCommand.self, AddModelCommand.self],
         defaultSubcommand: ListModelsCommand.self
     )
 }
@@ -76,6 +77,27 @@ struct RollbackModelCommand: ParsableCommand {
             } catch let error as RegistryError {
                 throw ValidationError(error.description)
             }
+        }
+    }
+}
+
+struct AddModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a model file (amber train's best.safetensors) as a new version.")
+
+    @Argument(help: "The model file.") var file: String
+    @Flag(help: "Also promote it (serve it).") var promote = false
+    @OptionGroup var database: DatabaseOptions
+
+    func run() throws {
+        let model = try TrainedModel.read(from: file)          // checks it is a model before storing it
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file)))
+        let metrics = try MetadataJSON.encode(["rsum": (model.stageTwoMetrics ?? model.metrics)?.rsum ?? 0])
+        try database.withDatabase { url in
+            let connection = try PostgresConnection(url: url)
+            let version = try ModelRegistry.add(model: bytes, step: model.step, configuration: MetadataJSON.encode(model.encoder),
+                                                metrics: metrics, on: connection)
+            if promote { try ModelRegistry.promote(version, on: connection) }
+            print("added \(file) as model version \(version)" + (promote ? ", serving it" : ""))
         }
     }
 }
