@@ -1,3 +1,4 @@
+import AmberModel
 import AmberStore
 import Foundation
 import HTTPTypes
@@ -239,6 +240,43 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         }
         let serving = try await service.reload()
         return JSONBody(value: ["promoted": version, "serving": serving ?? version])
+    }
+    @Sendable func body<T: Decodable>(_ request: Request, as type: T.Type) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limits.maximumBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError(413, "the body is larger than \(limits.maximumBodyBytes) bytes", field: "body")
+        }
+        return try JSONDecoder().decode(type, from: Data(buffer: buffer))
+    }
+    router.post("v1/items") { request, context -> JSONBody<WriteResponse> in
+        try requireRole(.admin, context)
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        let encoder = service.textEncoder
+        let items = try await body(request, as: ItemsRequest.self).validated(encode: encoder.map { encoder in
+            { caption in
+                let encoding = encoder.encode(caption)
+                return ItemFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars, localCount: encoding.tokenVectors.shape[0])
+            }
+        })
+        do {
+            let (added, existing) = try await store.addItems(items)
+            return JSONBody(value: WriteResponse(added: added, existing: existing))
+        } catch let error as ItemWriteError {
+            throw APIError.badRequest(error.field, error.description)
+        }
+    }
+    router.post("v1/pairs") { request, context -> JSONBody<WriteResponse> in
+        try requireRole(.admin, context)
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        let pairs = try await body(request, as: PairsRequest.self).validated()
+        do {
+            let (added, existing) = try await store.addPairs(pairs)
+            return JSONBody(value: WriteResponse(added: added, existing: existing))
+        } catch let error as ItemWriteError {
+            throw APIError(404, error.description, field: error.field)
+        }
     }
     router.get("v1/bank/summary") { _, context -> JSONBody<[String: [BankSummary]]> in
         try requireRole(.read, context)

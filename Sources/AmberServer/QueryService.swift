@@ -16,6 +16,10 @@ public protocol ServingStore: Sendable {
     func modelVersions(limit: Int) async throws -> [ModelRegistry.Version]
     func promote(_ version: Int64) async throws
     func bankSummary() async throws -> [BankSummary]
+    /// Stores items with their features (one transaction); returns added and already-stored counts.
+    func addItems(_ items: [NewItem]) async throws -> (added: Int, existing: Int)
+    /// Stores pairs (one transaction, `NOTIFY amber_new_pairs`); returns added and already-stored counts.
+    func addPairs(_ pairs: [NewPair]) async throws -> (added: Int, existing: Int)
 }
 
 /// One row of `GET /v1/bank/summary` (from `amber.bank_overview`).
@@ -180,6 +184,14 @@ public struct PostgresServingStore: ServingStore {
 
     public func promote(_ version: Int64) async throws {
         try await client.withConnection { db in try ModelRegistry.promote(version, on: db) }
+    }
+
+    public func addItems(_ items: [NewItem]) async throws -> (added: Int, existing: Int) {
+        try await client.withConnection { db in try ItemWriter.write(items, on: db) }
+    }
+
+    public func addPairs(_ pairs: [NewPair]) async throws -> (added: Int, existing: Int) {
+        try await client.withConnection { db in try ItemWriter.write(pairs, on: db) }
     }
 
     public func bankSummary() async throws -> [BankSummary] {

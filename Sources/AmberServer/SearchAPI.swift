@@ -1,5 +1,6 @@
 import AmberModel
 import AmberSearch
+import AmberStore
 import Foundation
 
 /// Limits the query service enforces (each a 4xx naming the field when exceeded).
@@ -235,5 +236,112 @@ public struct ValidatedSearch: Sendable {
         guard local.allSatisfy(\.isFinite) else { throw APIError.badRequest("features.local", "features.local holds NaN or infinity") }
         query = .features(ItemFeatures(global: global, local: local, localCount: count), modality)
         self.target = target
+    }
+}
+
+/// `POST /v1/items` body: items with their features (texts may leave them out when the server
+/// has the text encoder: it encodes the caption).
+public struct ItemsRequest: Decodable, Sendable {
+    public struct Item: Decodable, Sendable {
+        public var modality: String
+        public var externalID: String
+        public var caption: String?
+        public var features: SearchRequest.Features?
+
+        enum CodingKeys: String, CodingKey {
+            case modality, caption, features
+            case externalID = "external_id"
+        }
+    }
+
+    public var items: [Item]
+}
+
+/// `POST /v1/pairs` body.
+public struct PairsRequest: Decodable, Sendable {
+    public struct Pair: Decodable, Sendable {
+        public var image: String
+        public var text: String
+        public var split: String?
+    }
+
+    public var pairs: [Pair]
+}
+
+/// `POST /v1/items` and `/v1/pairs` response.
+public struct WriteResponse: Encodable, Sendable {
+    public var added: Int
+    public var existing: Int
+}
+
+extension ItemsRequest {
+    /// Checks every item; texts without features are encoded with `encode` when it is given.
+    /// - Throws: ``APIError`` 400 naming the entry (503 when a text needs the missing encoder).
+    public func validated(encode: ((String) -> ItemFeatures)?) throws -> [NewItem] {
+        guard !items.isEmpty else { throw APIError.badRequest("items", "items is empty") }
+        guard items.count <= 1000 else { throw APIError.badRequest("items", "at most 1000 items per request, got \(items.count)") }
+        return try items.enumerated().map { index, item in
+            let at = "items[\(index)]"
+            guard item.modality == "image" || item.modality == "text" else {
+                throw APIError.badRequest("\(at).modality", "\(at).modality must be image or text, not '\(item.modality)'")
+            }
+            guard (1...512).contains(item.externalID.count) else {
+                throw APIError.badRequest("\(at).external_id", "\(at).external_id must have 1 to 512 characters")
+            }
+            if item.modality == "image", item.caption != nil {
+                throw APIError.badRequest("\(at).caption", "\(at).caption: only texts have captions")
+            }
+            if let caption = item.caption, caption.isEmpty || caption.count > 10000 {
+                throw APIError.badRequest("\(at).caption", "\(at).caption must have 1 to 10000 characters")
+            }
+            guard let features = item.features else {
+                guard item.modality == "text", let caption = item.caption else {
+                    throw APIError.badRequest("\(at).features", "\(at).features is missing (only a text with a caption may leave it out)")
+                }
+                guard let encode else {
+                    throw APIError(503, "\(at) has no features and the text encoder is not loaded; send features or run ops/setup", field: "\(at).features")
+                }
+                let encoded = encode(caption)
+                return NewItem(modality: "text", externalID: item.externalID, caption: caption,
+                               global: encoded.global, local: encoded.local, localCount: encoded.localCount)
+            }
+            let global = features.global.values
+            guard !global.isEmpty else { throw APIError.badRequest("\(at).features.global", "\(at).features.global is empty") }
+            guard global.allSatisfy(\.isFinite) else { throw APIError.badRequest("\(at).features.global", "\(at).features.global holds NaN or infinity") }
+            let local: [Float], count: Int
+            switch features.local {
+            case .rows(let rows):
+                guard let width = rows.first?.values.count, width > 0 else {
+                    throw APIError.badRequest("\(at).features.local", "\(at).features.local is empty; give at least one vector")
+                }
+                for (r, row) in rows.enumerated() where row.values.count != width {
+                    throw APIError.badRequest("\(at).features.local[\(r)]", "\(at).features.local[\(r)] has \(row.values.count) values, the first vector \(width)")
+                }
+                local = rows.flatMap(\.values)
+                count = rows.count
+            case .packed:
+                throw APIError.badRequest("\(at).features.local", "\(at).features.local must be an array of vectors (each a number array or base64 float32)")
+            }
+            guard count <= 4096 else { throw APIError.badRequest("\(at).features.local", "\(at).features.local has \(count) vectors; at most 4096") }
+            guard local.allSatisfy(\.isFinite) else { throw APIError.badRequest("\(at).features.local", "\(at).features.local holds NaN or infinity") }
+            return NewItem(modality: item.modality, externalID: item.externalID, caption: item.caption, global: global, local: local, localCount: count)
+        }
+    }
+}
+
+extension PairsRequest {
+    /// - Throws: ``APIError`` 400 naming the entry.
+    public func validated() throws -> [NewPair] {
+        guard !pairs.isEmpty else { throw APIError.badRequest("pairs", "pairs is empty") }
+        guard pairs.count <= 10000 else { throw APIError.badRequest("pairs", "at most 10000 pairs per request, got \(pairs.count)") }
+        return try pairs.enumerated().map { index, pair in
+            guard !pair.image.isEmpty else { throw APIError.badRequest("pairs[\(index)].image", "pairs[\(index)].image is empty") }
+            guard !pair.text.isEmpty else { throw APIError.badRequest("pairs[\(index)].text", "pairs[\(index)].text is empty") }
+            let split = pair.split ?? "train"
+            guard ["train", "dev", "test"].contains(split) else {
+                throw APIError.badRequest("pairs[\(index)].split", "pairs[\(index)].split must be train, dev or test, not '\(split)'")
+            }
+            return NewPair(image: pair.image, text: pair.text, split: split)
+        }
     }
 }

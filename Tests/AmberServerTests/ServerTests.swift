@@ -31,6 +31,24 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
             if let model { self.model = (version, model.1) }
         }
     }
+    var items: [NewItem] = []
+    var pairs: [NewPair] = []
+    func addItems(_ new: [NewItem]) async throws -> (added: Int, existing: Int) {
+        lock.withLock {
+            let fresh = new.filter { item in !items.contains { $0.modality == item.modality && $0.externalID == item.externalID } }
+            items += fresh
+            return (fresh.count, new.count - fresh.count)
+        }
+    }
+    func addPairs(_ new: [NewPair]) async throws -> (added: Int, existing: Int) {
+        try lock.withLock {
+            for (index, pair) in new.enumerated() where !items.contains(where: { $0.modality == "image" && $0.externalID == pair.image }) {
+                throw ItemWriteError(field: "pairs[\(index)].image", description: "pairs[\(index)].image: no image with external id '\(pair.image)'")
+            }
+            pairs += new
+            return (new.count, 0)
+        }
+    }
     func bankSummary() async throws -> [BankSummary] {
         [BankSummary(runID: 1, modality: "image", entries: 10, distinctItems: 9, stalenessSteps: 3, meanAmbiguity: 0.5)]
     }
@@ -282,6 +300,44 @@ struct ServerTests {
             let promoted = try await send("POST", "/v1/models/4/promote", nil, ["Authorization": "Bearer admin-key-0123456789"])
             #expect(promoted.status == 200 && json(promoted.body)["serving"] as? Int == 4, "\(promoted.body)")
             #expect(store.promoted == [4] && service.engine?.version == 4, "the promotion swaps the engine")
+        }
+    }
+
+    @Test(arguments: Transport.allCases)
+    func itemsAndPairsAreValidatedAndStoredWithAnAdminKey(transport: Transport) async throws {
+        let (service, store) = try await Self.service()
+        let keys = try APIKeys(configuration: "read:reader-key-0123456789, admin:admin-key-0123456789")
+        let admin = ["Authorization": "Bearer admin-key-0123456789"]
+        try await withTransport(transport, service, keys: keys) { send in
+            let items = #"{"items": [{"modality": "image", "external_id": "new.jpg", "features": {"global": [1, 2], "local": [[1, 2], [3, 4]]}},"#
+                + #" {"modality": "text", "external_id": "new.jpg#0", "caption": "a dog", "features": {"global": [1], "local": ["AACAPw=="]}}]}"#
+            #expect(try await send("POST", "/v1/items", items, ["Authorization": "Bearer reader-key-0123456789"]).status == 403)
+            let stored = try await send("POST", "/v1/items", items, admin)
+            #expect(stored.status == 200 && json(stored.body)["added"] as? Int == 2, "\(stored.body)")
+            #expect(store.items.last?.local == [1], "base64 float32 decoded")
+            let again = try await send("POST", "/v1/items", items, admin)
+            #expect(json(again.body)["added"] as? Int == 0 && json(again.body)["existing"] as? Int == 2, "re-sending adds nothing")
+            let pairs = try await send("POST", "/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "dev"}]}"#, admin)
+            #expect(pairs.status == 200 && json(pairs.body)["added"] as? Int == 1 && store.pairs.first?.split == "dev")
+            let cases: [(path: String, body: String, status: Int, field: String)] = [
+                ("/v1/items", #"{"items": []}"#, 400, "items"),
+                ("/v1/items", #"{"items": [{"modality": "video", "external_id": "x"}]}"#, 400, "items[0].modality"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": ""}]}"#, 400, "items[0].external_id"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "caption": "no"}]}"#, 400, "items[0].caption"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x"}]}"#, 400, "items[0].features"),
+                ("/v1/items", #"{"items": [{"modality": "text", "external_id": "x", "caption": "a cat"}]}"#, 503, "items[0].features"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1, 2], [3]]}}]}"#, 400, "items[0].features.local[1]"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1e39], "local": [[1]]}}]}"#, 400, "items[0].features.global"),
+                ("/v1/items", #"{"items": [{"modality": "image", "features": {"global": [1], "local": [[1]]}}]}"#, 400, "items[0].external_id"),
+                ("/v1/pairs", #"{"pairs": [{"image": "nope.jpg", "text": "new.jpg#0"}]}"#, 404, "pairs[0].image"),
+                ("/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "holdout"}]}"#, 400, "pairs[0].split"),
+                ("/v1/pairs", #"{"pairs": []}"#, 400, "pairs"),
+            ]
+            for (path, body, status, field) in cases {
+                let response = try await send("POST", path, body, admin)
+                #expect(response.status == status, "\(body) → \(response.status) \(response.body)")
+                #expect((json(response.body)["error"] as? [String: Any])?["field"] as? String == field, "\(body) → \(response.body)")
+            }
         }
     }
 
