@@ -1,0 +1,71 @@
+@testable import AmberModel
+import AmberSearch
+@testable import AmberServer
+import AmberStore
+import AmberTestSupport
+import Foundation
+import Testing
+
+/// PostgreSQL restarted under a running query service: searches keep answering from memory,
+/// writes answer 503 with Retry-After while it is down, and recover by themselves.
+@Suite("Query service through a PostgreSQL restart (real PostgreSQL, real socket)")
+struct DatabaseRestartTests {
+    static var migrations: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/migrations"
+    }
+
+    @Test func searchesKeepAnsweringAndWritesWaitForTheDatabase() async throws {
+        let home = "/tmp/amber-restart-\(UUID().uuidString.prefix(8))"
+        let cluster = EmbeddedPostgres(home: home, durability: .ephemeral)
+        try cluster.start()
+        defer {
+            try? cluster.stop()
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        let db = try PostgresConnection(url: cluster.url)
+        try Migrator(directory: Self.migrations).migrateUp(on: db)
+        // The fixture gallery and a random model, stored and promoted.
+        let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
+        func item(_ entry: (GalleryItem, ItemFeatures), _ modality: String) -> NewItem {
+            NewItem(modality: modality, externalID: entry.0.externalID, caption: entry.0.caption, global: entry.1.global,
+                    local: entry.1.local, localCount: entry.1.localCount)
+        }
+        try ItemWriter.write(images.map { item($0, "image") } + texts.map { item($0, "text") }, on: db)
+        let model = SearchEngineFixture.model(alpha: 0.7, beta: 10)
+        let version = try ModelRegistry.add(model: try model.encoded(), step: 0, configuration: "{}", metrics: "{}", on: db)
+        try ModelRegistry.promote(version, on: db)
+
+        let client = PostgresClient(url: cluster.url, maximumConnections: 2)
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil)
+        #expect(try await service.reload() == version)
+        let keys = try APIKeys(configuration: "admin:admin-key-0123456789")
+        let admin = ["Authorization": "Bearer admin-key-0123456789"]
+        let firstImage = try db.execute("SELECT min(item_id) AS i FROM amber.items WHERE modality = 'image'").value(Int64.self, column: "i")
+        let search = "{\"item_id\": \(firstImage), \"k\": 3}"
+        let newItem = #"{"items": [{"modality": "image", "external_id": "late.jpg", "features": {"global": [0,0,0,0,0,0,0,0,0,0,0,1], "local": [[0,0,0,0,0,0,0,0,0,0,0,1]]}}]}"#
+        try await withServer(service, keys: keys) { port in
+            #expect(try http("POST", "/v1/search", port: port, body: search, headers: admin).status == 200)
+            #expect(try http("GET", "/v1/models", port: port, headers: admin).status == 200)
+
+            try cluster.stop()
+            for _ in 0..<5 {
+                #expect(try http("POST", "/v1/search", port: port, body: search, headers: admin).status == 200, "searches answer from memory")
+            }
+            let write = try http("POST", "/v1/items", port: port, body: newItem, headers: admin)
+            #expect(write.status == 503 && write.headers["retry-after"] == "5", "\(write.status) \(write.body)")
+            #expect(!write.body.contains("PostgreSQL") && !write.body.contains("socket"), "database errors stay in the log: \(write.body)")
+            let read = try http("GET", "/v1/models", port: port, headers: admin)
+            #expect(read.status == 503 && read.headers["retry-after"] == "5")
+
+            try cluster.start()
+            var status = 0
+            for _ in 0..<10 where status != 200 {
+                status = try http("POST", "/v1/items", port: port, body: newItem, headers: admin).status
+                if status != 200 { usleep(200_000) }
+            }
+            #expect(status == 200, "writes recover by themselves once the database is back")
+            #expect(try http("POST", "/v1/search", port: port, body: search, headers: admin).status == 200)
+        }
+        await client.shutdown()
+    }
+}
