@@ -1,5 +1,6 @@
 import AmberServer
 import AmberStore
+import AmberTensor
 import AmberText
 import ArgumentParser
 import Foundation
@@ -25,6 +26,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Print the digest entry of a key for the configuration, and exit.") var hashKey: String?
     @Option(help: "Largest k a search may ask for.") var maxK: Int = 100
     @Option(help: "Largest stage-2 depth a search may ask for.") var maxRerank: Int = 200
+    @Option(help: "OpenBLAS threads per call. Queries are small products: one thread each, and concurrent queries use the cores (more threads spin in sched_yield and slow everything down).")
+    var blasThreads: Int = 1
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var textModel: TextModelOptions
 
@@ -43,6 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
         } catch let error as APIKeyError {
             throw ValidationError(error.description)
         }
+        BLASThreads.count = blasThreads
         var logger = Logger(label: "amber.serve")
         logger.logLevel = .info
         let encoder: MiniLMEncoder?
