@@ -4,6 +4,7 @@ import AmberSearch
 import AmberStore
 import AmberTestSupport
 import Foundation
+import Logging
 import Testing
 
 /// PostgreSQL restarted under a running query service: searches keep answering from memory,
@@ -66,6 +67,46 @@ struct DatabaseRestartTests {
             #expect(status == 200, "writes recover by themselves once the database is back")
             #expect(try http("POST", "/v1/search", port: port, body: search, headers: admin).status == 200)
         }
+        await client.shutdown()
+    }
+
+    @Test func aPromotionReachesTheServiceByNotifyAndSwapsTheEngine() async throws {
+        let home = "/tmp/amber-swap-\(UUID().uuidString.prefix(8))"
+        let cluster = EmbeddedPostgres(home: home, durability: .ephemeral)
+        try cluster.start()
+        defer {
+            try? cluster.stop()
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        let db = try PostgresConnection(url: cluster.url)
+        try Migrator(directory: Self.migrations).migrateUp(on: db)
+        let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
+        try ItemWriter.write(images.map { NewItem(modality: "image", externalID: $0.0.externalID, caption: nil, global: $0.1.global, local: $0.1.local, localCount: $0.1.localCount) }
+                             + texts.map { NewItem(modality: "text", externalID: $0.0.externalID, caption: $0.0.caption, global: $0.1.global, local: $0.1.local, localCount: $0.1.localCount) },
+                             on: db)
+        let first = try ModelRegistry.add(model: try SearchEngineFixture.model(alpha: 1, beta: 0).encoded(), step: 0, configuration: "{}", metrics: "{}", on: db)
+        let second = try ModelRegistry.add(model: try SearchEngineFixture.model(alpha: 0.5, beta: 10).encoded(), step: 1, configuration: "{}", metrics: "{}", on: db)
+        try ModelRegistry.promote(first, on: db)
+        let client = PostgresClient(url: cluster.url, maximumConnections: 2)
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil)
+        var watcher = ModelWatcher(service: service, url: cluster.url, logger: Logger(label: "test"))
+        watcher.retryDelay = 1
+        let task = Task { [watcher] in try await watcher.run() }
+        func waitFor(_ version: Int64) async -> Bool {
+            for _ in 0..<100 {
+                if service.engine?.version == version { return true }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return false
+        }
+        #expect(await waitFor(first), "the watcher loads the promoted model at start")
+        let before = try #require(service.engine)
+        try ModelRegistry.promote(second, on: db)            // another process's promotion: NOTIFY only
+        #expect(await waitFor(second), "the promotion swaps the engine")
+        #expect(before.version == first && before.images.count == 16, "an engine a query already holds stays whole")
+        #expect(service.engine?.model.ranking.alpha == 0.5)
+        task.cancel()
+        _ = try? await task.value
         await client.shutdown()
     }
 }
