@@ -15,23 +15,30 @@ struct DatabaseRestartTests {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/migrations"
     }
 
-    @Test func searchesKeepAnsweringAndWritesWaitForTheDatabase() async throws {
-        let home = "/tmp/amber-restart-\(UUID().uuidString.prefix(8))"
-        let cluster = EmbeddedPostgres(home: home, durability: .ephemeral)
+    /// A cluster of this test's own (the shared test server stays up), migrated, with the
+    /// fixture gallery stored. The caller stops it.
+    static func database(_ name: String) throws -> (cluster: EmbeddedPostgres, db: PostgresConnection) {
+        let cluster = EmbeddedPostgres(home: "/tmp/amber-\(name)-\(UUID().uuidString.prefix(8))", durability: .ephemeral)
         try cluster.start()
-        defer {
-            try? cluster.stop()
-            try? FileManager.default.removeItem(atPath: home)
-        }
         let db = try PostgresConnection(url: cluster.url)
-        try Migrator(directory: Self.migrations).migrateUp(on: db)
-        // The fixture gallery and a random model, stored and promoted.
+        try Migrator(directory: migrations).migrateUp(on: db)
         let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
         func item(_ entry: (GalleryItem, ItemFeatures), _ modality: String) -> NewItem {
             NewItem(modality: modality, externalID: entry.0.externalID, caption: entry.0.caption, global: entry.1.global,
                     local: entry.1.local, localCount: entry.1.localCount)
         }
         try ItemWriter.write(images.map { item($0, "image") } + texts.map { item($0, "text") }, on: db)
+        return (cluster, db)
+    }
+
+    static func remove(_ cluster: EmbeddedPostgres) {
+        try? cluster.stop()
+        try? FileManager.default.removeItem(atPath: cluster.home)
+    }
+
+    @Test func searchesKeepAnsweringAndWritesWaitForTheDatabase() async throws {
+        let (cluster, db) = try Self.database("restart")
+        defer { Self.remove(cluster) }
         let model = SearchEngineFixture.model(alpha: 0.7, beta: 10)
         let version = try ModelRegistry.add(model: try model.encoded(), step: 0, configuration: "{}", metrics: "{}", on: db)
         try ModelRegistry.promote(version, on: db)
@@ -71,19 +78,8 @@ struct DatabaseRestartTests {
     }
 
     @Test func aPromotionReachesTheServiceByNotifyAndSwapsTheEngine() async throws {
-        let home = "/tmp/amber-swap-\(UUID().uuidString.prefix(8))"
-        let cluster = EmbeddedPostgres(home: home, durability: .ephemeral)
-        try cluster.start()
-        defer {
-            try? cluster.stop()
-            try? FileManager.default.removeItem(atPath: home)
-        }
-        let db = try PostgresConnection(url: cluster.url)
-        try Migrator(directory: Self.migrations).migrateUp(on: db)
-        let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
-        try ItemWriter.write(images.map { NewItem(modality: "image", externalID: $0.0.externalID, caption: nil, global: $0.1.global, local: $0.1.local, localCount: $0.1.localCount) }
-                             + texts.map { NewItem(modality: "text", externalID: $0.0.externalID, caption: $0.0.caption, global: $0.1.global, local: $0.1.local, localCount: $0.1.localCount) },
-                             on: db)
+        let (cluster, db) = try Self.database("swap")
+        defer { Self.remove(cluster) }
         let first = try ModelRegistry.add(model: try SearchEngineFixture.model(alpha: 1, beta: 0).encoded(), step: 0, configuration: "{}", metrics: "{}", on: db)
         let second = try ModelRegistry.add(model: try SearchEngineFixture.model(alpha: 0.5, beta: 10).encoded(), step: 1, configuration: "{}", metrics: "{}", on: db)
         try ModelRegistry.promote(first, on: db)
