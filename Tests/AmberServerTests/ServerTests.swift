@@ -129,7 +129,16 @@ func withServer(_ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sen
         group.addTask { try await app.run() }
         var iterator = port.stream.makeAsyncIterator()
         let bound = await iterator.next() ?? 0
-        try await body(bound)
+        do {
+            try await body(bound)
+        } catch {
+            try? await Task.sleep(for: .milliseconds(300))
+            group.cancelAll()
+            throw error
+        }
+        // Let the server finish closing the last connection first: cancelling while a response
+        // writer is still open traps in NIO ("Deinited NIOAsyncWriter without calling finish()").
+        try? await Task.sleep(for: .milliseconds(300))
         group.cancelAll()
     }
 }
