@@ -1,3 +1,4 @@
+import AmberTensor
 import Foundation
 
 // Shape legend: `G` gallery items, `D` embedding dimension (a multiple of 16), `W = D / 64`
@@ -113,7 +114,7 @@ public final class GalleryIndex: @unchecked Sendable {
         var distances = [UInt16](repeating: 0, count: G)
         let histograms = queryCode.withUnsafeBufferPointer { qc in
             distances.withUnsafeMutableBufferPointer { out in
-                let box = UncheckedBox(out)
+                let box = UncheckedSendable(out)
                 return Self.parallelMap(G) { range -> [Int] in
                     var histogram = [Int](repeating: 0, count: dimension + 1)
                     let base = codes.baseAddress!
@@ -200,36 +201,13 @@ public final class GalleryIndex: @unchecked Sendable {
 
     /// `body` over `0..<count` in one chunk per core (one chunk when small).
     static func parallel(_ count: Int, _ body: (Range<Int>) -> Void) {
-        _ = parallelMap(count) { range -> Int in
-            body(range)
-            return 0
-        }
+        _ = parallelMap(count, body)
     }
 
     /// `body` over `0..<count` in one chunk per core, results in chunk order.
     static func parallelMap<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        guard count >= 4096, cores > 1 else { return [body(0..<count)] }
-        let chunk = (count + cores - 1) / cores
-        var results = [T?](repeating: nil, count: cores)
-        results.withUnsafeMutableBufferPointer { slots in
-            withoutActuallyEscaping(body) { body in
-                let box = UncheckedBox((body, slots))
-                DispatchQueue.concurrentPerform(iterations: cores) { part in
-                    let start = part * chunk
-                    let range = start ..< min(start + chunk, count)
-                    box.value.1[part] = range.isEmpty ? nil : box.value.0(range)
-                }
-            }
-        }
-        return results.compactMap { $0 }
+        Parallel.map(count, minimum: 4096, body)
     }
-}
-
-/// Hands values to `concurrentPerform`, whose iterations touch disjoint slots only.
-struct UncheckedBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
 
 /// The `k` best hits seen (higher score first; ties: lower position first), as a binary min-heap

@@ -150,10 +150,8 @@ public struct PostgresServingStore: ServingStore {
 
     public func servingModel() async throws -> (version: Int64, model: TrainedModel)? {
         try await client.withConnection { db in
-            let row = try db.execute("SELECT m.version, m.parameters FROM amber.serving s JOIN amber.models m ON m.version = s.model_version")
-            guard row.rowCount == 1 else { return nil }
-            let version = try row.value(Int64.self, column: "version")
-            return (version, try TrainedModel.read(bytes: try row.value([UInt8].self, column: "parameters"), name: "model version \(version)"))
+            guard let file = try ModelRegistry.servingModelFile(on: db) else { return nil }
+            return (file.version, try TrainedModel.read(bytes: file.bytes, name: "model version \(file.version)"))
         }
     }
 

@@ -59,6 +59,13 @@ public enum ModelRegistry {
         return row.rowCount == 1 ? try row.value(Int64.self, column: "model_version") : nil
     }
 
+    /// The version being served and its model file's bytes, if any.
+    public static func servingModelFile(on connection: PostgresConnection) throws -> (version: Int64, bytes: [UInt8])? {
+        let row = try connection.execute("SELECT m.version, m.parameters FROM amber.serving s JOIN amber.models m ON m.version = s.model_version")
+        guard row.rowCount == 1 else { return nil }
+        return (try row.value(Int64.self, column: "version"), try row.value([UInt8].self, column: "parameters"))
+    }
+
     /// Serves `version`.
     /// - Throws: ``RegistryError`` when there is no such version.
     public static func promote(_ version: Int64, on connection: PostgresConnection) throws {

@@ -299,23 +299,5 @@ struct AdamWKernel: Sendable {
 /// Runs `body` over `0..<count` split into one chunk per core when the work is large enough to
 /// pay for the hand-off (≥ 256 Ki elements), else in one call.
 func parallelChunks(count: Int, _ body: (Range<Int>) -> Void) {
-    let cores = ProcessInfo.processInfo.activeProcessorCount
-    guard count >= 1 << 18, cores > 1 else {
-        body(0..<count)
-        return
-    }
-    let chunk = (count + cores - 1) / cores
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedSendable(body)
-        DispatchQueue.concurrentPerform(iterations: cores) { part in
-            let start = part * chunk
-            if start < count { box.value(start ..< min(start + chunk, count)) }
-        }
-    }
-}
-
-/// Hands a value to `concurrentPerform`, whose iterations only touch disjoint ranges.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+    _ = Parallel.map(count, minimum: 1 << 18, body)
 }

@@ -222,13 +222,7 @@ public final class PostgresTrainingStore: TrainingStore {
     }
 
     public func servingModel() throws -> StoredModel? {
-        try using { db in
-            let row = try db.execute("""
-                SELECT m.version, m.parameters FROM amber.serving s JOIN amber.models m ON m.version = s.model_version
-                """)
-            guard row.rowCount == 1 else { return nil }
-            return StoredModel(version: try row.value(Int64.self, column: "version"), model: try row.value([UInt8].self, column: "parameters"))
-        }
+        try using { db in try ModelRegistry.servingModelFile(on: db).map { StoredModel(version: $0.version, model: $0.bytes) } }
     }
 
 }

@@ -34,7 +34,7 @@ struct SearchBenchCommand: ParsableCommand {
         // Items in parallel chunks, each chunk with its own generator (seeded from the seed and the chunk).
         let chunk = 65536
         values.withUnsafeMutableBufferPointer { buffer in
-            let box = UnsafeSendable(buffer)
+            let box = UncheckedSendable(buffer)
             DispatchQueue.concurrentPerform(iterations: (items + chunk - 1) / chunk) { part in
                 var local = RandomGenerator(seed: seed &+ UInt64(part) &* 0x9E37_79B9)
                 for item in (part * chunk) ..< min((part + 1) * chunk, items) {
@@ -91,10 +91,4 @@ struct SearchBenchCommand: ParsableCommand {
                          1000 / (filtered.times.reduce(0, +) / Double(filtered.times.count))))
         }
     }
-}
-
-/// Hands a buffer to `concurrentPerform`, whose iterations write disjoint ranges.
-struct UnsafeSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
