@@ -68,6 +68,12 @@ public final class GalleryIndex: @unchecked Sendable {
         codes?.deallocate()
     }
 
+    /// Whether scores are corrected by per-item (querybank) offsets.
+    public var hasOffsets: Bool { offsets != nil }
+
+    /// The offset subtracted from the item's scores (0 without offsets).
+    public func offset(at position: Int) -> Float { offsets?[position] ?? 0 }
+
     /// Whether ``search(_:k:prefilter:)`` can use the binary prefilter.
     public var hasCodes: Bool { codes != nil }
 

@@ -50,6 +50,17 @@ public final class EncodedModalityGallery: @unchecked Sendable {
 
     /// The position of the item with store id `itemID`, if it is in the gallery.
     public func position(of itemID: Int64) -> Int? { positionOfItem[itemID] }
+
+    /// The encoding of the items at `positions` (to reuse them in a grown gallery).
+    public func encoding(rows positions: [Int]) -> GalleryEncoding {
+        let D = index.dimension
+        var fused = [Float](); fused.reserveCapacity(positions.count * D)
+        for p in positions { fused += index.embedding(at: p) }
+        return GalleryEncoding(itemIDs: positions.map { items[$0].itemID }, fused: fused,
+                               offsets: index.hasOffsets ? positions.map { index.offset(at: $0) } : nil,
+                               fragments: positions.isEmpty ? Tensor.zeros([0, fragments.shape[1], D]) : fragments.indexSelect(positions),
+                               fragmentCounts: positions.map { fragmentCounts[$0] }, dimension: D)
+    }
 }
 
 /// How one query is ranked.
@@ -96,39 +107,30 @@ public final class SearchEngine: @unchecked Sendable {
     /// - Parameters:
     ///   - images, texts: the items and their features, in the same order.
     ///   - codesFrom: galleries of at least this many items also get sign-bit codes.
-    public init(model: TrainedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
-                codesFrom: Int = 100_000, chunkSize: Int = 256) {
+    public convenience init(model: TrainedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
+                            codesFrom: Int = 100_000, chunkSize: Int = 256) {
+        func encode(_ modality: Modality, _ entries: [(GalleryItem, ItemFeatures)]) -> GalleryEncoding {
+            GalleryEncoding.encode(entries.map { ($0.0.itemID, $0.1) }, of: modality, model: model, chunkSize: chunkSize)
+        }
+        self.init(model: model, version: version, images: (images.map(\.0), encode(.image, images)),
+                  texts: (texts.map(\.0), encode(.text, texts)), codesFrom: codesFrom)
+    }
+
+    /// Builds the engine over galleries already encoded with `model` (`items[i]` is row `i` of
+    /// its encoding).
+    public init(model: TrainedModel, version: Int64, images: (items: [GalleryItem], encoding: GalleryEncoding),
+                texts: (items: [GalleryItem], encoding: GalleryEncoding), codesFrom: Int = 100_000) {
         self.model = model
         self.version = version
-        let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
-        func encode(_ modality: Modality, _ entries: [(GalleryItem, ItemFeatures)]) -> EncodedModalityGallery {
-            let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-            let D = model.encoder.jointDimension
-            var fused: [Float] = [], parts: [Tensor] = []
-            fused.reserveCapacity(entries.count * D)
-            for start in stride(from: 0, to: entries.count, by: chunkSize) {
-                let batch = entries[start ..< min(start + chunkSize, entries.count)].map(\.1)
-                let encoded = withoutGradients { encoder(Self.input(batch)) }
-                fused += encoded.fused.scalars
-                parts.append(encoded.fragments)
-            }
-            let width = parts.map { $0.shape[1] }.max() ?? 1
-            let fragments = parts.isEmpty ? Tensor.zeros([0, 1, D])
-                : Tensor.concatenate(parts.map { part in
-                    part.shape[1] == width ? part : Tensor.concatenate([part, Tensor.zeros([part.shape[0], width - part.shape[1], D])], axis: 1)
-                }, axis: 0)
-            // Offsets: the querybank of the *other* modality's training queries ranks this gallery.
-            let embeddings = Tensor(shape: [entries.count, D], scalars: fused)
-            let offsets = querybank.map { bank in
-                bank.offsets(gallery: embeddings, queries: modality == .image ? bank.textQueries : bank.imageQueries)
-            }
-            let index = GalleryIndex(itemIDs: entries.map(\.0.itemID), embeddings: fused, dimension: D, offsets: offsets,
-                                     withCodes: entries.count >= codesFrom)
-            return EncodedModalityGallery(modality: modality, items: entries.map(\.0), index: index, fragments: fragments,
-                                          fragmentCounts: entries.map(\.1.localCount))
+        func gallery(_ modality: Modality, _ items: [GalleryItem], _ encoding: GalleryEncoding) -> EncodedModalityGallery {
+            precondition(items.map(\.itemID) == encoding.itemIDs, "SearchEngine: the \(modality.rawValue) items and their encoding differ")
+            let index = GalleryIndex(itemIDs: encoding.itemIDs, embeddings: encoding.fused, dimension: encoding.dimension,
+                                     offsets: encoding.offsets, withCodes: items.count >= codesFrom)
+            return EncodedModalityGallery(modality: modality, items: items, index: index, fragments: encoding.fragments,
+                                          fragmentCounts: encoding.fragmentCounts)
         }
-        self.images = encode(.image, images)
-        self.texts = encode(.text, texts)
+        self.images = gallery(.image, images.items, images.encoding)
+        self.texts = gallery(.text, texts.items, texts.encoding)
     }
 
     /// The gallery of `modality`.

@@ -3,10 +3,12 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
-/// Keeps the query service on the promoted model: loads it at start (retrying while the
-/// database is unreachable), then reloads whenever `amber.promote_model` notifies
-/// `amber_model_promoted`. A reload builds the new engine beside the old one and swaps it in
-/// whole; queries in flight finish on the engine they started with.
+/// Keeps the query service on the promoted model and the stored items: loads it at start
+/// (retrying while the database is unreachable), then reloads whenever `amber.promote_model`
+/// notifies `amber_model_promoted`, and grows the galleries when pairs arrive
+/// (`amber_new_pairs`, sent by every pair insert; items arrive with their pairs). A reload builds
+/// the new engine beside the old one and swaps it in whole; queries in flight finish on the
+/// engine they started with.
 public struct ModelWatcher: Service {
     public let service: QueryService
     public let url: String
@@ -22,14 +24,20 @@ public struct ModelWatcher: Service {
     }
 
     public func run() async throws {
-        let listener = PostgresListener(url: url, channels: ["amber_model_promoted"])
+        let listener = PostgresListener(url: url, channels: ["amber_model_promoted", "amber_new_pairs"])
         while !Task.isCancelled {
             do {
                 try await listener.connect()
                 try await service.reload()
                 // Wait for a promotion; check the pointer every so often anyway.
                 if let notification = try await listener.next(timeout: retryDelay * 12) {
-                    logger.info("model promoted", metadata: ["serve.version": "\(notification.payload)"])
+                    if notification.channel == "amber_model_promoted" {
+                        logger.info("model promoted", metadata: ["serve.version": "\(notification.payload)"])
+                    } else {
+                        // A burst of ingests notifies once per transaction: take them together.
+                        try await Task.sleep(for: .milliseconds(200))
+                        while try await listener.next(timeout: 0) != nil {}
+                    }
                 }
             } catch is CancellationError {
                 return

@@ -11,8 +11,10 @@ import Synchronization
 public protocol ServingStore: Sendable {
     /// The promoted model and its version, if one is promoted.
     func servingModel() async throws -> (version: Int64, model: TrainedModel)?
-    /// Every item of `modality` that has features, ordered by item id.
-    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)]
+    /// Every item of `modality` that has features, ordered by item id (no features: cheap).
+    func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem]
+    /// The features of the items of `modality` with these ids (those that have them), by item id.
+    func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)]
     func modelVersions(limit: Int) async throws -> [ModelRegistry.Version]
     func promote(_ version: Int64) async throws
     func bankSummary() async throws -> [BankSummary]
@@ -48,13 +50,20 @@ public final class QueryService: Sendable {
     public let textEncoder: MiniLMEncoder?
     public let store: (any ServingStore)?
     public let limits: ServerLimits
+    /// Where gallery encodings are kept per model version (nil: not kept).
+    public let cache: GalleryCache?
+    /// Galleries of at least this many items get the sign-bit prefilter.
+    public let codesFrom: Int
     private let logger: Logger
+    private let lastVersion = Mutex<Int64?>(nil)
 
     public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, limits: ServerLimits = ServerLimits(),
-                logger: Logger = Logger(label: "amber.serve")) {
+                cache: GalleryCache? = nil, codesFrom: Int = 100_000, logger: Logger = Logger(label: "amber.serve")) {
         self.store = store
         self.textEncoder = textEncoder
         self.limits = limits
+        self.cache = cache
+        self.codesFrom = codesFrom
         self.logger = logger
     }
 
@@ -66,8 +75,13 @@ public final class QueryService: Sendable {
         current.withLock { $0 = engine }
     }
 
-    /// Loads the promoted model and both galleries from the store, encodes them, and swaps the
-    /// new engine in. Returns the version now served (nil when nothing is promoted).
+    /// Loads the promoted model and both galleries from the store and swaps the new engine in;
+    /// returns the version now served (nil when nothing is promoted).
+    ///
+    /// Only items not yet encoded with the serving model are encoded: for the model in service,
+    /// the items it already holds are kept (so new items join the gallery at the cost of their
+    /// own encoding); for a newly promoted model, the gallery cache on disk (when configured)
+    /// supplies what an earlier run encoded with it. Nothing is swapped when nothing changed.
     @discardableResult
     public func reload() async throws -> Int64? {
         guard let store else { return engine?.version }
@@ -75,16 +89,70 @@ public final class QueryService: Sendable {
             logger.info("no model is promoted yet")
             return nil
         }
-        if engine?.version == version { return version }
         let started = Date()
-        let images = try await store.galleryItems(.image), texts = try await store.galleryItems(.text)
-        let engine = SearchEngine(model: model, version: version, images: images, texts: texts)
-        install(engine)
-        logger.info("serving model version", metadata: [
-            "serve.version": "\(version)", "serve.images": "\(images.count)", "serve.texts": "\(texts.count)",
+        let previous = engine.flatMap { $0.version == version ? $0 : nil }
+        let fingerprint = galleryCacheFingerprint(model)
+        var galleries: [Modality: (items: [GalleryItem], encoding: GalleryEncoding)] = [:]
+        var encoded = 0, reused = 0, fromCache = 0
+        for modality in Modality.allCases {
+            let catalog = try await store.galleryCatalog(modality)
+            // What is already encoded with this model: the engine in service, else the cache.
+            var known: GalleryEncoding?
+            if let previous {
+                let gallery = previous.gallery(modality)
+                known = gallery.encoding(rows: Array(0..<gallery.count))
+            } else if let cache, let fingerprint, let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint) {
+                known = cached
+                fromCache += cached.count
+            }
+            let knownRow = Dictionary((known?.itemIDs ?? []).enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            let missing = catalog.filter { knownRow[$0.itemID] == nil }.map(\.itemID)
+            let features = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
+            let fresh = GalleryEncoding.encode(features, of: modality, model: model)
+            let freshRow = Dictionary(fresh.itemIDs.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            // Catalog order; an item whose features vanished in between is left out.
+            let items = catalog.filter { knownRow[$0.itemID] != nil || freshRow[$0.itemID] != nil }
+            let kept = items.compactMap { knownRow[$0.itemID] }
+            let reusedPart = known.map { $0.rows(kept) }
+            let joined = GalleryEncoding.concatenate([reusedPart, fresh].compactMap { $0 }, dimension: model.encoder.jointDimension,
+                                                     withOffsets: fresh.offsets != nil)
+            let joinedRow = Dictionary(joined.itemIDs.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+            let encoding = fresh.count == 0 ? joined : joined.rows(items.map { joinedRow[$0.itemID]! })
+            galleries[modality] = (items, encoding)
+            encoded += fresh.count
+            reused += kept.count
+            if let cache, let fingerprint, fresh.count > 0 || (previous == nil && fromCache == 0) {
+                do {
+                    try cache.store(encoding, version: version, modality: modality, fingerprint: fingerprint)
+                } catch {
+                    logger.warning("cannot write the gallery cache; the next start encodes again", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        if let previous, encoded == 0, galleries[.image]!.items.count == previous.images.count, galleries[.text]!.items.count == previous.texts.count {
+            return version
+        }
+        let images = galleries[.image]!, texts = galleries[.text]!
+        install(SearchEngine(model: model, version: version, images: images, texts: texts, codesFrom: codesFrom))
+        if let cache, previous == nil {
+            // Keep this version's files and the previous serving version's (for a rollback).
+            var keep: Set<Int64> = [version]
+            if let old = lastVersion.withLock({ $0 }) { keep.insert(old) }
+            cache.prune(keeping: keep)
+        }
+        lastVersion.withLock { $0 = version }
+        logger.info(previous == nil ? "serving model version" : "gallery grown", metadata: [
+            "serve.version": "\(version)", "serve.images": "\(images.items.count)", "serve.texts": "\(texts.items.count)",
+            "serve.encoded": "\(encoded)", "serve.reused": "\(reused)", "serve.from_cache": "\(fromCache)",
             "serve.seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))",
         ])
         return version
+    }
+
+    /// The model's fingerprint for the gallery cache (nil without a cache).
+    private func galleryCacheFingerprint(_ model: TrainedModel) -> String? {
+        guard cache != nil, let bytes = try? model.encoded() else { return nil }
+        return GalleryCache.fingerprint(bytes)
     }
 
     /// Answers a checked search on the current engine.
@@ -155,23 +223,37 @@ public struct PostgresServingStore: ServingStore {
         }
     }
 
-    public func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)] {
+    public func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] {
         try await client.withConnection { db in
             let rows = try db.execute("""
-                SELECT i.item_id, i.external_id, i.caption, f.local_count, f.global_type::text AS global_type, f.local_type::text AS local_type,
-                       f.global_vector, f.local_vectors
+                SELECT i.item_id, i.external_id, i.caption
                 FROM amber.items i JOIN amber.features f USING (item_id)
                 WHERE i.modality = $1::amber.modality ORDER BY i.item_id
                 """, [.text(modality.rawValue)])
+            return try (0..<rows.rowCount).map { row in
+                GalleryItem(itemID: try rows.value(Int64.self, row: row, column: "item_id"),
+                            externalID: try rows.value(String.self, row: row, column: "external_id"),
+                            caption: try rows.decode(String.self, row: row, column: "caption"))
+            }
+        }
+    }
+
+    public func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)] {
+        guard !ids.isEmpty else { return [] }
+        return try await client.withConnection { db in
+            let rows = try db.execute("""
+                SELECT i.item_id, f.local_count, f.global_type::text AS global_type, f.local_type::text AS local_type,
+                       f.global_vector, f.local_vectors
+                FROM amber.items i JOIN amber.features f USING (item_id)
+                WHERE i.modality = $1::amber.modality AND i.item_id = ANY($2::bigint[]) ORDER BY i.item_id
+                """, [.text(modality.rawValue), .text("{" + ids.map(String.init).joined(separator: ",") + "}")])
             return try (0..<rows.rowCount).map { row in
                 let id = try rows.value(Int64.self, row: row, column: "item_id")
                 let global = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "global_vector"),
                                                      type: rows.value(String.self, row: row, column: "global_type"), item: id)
                 let local = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "local_vectors"),
                                                     type: rows.value(String.self, row: row, column: "local_type"), item: id)
-                return (GalleryItem(itemID: id, externalID: try rows.value(String.self, row: row, column: "external_id"),
-                                    caption: try rows.decode(String.self, row: row, column: "caption")),
-                        ItemFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
+                return (id, ItemFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
             }
         }
     }

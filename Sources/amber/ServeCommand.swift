@@ -1,3 +1,4 @@
+import AmberSearch
 import AmberServer
 import AmberStore
 import AmberTensor
@@ -28,6 +29,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Largest stage-2 depth a search may ask for.") var maxRerank: Int = 200
     @Option(help: "OpenBLAS threads per call. Queries are small products: one thread each, and concurrent queries use the cores (more threads spin in sched_yield and slow everything down).")
     var blasThreads: Int = 1
+    @Option(help: "Directory of gallery encodings kept per model version (default: $AMBER_HOME/cache/gallery); a restart encodes only new items.")
+    var galleryCache: String?
+    @Flag(help: "Do not keep gallery encodings on disk.") var noGalleryCache = false
+    @Option(help: "Galleries of at least this many items get the sign-bit prefilter (searches ask for it with \"prefilter\").")
+    var prefilterFrom: Int = 100_000
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var textModel: TextModelOptions
 
@@ -61,7 +67,9 @@ struct ServeCommand: AsyncParsableCommand {
         defer { if startedCluster { try? cluster?.stop() } }
         let url = database.configuredURL ?? cluster!.url
         let client = PostgresClient(url: url, maximumConnections: 4, logger: logger)
-        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: encoder, limits: configuration.limits, logger: logger)
+        let cache = noGalleryCache ? nil : GalleryCache(directory: galleryCache ?? (database.resolvedHome as NSString).appendingPathComponent("cache/gallery"))
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: encoder, limits: configuration.limits,
+                                   cache: cache, codesFrom: prefilterFrom, logger: logger)
         if configuration.keys.isEmpty { logger.warning("no API keys configured: searches are open to anyone who can reach \(host):\(port), admin routes are off") }
         var app = buildApplication(service: service, configuration: configuration, logger: logger)
         app.addServices(ModelWatcher(service: service, url: url, logger: logger))

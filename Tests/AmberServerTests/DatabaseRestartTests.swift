@@ -102,6 +102,23 @@ extension ServerTests {
         #expect(await waitFor(second), "the promotion swaps the engine")
         #expect(before.version == first && before.images.count == 16, "an engine a query already holds stays whole")
         #expect(service.engine?.model.ranking.alpha == 0.5)
+
+        // Items that arrive with a pair (NOTIFY amber_new_pairs) join the galleries of the model in service.
+        let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
+        try ItemWriter.write([NewItem(modality: "image", externalID: "late.jpg", caption: nil, global: images[0].1.global,
+                                      local: images[0].1.local, localCount: 3),
+                              NewItem(modality: "text", externalID: "late-caption", caption: "a late caption", global: texts[0].1.global,
+                                      local: texts[0].1.local, localCount: texts[0].1.localCount)], on: db)
+        try ItemWriter.write([NewPair(image: "late.jpg", text: "late-caption", split: "train")], on: db)
+        var grown = false
+        for _ in 0..<100 where !grown {
+            grown = service.engine?.images.count == 17 && service.engine?.texts.count == 65
+            if !grown { try? await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(grown, "the new items are searchable without a new model")
+        #expect(service.engine?.version == second)
+        let late = try db.execute("SELECT item_id FROM amber.items WHERE external_id = 'late.jpg'").value(Int64.self, column: "item_id")
+        #expect(service.engine?.images.position(of: late) == 16)
         task.cancel()
         _ = try? await task.value
         await client.shutdown()

@@ -22,7 +22,16 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     var promoted: [Int64] = []
 
     func servingModel() async throws -> (version: Int64, model: TrainedModel)? { lock.withLock { model.map { ($0.0, $0.1) } } }
-    func galleryItems(_ modality: Modality) async throws -> [(GalleryItem, ItemFeatures)] { lock.withLock { modality == .image ? images : texts } }
+    func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] { lock.withLock { (modality == .image ? images : texts).map(\.0) } }
+    func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)] {
+        lock.withLock {
+            featureRequests.append(ids.count)
+            let wanted = Set(ids)
+            return (modality == .image ? images : texts).filter { wanted.contains($0.0.itemID) }.map { ($0.0.itemID, $0.1) }
+        }
+    }
+    /// How many items each features request asked for (what the service had to encode).
+    var featureRequests: [Int] = []
     func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] { lock.withLock { Array(versions.prefix(limit)) } }
     func promote(_ version: Int64) async throws {
         try lock.withLock {

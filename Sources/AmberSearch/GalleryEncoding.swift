@@ -1,0 +1,177 @@
+import AmberModel
+import AmberTensor
+import Foundation
+
+// Shape legend: `G` items, `n` fragments per item (padded to the widest), `D` joint dimension.
+
+/// One modality's items as one model encodes them: everything the search needs per item and
+/// nothing that depends on the other items, so encodings of disjoint item sets can be joined
+/// (a gallery grows by encoding only its new items) and kept on disk per model version
+/// (``GalleryCache``).
+public struct GalleryEncoding: @unchecked Sendable {
+    /// The store's item ids, by row.
+    public var itemIDs: [Int64]
+    /// `[G, D]` fused embeddings.
+    public var fused: [Float]
+    /// `[G]` querybank offsets, or nil when the model has no querybank.
+    public var offsets: [Float]?
+    /// `[G, n, D]` projected fragments, zero-padded.
+    public var fragments: Tensor
+    /// Real fragment rows per item.
+    public var fragmentCounts: [Int]
+    public let dimension: Int
+
+    public var count: Int { itemIDs.count }
+
+    public init(itemIDs: [Int64], fused: [Float], offsets: [Float]?, fragments: Tensor, fragmentCounts: [Int], dimension: Int) {
+        precondition(fused.count == itemIDs.count * dimension && fragmentCounts.count == itemIDs.count
+                     && fragments.shape.count == 3 && fragments.shape[0] == itemIDs.count && fragments.shape[2] == dimension
+                     && (offsets?.count ?? itemIDs.count) == itemIDs.count,
+                     "GalleryEncoding: \(itemIDs.count) items, \(fused.count) fused values, fragments \(fragments.shape), D = \(dimension)")
+        self.itemIDs = itemIDs
+        self.fused = fused
+        self.offsets = offsets
+        self.fragments = fragments
+        self.fragmentCounts = fragmentCounts
+        self.dimension = dimension
+    }
+
+    /// No items.
+    public static func empty(dimension: Int, withOffsets: Bool) -> GalleryEncoding {
+        GalleryEncoding(itemIDs: [], fused: [], offsets: withOffsets ? [] : nil, fragments: Tensor.zeros([0, 1, dimension]),
+                        fragmentCounts: [], dimension: dimension)
+    }
+
+    /// Encodes `items` of `modality` with `model` in chunks of `chunkSize`; the querybank offsets
+    /// (when the model has a querybank with β > 0) rank this modality against the other
+    /// modality's training queries.
+    public static func encode(_ items: [(itemID: Int64, features: ItemFeatures)], of modality: Modality, model: TrainedModel,
+                              chunkSize: Int = 256) -> GalleryEncoding {
+        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
+        let D = model.encoder.jointDimension
+        let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
+        guard !items.isEmpty else { return .empty(dimension: D, withOffsets: querybank != nil) }
+        var fused: [Float] = [], parts: [Tensor] = []
+        fused.reserveCapacity(items.count * D)
+        for start in stride(from: 0, to: items.count, by: chunkSize) {
+            let batch = items[start ..< min(start + chunkSize, items.count)].map(\.features)
+            let encoded = withoutGradients { encoder(SearchEngine.input(batch)) }
+            fused += encoded.fused.scalars
+            parts.append(encoded.fragments)
+        }
+        let offsets = querybank.map { bank in
+            bank.offsets(gallery: Tensor(shape: [items.count, D], scalars: fused),
+                         queries: modality == .image ? bank.textQueries : bank.imageQueries)
+        }
+        return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused, offsets: offsets, fragments: padded(parts, dimension: D),
+                               fragmentCounts: items.map(\.features.localCount), dimension: D)
+    }
+
+    /// The rows at `positions`, in that order.
+    public func rows(_ positions: [Int]) -> GalleryEncoding {
+        let D = dimension
+        var fused = [Float](); fused.reserveCapacity(positions.count * D)
+        for p in positions { fused += self.fused[(p * D) ..< ((p + 1) * D)] }
+        return GalleryEncoding(itemIDs: positions.map { itemIDs[$0] }, fused: fused, offsets: offsets.map { o in positions.map { o[$0] } },
+                               fragments: positions.isEmpty ? Tensor.zeros([0, fragments.shape[1], D]) : fragments.indexSelect(positions),
+                               fragmentCounts: positions.map { fragmentCounts[$0] }, dimension: D)
+    }
+
+    /// `parts` one after the other (fragments re-padded to the widest part).
+    public static func concatenate(_ parts: [GalleryEncoding], dimension: Int, withOffsets: Bool) -> GalleryEncoding {
+        let parts = parts.filter { $0.count > 0 }
+        guard !parts.isEmpty else { return .empty(dimension: dimension, withOffsets: withOffsets) }
+        if parts.count == 1 { return parts[0] }
+        precondition(parts.allSatisfy { $0.dimension == dimension && ($0.offsets != nil) == withOffsets },
+                     "GalleryEncoding.concatenate: parts of another dimension or querybank")
+        return GalleryEncoding(itemIDs: parts.flatMap(\.itemIDs), fused: parts.flatMap(\.fused),
+                               offsets: withOffsets ? parts.flatMap { $0.offsets! } : nil,
+                               fragments: padded(parts.map(\.fragments), dimension: dimension),
+                               fragmentCounts: parts.flatMap(\.fragmentCounts), dimension: dimension)
+    }
+
+    /// `[G_i, n_i, D]` parts → `[ΣG_i, max n_i, D]`, zero-padded.
+    static func padded(_ parts: [Tensor], dimension D: Int) -> Tensor {
+        let parts = parts.filter { $0.shape[0] > 0 }
+        guard !parts.isEmpty else { return Tensor.zeros([0, 1, D]) }
+        let width = parts.map { $0.shape[1] }.max()!
+        let widened = parts.map { part in
+            part.shape[1] == width ? part : Tensor.concatenate([part, Tensor.zeros([part.shape[0], width - part.shape[1], D])], axis: 1)
+        }
+        return widened.count == 1 ? widened[0] : Tensor.concatenate(widened, axis: 0)
+    }
+}
+
+/// Gallery encodings kept on disk, one safetensors file per model version and modality
+/// (`v<version>-<modality>.safetensors` in `directory`), so a restarted server (or a second
+/// replica on the same disk) encodes only the items it has not encoded with that model before.
+/// A file is used only when its model fingerprint matches (the same version number from another
+/// database, or a rewritten model, is a miss); files are written atomically, so a crash leaves
+/// the previous file or none. ``prune(keeping:)`` removes other versions' files.
+public struct GalleryCache: Sendable {
+    public let directory: String
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    static let format = "amber-gallery-1"
+
+    public func path(version: Int64, modality: Modality) -> String {
+        (directory as NSString).appendingPathComponent("v\(version)-\(modality.rawValue).safetensors")
+    }
+
+    /// The cached encoding of `modality` under model `version`, or nil when there is none or it
+    /// was written for another model (fingerprint) or is unreadable.
+    public func load(version: Int64, modality: Modality, fingerprint: String) -> GalleryEncoding? {
+        let path = path(version: version, modality: modality)
+        guard FileManager.default.fileExists(atPath: path), let file = try? SafetensorsFile(path: path),
+              file.metadata["format"] == Self.format, file.metadata["fingerprint"] == fingerprint,
+              let ids = try? file.arrays["item_ids"]?.int64Values(), let counts = try? file.arrays["fragment_counts"]?.int64Values(),
+              let fused = try? file.tensor("fused"), let fragments = try? file.tensor("fragments"),
+              fused.shape.count == 2, fused.shape[0] == ids.count, fragments.shape.count == 3, fragments.shape[0] == ids.count,
+              fragments.shape[2] == fused.shape[1], counts.count == ids.count else { return nil }
+        let offsets = file.arrays["offsets"] == nil ? nil : try? file.tensor("offsets").scalars
+        if file.arrays["offsets"] != nil && offsets?.count != ids.count { return nil }
+        return GalleryEncoding(itemIDs: ids, fused: fused.scalars, offsets: offsets, fragments: fragments,
+                               fragmentCounts: counts.map(Int.init), dimension: fused.shape[1])
+    }
+
+    /// Writes `encoding` as the cache of `modality` under model `version` (atomically).
+    public func store(_ encoding: GalleryEncoding, version: Int64, modality: Modality, fingerprint: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var entries: [String: SafetensorsFile.Entry] = [
+            "item_ids": .int64(encoding.itemIDs, shape: [encoding.count]),
+            "fragment_counts": .int64(encoding.fragmentCounts.map(Int64.init), shape: [encoding.count]),
+            "fused": .float(Tensor(shape: [encoding.count, encoding.dimension], scalars: encoding.fused), .float32),
+            "fragments": .float(encoding.fragments, .float32),
+        ]
+        if let offsets = encoding.offsets { entries["offsets"] = .float(Tensor(shape: [encoding.count], scalars: offsets), .float32) }
+        try SafetensorsFile.write(entries, metadata: ["format": Self.format, "fingerprint": fingerprint, "version": "\(version)",
+                                                      "modality": modality.rawValue], to: path(version: version, modality: modality))
+    }
+
+    /// Removes the cache files of every version not in `versions`; returns the paths removed.
+    @discardableResult
+    public func prune(keeping versions: Set<Int64>) -> [String] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        var removed: [String] = []
+        for name in names where name.hasPrefix("v") && name.hasSuffix(".safetensors") {
+            let digits = name.dropFirst().prefix { $0.isNumber }
+            guard let version = Int64(digits), !versions.contains(version) else { continue }
+            let path = (directory as NSString).appendingPathComponent(name)
+            if (try? FileManager.default.removeItem(atPath: path)) != nil { removed.append(path) }
+        }
+        return removed
+    }
+
+    /// A fingerprint of a model file's bytes (FNV-1a, 64 bits, hex).
+    public static func fingerprint(_ bytes: [UInt8]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return String(hash, radix: 16)
+    }
+}
