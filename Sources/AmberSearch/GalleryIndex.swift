@@ -91,12 +91,12 @@ public final class GalleryIndex: @unchecked Sendable {
     /// The `k` best items for `query` (`[D]`), best first (ties: lower position first).
     /// - Parameter prefilter: score only the `prefilter` items nearest in Hamming distance
     ///   (needs codes); nil scores every item.
-    public func search(_ query: [Float], k: Int, prefilter: Int? = nil) -> [Hit] {
+    public func search(_ query: [Float], k: Int, prefilter: Int? = nil, weighted: Bool = true) -> [Hit] {
         precondition(query.count == dimension, "GalleryIndex.search: query of \(query.count) values, index of dimension \(dimension)")
         let k = min(max(k, 0), count)
         guard k > 0 else { return [] }
         if let prefilter, let codes, prefilter < count {
-            return searchPrefiltered(query, k: k, candidates: max(prefilter, k), codes: codes)
+            return searchPrefiltered(query, k: k, candidates: max(prefilter, k), weighted: weighted, codes: codes)
         }
         return query.withUnsafeBufferPointer { q in
             let parts = Self.parallelMap(count) { range -> [Hit] in
@@ -110,33 +110,50 @@ public final class GalleryIndex: @unchecked Sendable {
         }
     }
 
-    private func searchPrefiltered(_ query: [Float], k: Int, candidates: Int, codes: UnsafeMutableBufferPointer<UInt64>) -> [Hit] {
+    private func searchPrefiltered(_ query: [Float], k: Int, candidates: Int, weighted: Bool, codes: UnsafeMutableBufferPointer<UInt64>) -> [Hit] {
         var queryCode = [UInt64](repeating: 0, count: words)
         query.withUnsafeBufferPointer { q in queryCode.withUnsafeMutableBufferPointer { Self.signBits(q.baseAddress!, dimension: dimension, into: $0.baseAddress!) } }
+        // Weighted Hamming: a disagreeing bit costs 1, 3 or 5 by how large the query's component
+        // is (below the median |q|, up to the upper quartile, above it), approximating the loss
+        // of inner product `2·|q_j|` that a flipped sign costs (asymmetric: the query keeps its
+        // magnitudes, items only their signs). Plain Hamming: every bit costs 1.
+        let (upperHalf, upperQuarter) = weighted ? Self.magnitudeMasks(query) : ([UInt64](repeating: 0, count: words), [UInt64](repeating: 0, count: words))
+        let maximum = weighted ? 5 * dimension : dimension
         let words = self.words, G = count
-        // Hamming distances of every item (one pass, both cores) with a histogram per chunk;
-        // the candidates are the items below the distance where the histogram reaches
-        // `candidates`, then those at that distance in position order. No heap, no sort.
+        // Distances of every item (one pass, both cores) with a histogram per chunk; the
+        // candidates are the items below the distance where the histogram reaches `candidates`,
+        // then those at that distance in position order. No heap, no sort.
         var distances = [UInt16](repeating: 0, count: G)
         let histograms = queryCode.withUnsafeBufferPointer { qc in
-            distances.withUnsafeMutableBufferPointer { out in
-                let box = UncheckedSendable(out)
-                return Self.parallelMap(G) { range -> [Int] in
-                    var histogram = [Int](repeating: 0, count: dimension + 1)
-                    let base = codes.baseAddress!
-                    for item in range {
-                        var distance = 0
-                        let row = base + item * words
-                        for w in 0..<words { distance &+= (row[w] ^ qc[w]).nonzeroBitCount }
-                        box.value[item] = UInt16(distance)
-                        histogram[distance] += 1
+            upperHalf.withUnsafeBufferPointer { h1 in
+                upperQuarter.withUnsafeBufferPointer { h2 in
+                    distances.withUnsafeMutableBufferPointer { out in
+                        let box = UncheckedSendable(out)
+                        return Self.parallelMap(G) { range -> [Int] in
+                            var histogram = [Int](repeating: 0, count: maximum + 1)
+                            let base = codes.baseAddress!
+                            for item in range {
+                                var distance = 0
+                                let row = base + item * words
+                                if weighted {
+                                    for w in 0..<words {
+                                        let differ = row[w] ^ qc[w]
+                                        distance &+= differ.nonzeroBitCount &+ 2 &* ((differ & h1[w]).nonzeroBitCount &+ (differ & h2[w]).nonzeroBitCount)
+                                    }
+                                } else {
+                                    for w in 0..<words { distance &+= (row[w] ^ qc[w]).nonzeroBitCount }
+                                }
+                                box.value[item] = UInt16(distance)
+                                histogram[distance] += 1
+                            }
+                            return histogram
+                        }
                     }
-                    return histogram
                 }
             }
         }
         var threshold = 0, below = 0
-        while threshold <= dimension {
+        while threshold <= maximum {
             let here = histograms.reduce(0) { $0 + $1[threshold] }
             if below + here >= candidates { break }
             below += here
@@ -194,6 +211,20 @@ public final class GalleryIndex: @unchecked Sendable {
             i += 1
         }
         return total
+    }
+
+    /// Bit `j` of the first mask is set when `|q_j|` is above the median of `|q|`, of the second
+    /// when it is above the upper quartile.
+    static func magnitudeMasks(_ query: [Float]) -> (upperHalf: [UInt64], upperQuarter: [UInt64]) {
+        let magnitudes = query.map(abs)
+        let sorted = magnitudes.sorted()
+        let median = sorted[sorted.count / 2], quartile = sorted[(3 * sorted.count) / 4]
+        var half = [UInt64](repeating: 0, count: query.count / 64), quarter = half
+        for (j, m) in magnitudes.enumerated() {
+            if m >= median { half[j / 64] |= 1 << UInt64(j % 64) }
+            if m >= quartile { quarter[j / 64] |= 1 << UInt64(j % 64) }
+        }
+        return (half, quarter)
     }
 
     /// Bit `j` of the code is set when component `j` is positive.

@@ -15,7 +15,8 @@ struct SearchBenchCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Prefilter candidates to try (items re-scored exactly).") var candidates: [Int] = [1000, 2000, 4000, 8000]
     @Option(help: "Clusters the synthetic items are drawn around.") var clusters: Int = 10000
     @Option(help: "Spread of items around their cluster centre (per component, before normalising).") var spread: Float = 0.5
-    @Option(help: "Noise of a query around the item it is drawn from.") var queryNoise: Float = 0.05
+    @Option(parsing: .upToNextOption, help: "Cosine of each query to the gallery item it is drawn from (query = c·item + √(1−c²)·random direction); one run per value.")
+    var queryCosine: [Float] = [0.5]
     @Option(help: "Random seed.") var seed: UInt64 = 1
 
     func validate() throws {
@@ -29,38 +30,22 @@ struct SearchBenchCommand: ParsableCommand {
         print("building a synthetic gallery: \(items) unit vectors of dimension \(D) around \(clusters) centres (\(String(format: "%.2f", Double(items * D * 4) / 1e9)) GB)")
         let started = Date()
         var generator = RandomGenerator(seed: seed)
-        let centres = (0..<(clusters * D)).map { _ in generator.nextNormal() }
-        var values = [Float](repeating: 0, count: items * D)
-        // Items in parallel chunks, each chunk with its own generator (seeded from the seed and the chunk).
-        let chunk = 65536
-        values.withUnsafeMutableBufferPointer { buffer in
-            let box = UncheckedSendable(buffer)
-            DispatchQueue.concurrentPerform(iterations: (items + chunk - 1) / chunk) { part in
-                var local = RandomGenerator(seed: seed &+ UInt64(part) &* 0x9E37_79B9)
-                for item in (part * chunk) ..< min((part + 1) * chunk, items) {
-                    let centre = local.nextInt(below: clusters)
-                    var norm: Float = 0
-                    for j in 0..<D {
-                        let v = centres[centre * D + j] + spread * local.nextNormal()
-                        box.value[item * D + j] = v
-                        norm += v * v
-                    }
-                    let scale = 1 / norm.squareRoot()
-                    for j in 0..<D { box.value[item * D + j] *= scale }
-                }
-            }
-        }
+        var values = SyntheticGallery.embeddings(items: items, dimension: D, clusters: clusters, spread: spread, generator: &generator)
         let index = GalleryIndex(itemIDs: (0..<items).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
         values = []
         print(String(format: "built in %.1f s (embeddings %.2f GB, codes %.0f MB)", Date().timeIntervalSince(started),
                      Double(items * D * 4) / 1e9, Double(items * D / 8) / 1e6))
-        let queryVectors = (0..<(queries + 3)).map { _ -> [Float] in
-            let source = index.embedding(at: generator.nextInt(below: items))
-            var query = source.map { $0 + queryNoise * generator.nextNormal() }
-            let norm = query.reduce(0) { $0 + $1 * $1 }.squareRoot()
-            query = query.map { $0 / norm }
-            return query
+        for cosine in queryCosine {
+            let queryVectors = (0..<(queries + 3)).map { _ in
+                SyntheticGallery.query(near: index.embedding(at: generator.nextInt(below: items)), cosine: cosine, generator: &generator)
+            }
+            print(String(format: "queries at cosine %.2f to a gallery item:", cosine))
+            run(index, queryVectors)
         }
+    }
+
+    func run(_ index: GalleryIndex, _ queryVectors: [[Float]]) {
+        let D = dimension
         func measure(_ body: ([Float]) -> [GalleryIndex.Hit]) -> (times: [Double], results: [[GalleryIndex.Hit]]) {
             for query in queryVectors.prefix(3) { _ = body(query) }
             var times: [Double] = [], results: [[GalleryIndex.Hit]] = []
@@ -79,16 +64,61 @@ struct SearchBenchCommand: ParsableCommand {
         let exact = measure { index.search($0, k: 10) }
         let bytes = Double(items * D * 4)
         let p50 = percentile(exact.times, 0.5)
-        print(String(format: "exact scan:       p50 %7.2f ms  p99 %7.2f ms  %5.1f GB/s (%.1f GB/s per core, %d cores)  %.0f queries/s",
+        print(String(format: "  exact scan:       p50 %7.2f ms  p99 %7.2f ms  %5.1f GB/s (%.1f GB/s per core, %d cores)  %.0f queries/s",
                      p50, percentile(exact.times, 0.99), bytes / (p50 / 1000) / 1e9, bytes / (p50 / 1000) / 1e9 / Double(cores), cores,
                      1000 / (exact.times.reduce(0, +) / Double(exact.times.count))))
         for count in candidates where count < items {
-            let filtered = measure { index.search($0, k: 10, prefilter: count) }
-            var found = 0
-            for (a, b) in zip(exact.results, filtered.results) { found += Set(a.map(\.position)).intersection(b.map(\.position)).count }
-            print(String(format: "prefilter %6d:  p50 %7.2f ms  p99 %7.2f ms  recall@10 %.3f  %.0f queries/s", count,
-                         percentile(filtered.times, 0.5), percentile(filtered.times, 0.99), Double(found) / Double(10 * exact.results.count),
-                         1000 / (filtered.times.reduce(0, +) / Double(filtered.times.count))))
+            for weighted in [false, true] {
+                let filtered = measure { index.search($0, k: 10, prefilter: count, weighted: weighted) }
+                var found = 0
+                for (a, b) in zip(exact.results, filtered.results) { found += Set(a.map(\.position)).intersection(b.map(\.position)).count }
+                print(String(format: "  prefilter %6d %@:  p50 %7.2f ms  p99 %7.2f ms  recall@10 %.3f  %.0f queries/s", count,
+                             weighted ? "weighted" : "plain   ",
+                             percentile(filtered.times, 0.5), percentile(filtered.times, 0.99), Double(found) / Double(10 * exact.results.count),
+                             1000 / (filtered.times.reduce(0, +) / Double(filtered.times.count))))
+            }
         }
+    }
+}
+
+/// Synthetic galleries for the search benchmarks: unit vectors around random centres, and
+/// queries at a chosen cosine to a gallery item.
+enum SyntheticGallery {
+    /// `[items, dimension]` unit vectors, each a random centre (of `clusters`, N(0, 1) per
+    /// component) plus N(0, spread²) noise, normalised. Parallel chunks with their own generators
+    /// seeded from `generator`.
+    static func embeddings(items: Int, dimension D: Int, clusters: Int, spread: Float, generator: inout RandomGenerator) -> [Float] {
+        let centres = (0..<(clusters * D)).map { _ in generator.nextNormal() }
+        let seed = generator.next()
+        var values = [Float](repeating: 0, count: items * D)
+        let chunk = 65536
+        values.withUnsafeMutableBufferPointer { buffer in
+            let box = UncheckedSendable(buffer)
+            DispatchQueue.concurrentPerform(iterations: (items + chunk - 1) / chunk) { part in
+                var local = RandomGenerator(seed: seed &+ UInt64(part) &* 0x9E37_79B9)
+                for item in (part * chunk) ..< min((part + 1) * chunk, items) {
+                    let centre = local.nextInt(below: clusters)
+                    var norm: Float = 0
+                    for j in 0..<D {
+                        let v = centres[centre * D + j] + spread * local.nextNormal()
+                        box.value[item * D + j] = v
+                        norm += v * v
+                    }
+                    let scale = 1 / norm.squareRoot()
+                    for j in 0..<D { box.value[item * D + j] *= scale }
+                }
+            }
+        }
+        return values
+    }
+
+    /// `cosine · item + √(1 − cosine²) · u`, `u` a random unit direction orthogonal to `item`.
+    static func query(near item: [Float], cosine: Float, generator: inout RandomGenerator) -> [Float] {
+        var direction = item.map { _ in generator.nextNormal() }
+        let along = zip(direction, item).reduce(0) { $0 + $1.0 * $1.1 }
+        direction = zip(direction, item).map { $0 - along * $1 }
+        let norm = direction.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        let sine = (1 - cosine * cosine).squareRoot()
+        return zip(item, direction).map { cosine * $0 + sine * $1 / norm }
     }
 }

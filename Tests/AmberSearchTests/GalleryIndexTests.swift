@@ -126,6 +126,56 @@ struct GalleryIndexTests {
         #expect(plain.search(query, k: 5, prefilter: 10) == plain.search(query, k: 5))
     }
 
+    @Test("the prefilter's candidates are the items nearest in (weighted) Hamming distance, as a per-bit reference counts them",
+          arguments: [false, true])
+    func prefilterCandidatesMatchAReference(weighted: Bool) {
+        let D = 128, G = 3000, C = 200
+        let values = clusteredGallery(items: G, dimension: D, clusters: 30, spread: 1.0, seed: 8)
+        let index = GalleryIndex(itemIDs: (0..<G).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
+        var generator = SplitMix(seed: 4)
+        for _ in 0..<5 {
+            let query = (0..<D).map { _ in generator.normal() }
+            // Reference: a disagreeing sign costs 1, 3 or 5 by |q_j| against its median and upper quartile.
+            let sorted = query.map(abs).sorted()
+            let median = sorted[D / 2], quartile = sorted[3 * D / 4]
+            let distance = (0..<G).map { item -> Int in
+                (0..<D).reduce(0) { total, j in
+                    guard (values[item * D + j] > 0) != (query[j] > 0) else { return total }
+                    let m = abs(query[j])
+                    return total + (weighted ? 1 + (m >= median ? 2 : 0) + (m >= quartile ? 2 : 0) : 1)
+                }
+            }
+            let expected = Set((0..<G).sorted { distance[$0] < distance[$1] || (distance[$0] == distance[$1] && $0 < $1) }.prefix(C))
+            // Asking for as many results as candidates returns every survivor.
+            let survivors = Set(index.search(query, k: C, prefilter: C, weighted: weighted).map(\.position))
+            #expect(survivors == expected)
+        }
+    }
+
+    @Test func weightingKeepsRecallForQueriesFarFromEveryItem() {
+        // A weakly clustered gallery and queries at cosine 0.4 to an item: plain sign-bit Hamming
+        // loses true neighbours; weighting by the query's magnitudes keeps them.
+        let D = 256, G = 20000, C = 600
+        let values = clusteredGallery(items: G, dimension: D, clusters: 400, spread: 2.0, seed: 6)
+        let index = GalleryIndex(itemIDs: (0..<G).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
+        var generator = SplitMix(seed: 12)
+        var plain = 0, weighted = 0, total = 0
+        for _ in 0..<20 {
+            let source = index.embedding(at: generator.below(G))
+            var direction = (0..<D).map { _ in generator.normal() }
+            let along = zip(direction, source).reduce(0) { $0 + $1.0 * $1.1 }
+            direction = zip(direction, source).map { $0 - along * $1 }
+            let norm = direction.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            let query = zip(source, direction).map { 0.4 * $0 + 0.9165 * $1 / norm }
+            let exact = Set(index.search(query, k: 10).map(\.position))
+            plain += exact.intersection(index.search(query, k: 10, prefilter: C, weighted: false).map(\.position)).count
+            weighted += exact.intersection(index.search(query, k: 10, prefilter: C, weighted: true).map(\.position)).count
+            total += 10
+        }
+        #expect(Double(weighted) / Double(total) >= 0.9, "weighted recall@10 \(weighted)/\(total)")
+        #expect(weighted > plain, "weighted \(weighted) vs plain \(plain) of \(total)")
+    }
+
     @Test func topKKeepsTheBestInOrder() {
         var generator = SplitMix(seed: 2)
         let scores = (0..<500).map { _ in Float(generator.below(50)) }
