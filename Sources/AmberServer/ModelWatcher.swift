@@ -24,6 +24,12 @@ public struct ModelWatcher: Service {
     }
 
     public func run() async throws {
+        // A graceful shutdown (SIGTERM, SIGINT) cancels the wait for the next notification;
+        // without this the service group waits for this loop forever and the server never stops.
+        try await cancelWhenGracefulShutdown { try await self.watch() }
+    }
+
+    private func watch() async throws {
         let listener = PostgresListener(url: url, channels: ["amber_model_promoted", "amber_new_pairs"])
         while !Task.isCancelled {
             do {

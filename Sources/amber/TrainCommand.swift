@@ -23,6 +23,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Keys per modality queue.") var queueSize: Int = 2048
     @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
     @Option(help: "Number of prototypes K.") var prototypes: Int = 64
+    @Option(help: "Steps before the prototype loss starts (the embeddings settle first).") var prototypeWarmup: Int = 200
     @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
     @Option(parsing: .upToNextOption, help: "Keep parameters whose name contains one of these at their start (e.g. fragment gate.weight).")
@@ -60,6 +61,7 @@ struct TrainCommand: ParsableCommand {
         configuration.queueSize = queueSize
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
+        configuration.prototypeWarmupSteps = prototypeWarmup
         configuration.graphWeight = graphWeight
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength

@@ -5,6 +5,7 @@ import AmberStore
 import AmberTestSupport
 import Foundation
 import Logging
+import ServiceLifecycle
 import Testing
 
 /// PostgreSQL restarted under a running query service: searches keep answering from memory,
@@ -121,6 +122,35 @@ extension ServerTests {
         #expect(service.engine?.images.position(of: late) == 16)
         task.cancel()
         _ = try? await task.value
+        await client.shutdown()
+    }
+
+    @Test func aGracefulShutdownStopsTheWatcherWhileItWaitsForNotifications() async throws {
+        let (cluster, db) = try Self.database("shutdown")
+        defer { Self.remove(cluster) }
+        let version = try ModelRegistry.add(model: try SearchEngineFixture.model(alpha: 1, beta: 0).encoded(), step: 0, configuration: "{}", metrics: "{}", on: db)
+        try ModelRegistry.promote(version, on: db)
+        let client = PostgresClient(url: cluster.url, maximumConnections: 2)
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil)
+        let watcher = ModelWatcher(service: service, url: cluster.url, logger: Logger(label: "test"))
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: watcher)], logger: Logger(label: "test")))
+        let running = Task { try await group.run() }
+        for _ in 0..<100 where service.engine == nil { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(service.engine?.version == version)
+        try await Task.sleep(for: .milliseconds(200))          // now inside the wait for a notification
+        let started = Date()
+        await group.triggerGracefulShutdown()
+        // The group ends by itself (SIGTERM to `amber serve` takes this path); a watcher that
+        // ignored the shutdown would keep it waiting — cancel after 10 s to keep the suite bounded.
+        let stopped = await withTaskGroup(of: Bool.self) { race in
+            race.addTask { (try? await running.value) != nil || true }
+            race.addTask { try? await Task.sleep(for: .seconds(10)); return false }
+            let first = await race.next()!
+            if !first { running.cancel() }               // the group's task, so that the race can end
+            race.cancelAll()
+            return first
+        }
+        #expect(stopped && Date().timeIntervalSince(started) < 5, "stopped \(stopped) after \(Date().timeIntervalSince(started)) s")
         await client.shutdown()
     }
 }
