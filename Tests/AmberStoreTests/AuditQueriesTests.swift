@@ -119,6 +119,17 @@ struct AuditQueriesTests {
         let agreement = try connection.execute("SELECT sum(paired_texts)::bigint AS n, avg(agreement)::float8 AS a FROM amber.prototype_overview")
         #expect(try agreement.value(Int.self, column: "n") == 12)
         #expect(abs(try agreement.value(Double.self, column: "a") - 0.5) < 1e-6)
+        // An older bank entry of image 0 with the other prototype: its captions are still counted
+        // once each and compared with the image's newest entry, so nothing changes.
+        let run = try connection.execute("SELECT run_id FROM amber.training_runs").value(Int64.self, column: "run_id")
+        let image0 = try connection.execute("SELECT item_id FROM amber.items WHERE external_id = 'img0.jpg'").value(Int64.self, column: "item_id")
+        try connection.execute("""
+            INSERT INTO amber.memory_bank (run_id, modality, slot, item_id, image_id, embedding, prototype, enqueued_step)
+            VALUES ($1, 'image', 6, $2, $2, '{1, 0}', 1, 10)
+            """, [.int(run), .int(image0)])
+        let again = try connection.execute("SELECT sum(paired_texts)::bigint AS n, avg(agreement)::float8 AS a FROM amber.prototype_overview")
+        #expect(try again.value(Int.self, column: "n") == 12)
+        #expect(abs(try again.value(Double.self, column: "a") - 0.5) < 1e-6)
         let top = try connection.execute("SELECT external_id, ambiguity FROM amber.ambiguous_entries LIMIT 1")
         #expect(try top.value(String.self, column: "external_id") == "img0.jpg")
         let backlog = try connection.execute("SELECT pending_pairs FROM amber.ingest_backlog")
