@@ -69,6 +69,7 @@ public struct GalleryEncoding: @unchecked Sendable {
 
     /// The rows at `positions`, in that order.
     public func rows(_ positions: [Int]) -> GalleryEncoding {
+        if positions.count == count && positions.elementsEqual(0..<count) { return self }
         let D = dimension
         var fused = [Float](); fused.reserveCapacity(positions.count * D)
         for p in positions { fused += self.fused[(p * D) ..< ((p + 1) * D)] }

@@ -51,15 +51,14 @@ public final class EncodedModalityGallery: @unchecked Sendable {
     /// The position of the item with store id `itemID`, if it is in the gallery.
     public func position(of itemID: Int64) -> Int? { positionOfItem[itemID] }
 
-    /// The encoding of the items at `positions` (to reuse them in a grown gallery).
-    public func encoding(rows positions: [Int]) -> GalleryEncoding {
+    /// Every item's encoding, in gallery order (to reuse them in a grown gallery).
+    public var encoding: GalleryEncoding {
         let D = index.dimension
-        var fused = [Float](); fused.reserveCapacity(positions.count * D)
-        for p in positions { fused += index.embedding(at: p) }
-        return GalleryEncoding(itemIDs: positions.map { items[$0].itemID }, fused: fused,
-                               offsets: index.hasOffsets ? positions.map { index.offset(at: $0) } : nil,
-                               fragments: positions.isEmpty ? Tensor.zeros([0, fragments.shape[1], D]) : fragments.indexSelect(positions),
-                               fragmentCounts: positions.map { fragmentCounts[$0] }, dimension: D)
+        var fused = [Float](); fused.reserveCapacity(count * D)
+        for p in 0..<count { fused += index.embedding(at: p) }
+        return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused,
+                               offsets: index.hasOffsets ? (0..<count).map { index.offset(at: $0) } : nil,
+                               fragments: fragments, fragmentCounts: fragmentCounts, dimension: D)
     }
 }
 

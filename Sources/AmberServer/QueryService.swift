@@ -55,7 +55,8 @@ public final class QueryService: Sendable {
     /// Galleries of at least this many items get the sign-bit prefilter.
     public let codesFrom: Int
     private let logger: Logger
-    private let lastVersion = Mutex<Int64?>(nil)
+    /// The version last loaded and its model's fingerprint for the cache (computed once per version).
+    private let lastLoaded = Mutex<(version: Int64, fingerprint: String?)?>(nil)
 
     public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, limits: ServerLimits = ServerLimits(),
                 cache: GalleryCache? = nil, codesFrom: Int = 100_000, logger: Logger = Logger(label: "amber.serve")) {
@@ -91,20 +92,26 @@ public final class QueryService: Sendable {
         }
         let started = Date()
         let previous = engine.flatMap { $0.version == version ? $0 : nil }
-        let fingerprint = galleryCacheFingerprint(model)
+        var catalogs: [Modality: [GalleryItem]] = [:]
+        for modality in Modality.allCases { catalogs[modality] = try await store.galleryCatalog(modality) }
+        if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).items.map(\.itemID) }) {
+            return version                                  // nothing new: no copy, no swap
+        }
+        let last = lastLoaded.withLock { $0 }
+        let fingerprint = last?.version == version ? last?.fingerprint : galleryCacheFingerprint(model)
         var galleries: [Modality: (items: [GalleryItem], encoding: GalleryEncoding)] = [:]
         var encoded = 0, reused = 0, fromCache = 0
         for modality in Modality.allCases {
-            let catalog = try await store.galleryCatalog(modality)
+            let catalog = catalogs[modality]!
             // What is already encoded with this model: the engine in service, else the cache.
             var known: GalleryEncoding?
             if let previous {
-                let gallery = previous.gallery(modality)
-                known = gallery.encoding(rows: Array(0..<gallery.count))
+                known = previous.gallery(modality).encoding
             } else if let cache, let fingerprint, let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint) {
                 known = cached
                 fromCache += cached.count
             }
+            let cacheIsCurrent = previous != nil || known != nil
             let knownRow = Dictionary((known?.itemIDs ?? []).enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             let missing = catalog.filter { knownRow[$0.itemID] == nil }.map(\.itemID)
             let features = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
@@ -121,7 +128,7 @@ public final class QueryService: Sendable {
             galleries[modality] = (items, encoding)
             encoded += fresh.count
             reused += kept.count
-            if let cache, let fingerprint, fresh.count > 0 || (previous == nil && fromCache == 0) {
+            if let cache, let fingerprint, fresh.count > 0 || !cacheIsCurrent {
                 do {
                     try cache.store(encoding, version: version, modality: modality, fingerprint: fingerprint)
                 } catch {
@@ -137,10 +144,10 @@ public final class QueryService: Sendable {
         if let cache, previous == nil {
             // Keep this version's files and the previous serving version's (for a rollback).
             var keep: Set<Int64> = [version]
-            if let old = lastVersion.withLock({ $0 }) { keep.insert(old) }
+            if let old = last?.version { keep.insert(old) }
             cache.prune(keeping: keep)
         }
-        lastVersion.withLock { $0 = version }
+        lastLoaded.withLock { $0 = (version, fingerprint) }
         logger.info(previous == nil ? "serving model version" : "gallery grown", metadata: [
             "serve.version": "\(version)", "serve.images": "\(images.items.count)", "serve.texts": "\(texts.items.count)",
             "serve.encoded": "\(encoded)", "serve.reused": "\(reused)", "serve.from_cache": "\(fromCache)",

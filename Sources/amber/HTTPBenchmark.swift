@@ -115,10 +115,7 @@ enum LoadClient {
         var errors: Int
         var seconds: Double
         var perSecond: Double { Double(latencies.count) / seconds }
-        func percentile(_ p: Double) -> Double {
-            let sorted = latencies.sorted()
-            return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
-        }
+        func percentile(_ p: Double) -> Double { amber.percentile(latencies, p) }
     }
 
     final class Connection {

@@ -56,10 +56,6 @@ struct SearchBenchCommand: ParsableCommand {
             }
             return (times, results)
         }
-        func percentile(_ values: [Double], _ p: Double) -> Double {
-            let sorted = values.sorted()
-            return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
-        }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let exact = measure { index.search($0, k: 10) }
         let bytes = Double(items * D * 4)
@@ -121,4 +117,10 @@ enum SyntheticGallery {
         let sine = (1 - cosine * cosine).squareRoot()
         return zip(item, direction).map { cosine * $0 + sine * $1 / norm }
     }
+}
+
+/// The `p`-quantile of `values` (nearest rank on `count − 1`; NaN when empty).
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
 }

@@ -39,7 +39,7 @@ struct GalleryEncodingTests {
         // The engine built from the joined encoding ranks as the one that encoded everything.
         let (_, images, _) = Self.fixture()
         let direct = SearchEngine(model: model, version: 1, images: images, texts: texts)
-        let rebuilt = SearchEngine(model: model, version: 1, images: (images.map(\.0), direct.images.encoding(rows: Array(0..<images.count))),
+        let rebuilt = SearchEngine(model: model, version: 1, images: (images.map(\.0), direct.images.encoding),
                                    texts: (texts.map(\.0), reordered))
         for query in 0..<images.count {
             let a = direct.search(images[query].1, of: .image, options: SearchOptions(k: 20, rerank: 5))

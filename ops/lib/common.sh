@@ -19,7 +19,7 @@ ensure_swift() {
 }
 
 # System packages Amber builds and runs with (Debian/Ubuntu names).
-AMBER_APT_PACKAGES=(libopenblas-dev libpq-dev postgresql-15 postgresql-contrib pkg-config python3 python3-pip)
+AMBER_APT_PACKAGES=(libopenblas-dev libpq-dev postgresql-15 postgresql-contrib pkg-config python3 python3-pip curl ca-certificates)
 
 # Installs whatever of AMBER_APT_PACKAGES is missing; does nothing when all are present.
 ensure_system_packages() {
