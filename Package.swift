@@ -14,6 +14,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "amber", targets: ["amber"]),
+        .library(name: "AmberCatalog", targets: ["AmberCatalog"]),
         .library(name: "AmberTensor", targets: ["AmberTensor"]),
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
         .library(name: "AmberStore", targets: ["AmberStore"]),
@@ -44,9 +45,14 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]
         ),
         .target(
+            name: "AmberCatalog",
+            swiftSettings: cpuSettings
+        ),
+        .target(
             name: "AmberStore",
             dependencies: [
                 "CLibPQ",
+                "AmberCatalog",
                 "AmberTensor",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -54,12 +60,13 @@ let package = Package(
         ),
         .target(
             name: "AmberSearch",
-            dependencies: ["AmberModel", "AmberTensor"],
+            dependencies: ["AmberCatalog", "AmberModel", "AmberTensor"],
             swiftSettings: cpuSettings
         ),
         .target(
             name: "AmberServer",
             dependencies: [
+                "AmberCatalog",
                 "AmberSearch",
                 "AmberModel",
                 "AmberTensor",
@@ -68,6 +75,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -78,6 +87,7 @@ let package = Package(
         .target(
             name: "AmberTrainingStore",
             dependencies: [
+                "AmberCatalog",
                 "AmberModel",
                 "AmberStore",
                 "AmberTrain",
@@ -92,7 +102,7 @@ let package = Package(
         ),
         .target(
             name: "AmberModel",
-            dependencies: ["AmberTensor"],
+            dependencies: ["AmberCatalog", "AmberTensor"],
             swiftSettings: cpuSettings
         ),
         .target(
@@ -102,12 +112,13 @@ let package = Package(
         ),
         .target(
             name: "AmberTrain",
-            dependencies: ["AmberTensor", "AmberModel"],
+            dependencies: ["AmberCatalog", "AmberTensor", "AmberModel"],
             swiftSettings: cpuSettings
         ),
         .executableTarget(
             name: "amber",
             dependencies: [
+                "AmberCatalog",
                 "AmberTensor",
                 "AmberTrain",
                 "AmberStore",
@@ -125,7 +136,7 @@ let package = Package(
         ),
         .target(
             name: "AmberTestSupport",
-            dependencies: ["AmberTensor", "AmberTrain", "AmberModel", "AmberSearch"],
+            dependencies: ["AmberCatalog", "AmberTensor", "AmberTrain", "AmberModel", "AmberSearch"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -135,12 +146,12 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "amber"],
+            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
             name: "AmberModelTests",
-            dependencies: ["AmberModel", "AmberTensor", "AmberTestSupport"],
+            dependencies: ["AmberCatalog", "AmberModel", "AmberTensor", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -151,13 +162,13 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberSearchTests",
-            dependencies: ["AmberSearch", "AmberModel", "AmberTensor", "AmberTestSupport"],
+            dependencies: ["AmberCatalog", "AmberSearch", "AmberModel", "AmberTensor", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
             name: "AmberServerTests",
             dependencies: [
-                "AmberServer", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport",
+                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -169,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberTrainTests",
-            dependencies: ["AmberTrain", "AmberTensor", "AmberModel", "AmberTestSupport"],
+            dependencies: ["AmberCatalog", "AmberTrain", "AmberTensor", "AmberModel", "AmberTestSupport"],
             swiftSettings: cpuSettings
         ),
     ],

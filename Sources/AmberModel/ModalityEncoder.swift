@@ -65,6 +65,23 @@ public struct ModalityEncoder: Sendable {
         public var normalizedGateInput = false
 
         public init() {}
+
+        /// Joint dimensions a model may have.
+        public static let jointDimensions = 1...8192
+
+        /// What is wrong with this configuration, or nil: what a CLI option or a stored model's
+        /// metadata must satisfy before a model is built from it.
+        public var problem: String? {
+            if !Self.jointDimensions.contains(jointDimension) {
+                return "the joint dimension must be 1…8192, got \(jointDimension)"
+            }
+            if !(fragmentDropout >= 0 && fragmentDropout < 1) { return "fragment dropout must be in [0, 1), got \(fragmentDropout)" }
+            if !(maxPoolWeight >= 0 && maxPoolWeight <= 1) { return "the max-pool weight must be in [0, 1], got \(maxPoolWeight)" }
+            if !(attentionTemperature > 0 && attentionTemperature.isFinite) {
+                return "the attention temperature must be positive and finite, got \(attentionTemperature)"
+            }
+            return nil
+        }
     }
 
     public let configuration: Configuration

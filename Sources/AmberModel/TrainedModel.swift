@@ -33,6 +33,12 @@ public struct TrainedModel: Sendable {
         public var description: String {
             "image \(imageGlobal) + n×\(imageFragment), text \(textGlobal) + n×\(textFragment)"
         }
+
+        /// What is wrong with these dimensions (each must be 1…8192), or nil.
+        public var problem: String? {
+            let all = [imageGlobal, imageFragment, textGlobal, textFragment]
+            return all.allSatisfy({ (1...8192).contains($0) }) ? nil : "feature dimensions must be 1…8192, got \(self)"
+        }
     }
 
     public var encoder: ModalityEncoder.Configuration
@@ -132,8 +138,10 @@ public struct TrainedModel: Sendable {
             do { return try MetadataJSON.decode(type, from: text) } catch { throw fail("metadata '\(name)' does not decode: \(error)") }
         }
         let encoder = try field("encoder", as: ModalityEncoder.Configuration.self)
+        if let problem = encoder.problem { throw fail("encoder configuration: \(problem)") }
         let dimensions = try field("dimensions", as: Dimensions.self)
-        guard let step = file.metadata["step"].flatMap(Int.init) else { throw fail("metadata has no integer 'step'") }
+        if let problem = dimensions.problem { throw fail(problem) }
+        guard let step = file.metadata["step"].flatMap(Int.init), step >= 0 else { throw fail("metadata has no non-negative integer 'step'") }
         var generator = RandomGenerator(seed: 0)
         let model = dimensions.makeModel(encoder, generator: &generator)
         for parameter in model.parameters {
@@ -142,16 +150,21 @@ public struct TrainedModel: Sendable {
             guard value.shape == parameter.shape else {
                 throw fail("'\(parameter.name)' has shape \(value.shape), the configuration needs \(parameter.shape)")
             }
+            guard value.scalars.allSatisfy(\.isFinite) else { throw fail("'\(parameter.name)' holds NaN or infinite values") }
             parameter.assign(value)
         }
         let ranking = try field("ranking", as: TwoStageRanking.self)
-        guard ranking.alpha >= 0, ranking.alpha <= 1, ranking.depth >= 1 else {
+        guard ranking.alpha >= 0, ranking.alpha <= 1, ranking.depth >= 1, ranking.depth <= 100_000 else {
             throw fail("ranking α \(ranking.alpha) must be in [0, 1] and depth \(ranking.depth) at least 1")
+        }
+        let alignment = try field("alignment", as: LocalAlignment.self)
+        guard alignment.temperature.isFinite, alignment.temperature >= 0 else {
+            throw fail("alignment temperature \(alignment.temperature) must be finite and ≥ 0")
         }
         var querybank: QuerybankNormalization?
         if file.metadata["querybank_beta"] != nil {
             let beta = try field("querybank_beta", as: Float.self)
-            guard beta >= 0, beta.isFinite else { throw fail("querybank β \(beta) must be finite and ≥ 0") }
+            guard beta >= 0, beta <= 1000 else { throw fail("querybank β \(beta) must be in [0, 1000]") }
             guard file.arrays["querybank.images"] != nil, file.arrays["querybank.texts"] != nil else {
                 throw fail("has a querybank β but not the tensors querybank.images and querybank.texts")
             }
@@ -160,12 +173,13 @@ public struct TrainedModel: Sendable {
             guard images.rank == 2, texts.rank == 2, images.shape[1] == D, texts.shape[1] == D, images.shape[0] > 0, texts.shape[0] > 0 else {
                 throw fail("querybank tensors have shapes \(images.shape) and \(texts.shape); the model needs [Q, \(D)] with Q ≥ 1")
             }
+            guard images.scalars.allSatisfy(\.isFinite), texts.scalars.allSatisfy(\.isFinite) else { throw fail("querybank tensors hold NaN or infinite values") }
             querybank = QuerybankNormalization(beta: beta, imageQueries: images, textQueries: texts)
         }
         return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: step,
                             metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: RetrievalMetrics.self),
                             stageTwoMetrics: file.metadata["stage_two_metrics"] == nil ? nil : try field("stage_two_metrics", as: RetrievalMetrics.self),
-                            ranking: ranking, alignment: try field("alignment", as: LocalAlignment.self), querybank: querybank)
+                            ranking: ranking, alignment: alignment, querybank: querybank)
     }
 }
 

@@ -1,13 +1,19 @@
+import AmberCatalog
 import AmberModel
 import AmberTensor
 import Foundation
 
-// Shape legend: `G` items, `n` fragments per item (padded to the widest), `D` joint dimension.
+// Shape legend: `G` items, `n_i` fragments of item `i`, `F = Σ n_i` fragments in all, `D` joint
+// dimension.
 
 /// One modality's items as one model encodes them: everything the search needs per item and
 /// nothing that depends on the other items, so encodings of disjoint item sets can be joined
 /// (a gallery grows by encoding only its new items) and kept on disk per model version
 /// (``GalleryCache``).
+///
+/// Fragments are ragged: item `i`'s projected fragments are rows `start[i] ..< start[i] + n_i`
+/// of one `[F, D]` array, so an item with many fragments costs its own rows and nothing more
+/// (padding every item to the widest one let one 1,900-token text grow a gallery tenfold).
 public struct GalleryEncoding: @unchecked Sendable {
     /// The store's item ids, by row.
     public var itemIDs: [Int64]
@@ -15,19 +21,19 @@ public struct GalleryEncoding: @unchecked Sendable {
     public var fused: [Float]
     /// `[G]` querybank offsets, or nil when the model has no querybank.
     public var offsets: [Float]?
-    /// `[G, n, D]` projected fragments, zero-padded.
-    public var fragments: Tensor
-    /// Real fragment rows per item.
+    /// `[F, D]` projected fragments, item after item.
+    public var fragments: [Float]
+    /// Fragment rows per item (`n_i`).
     public var fragmentCounts: [Int]
     public let dimension: Int
 
     public var count: Int { itemIDs.count }
 
-    public init(itemIDs: [Int64], fused: [Float], offsets: [Float]?, fragments: Tensor, fragmentCounts: [Int], dimension: Int) {
+    public init(itemIDs: [Int64], fused: [Float], offsets: [Float]?, fragments: [Float], fragmentCounts: [Int], dimension: Int) {
         precondition(fused.count == itemIDs.count * dimension && fragmentCounts.count == itemIDs.count
-                     && fragments.shape.count == 3 && fragments.shape[0] == itemIDs.count && fragments.shape[2] == dimension
+                     && fragments.count == fragmentCounts.reduce(0, +) * dimension
                      && (offsets?.count ?? itemIDs.count) == itemIDs.count,
-                     "GalleryEncoding: \(itemIDs.count) items, \(fused.count) fused values, fragments \(fragments.shape), D = \(dimension)")
+                     "GalleryEncoding: \(itemIDs.count) items, \(fused.count) fused values, \(fragments.count) fragment values for counts summing to \(fragmentCounts.reduce(0, +)), D = \(dimension)")
         self.itemIDs = itemIDs
         self.fused = fused
         self.offsets = offsets
@@ -38,47 +44,65 @@ public struct GalleryEncoding: @unchecked Sendable {
 
     /// No items.
     public static func empty(dimension: Int, withOffsets: Bool) -> GalleryEncoding {
-        GalleryEncoding(itemIDs: [], fused: [], offsets: withOffsets ? [] : nil, fragments: Tensor.zeros([0, 1, dimension]),
-                        fragmentCounts: [], dimension: dimension)
+        GalleryEncoding(itemIDs: [], fused: [], offsets: withOffsets ? [] : nil, fragments: [], fragmentCounts: [], dimension: dimension)
     }
 
     /// Encodes `items` of `modality` with `model` in chunks of `chunkSize`; the querybank offsets
     /// (when the model has a querybank with β > 0) rank this modality against the other
-    /// modality's training queries.
+    /// modality's training queries. Items must satisfy the model's ``FeatureLimits`` (at least
+    /// two fragments, the model's dimensions): the store and the API check them.
     public static func encode(_ items: [(itemID: Int64, features: ItemFeatures)], of modality: Modality, model: TrainedModel,
                               chunkSize: Int = 256) -> GalleryEncoding {
         let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
         let D = model.encoder.jointDimension
         let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
         guard !items.isEmpty else { return .empty(dimension: D, withOffsets: querybank != nil) }
-        var fused: [Float] = [], parts: [Tensor] = []
+        var fused: [Float] = [], fragments: [Float] = []
         fused.reserveCapacity(items.count * D)
+        fragments.reserveCapacity(items.reduce(0) { $0 + $1.features.localCount } * D)
         for start in stride(from: 0, to: items.count, by: chunkSize) {
             let batch = items[start ..< min(start + chunkSize, items.count)].map(\.features)
             let encoded = withoutGradients { encoder(SearchEngine.input(batch)) }
             fused += encoded.fused.scalars
-            parts.append(encoded.fragments)
+            let n = encoded.fragments.shape[1]
+            encoded.fragments.scalars.withUnsafeBufferPointer { padded in
+                for (row, features) in batch.enumerated() {
+                    fragments += padded[(row * n * D) ..< ((row * n + features.localCount) * D)]
+                }
+            }
         }
         let offsets = querybank.map { bank in
             bank.offsets(gallery: Tensor(shape: [items.count, D], scalars: fused),
                          queries: modality == .image ? bank.textQueries : bank.imageQueries)
         }
-        return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused, offsets: offsets, fragments: padded(parts, dimension: D),
+        return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused, offsets: offsets, fragments: fragments,
                                fragmentCounts: items.map(\.features.localCount), dimension: D)
+    }
+
+    /// The first fragment row of each item, and `F` at the end (`G + 1` values).
+    public var fragmentStarts: [Int] {
+        var starts = [0]
+        starts.reserveCapacity(count + 1)
+        for n in fragmentCounts { starts.append(starts[starts.count - 1] + n) }
+        return starts
     }
 
     /// The rows at `positions`, in that order.
     public func rows(_ positions: [Int]) -> GalleryEncoding {
         if positions.count == count && positions.elementsEqual(0..<count) { return self }
         let D = dimension
-        var fused = [Float](); fused.reserveCapacity(positions.count * D)
-        for p in positions { fused += self.fused[(p * D) ..< ((p + 1) * D)] }
+        let starts = fragmentStarts
+        var fused = [Float](), fragments = [Float]()
+        fused.reserveCapacity(positions.count * D)
+        for p in positions {
+            fused += self.fused[(p * D) ..< ((p + 1) * D)]
+            fragments += self.fragments[(starts[p] * D) ..< (starts[p + 1] * D)]
+        }
         return GalleryEncoding(itemIDs: positions.map { itemIDs[$0] }, fused: fused, offsets: offsets.map { o in positions.map { o[$0] } },
-                               fragments: positions.isEmpty ? Tensor.zeros([0, fragments.shape[1], D]) : fragments.indexSelect(positions),
-                               fragmentCounts: positions.map { fragmentCounts[$0] }, dimension: D)
+                               fragments: fragments, fragmentCounts: positions.map { fragmentCounts[$0] }, dimension: D)
     }
 
-    /// `parts` one after the other (fragments re-padded to the widest part).
+    /// `parts` one after the other.
     public static func concatenate(_ parts: [GalleryEncoding], dimension: Int, withOffsets: Bool) -> GalleryEncoding {
         let parts = parts.filter { $0.count > 0 }
         guard !parts.isEmpty else { return .empty(dimension: dimension, withOffsets: withOffsets) }
@@ -87,19 +111,7 @@ public struct GalleryEncoding: @unchecked Sendable {
                      "GalleryEncoding.concatenate: parts of another dimension or querybank")
         return GalleryEncoding(itemIDs: parts.flatMap(\.itemIDs), fused: parts.flatMap(\.fused),
                                offsets: withOffsets ? parts.flatMap { $0.offsets! } : nil,
-                               fragments: padded(parts.map(\.fragments), dimension: dimension),
-                               fragmentCounts: parts.flatMap(\.fragmentCounts), dimension: dimension)
-    }
-
-    /// `[G_i, n_i, D]` parts → `[ΣG_i, max n_i, D]`, zero-padded.
-    static func padded(_ parts: [Tensor], dimension D: Int) -> Tensor {
-        let parts = parts.filter { $0.shape[0] > 0 }
-        guard !parts.isEmpty else { return Tensor.zeros([0, 1, D]) }
-        let width = parts.map { $0.shape[1] }.max()!
-        let widened = parts.map { part in
-            part.shape[1] == width ? part : Tensor.concatenate([part, Tensor.zeros([part.shape[0], width - part.shape[1], D])], axis: 1)
-        }
-        return widened.count == 1 ? widened[0] : Tensor.concatenate(widened, axis: 0)
+                               fragments: parts.flatMap(\.fragments), fragmentCounts: parts.flatMap(\.fragmentCounts), dimension: dimension)
     }
 }
 
@@ -116,7 +128,7 @@ public struct GalleryCache: Sendable {
         self.directory = directory
     }
 
-    static let format = "amber-gallery-1"
+    static let format = "amber-gallery-2"
 
     public func path(version: Int64, modality: Modality) -> String {
         (directory as NSString).appendingPathComponent("v\(version)-\(modality.rawValue).safetensors")
@@ -130,11 +142,11 @@ public struct GalleryCache: Sendable {
               file.metadata["format"] == Self.format, file.metadata["fingerprint"] == fingerprint,
               let ids = try? file.arrays["item_ids"]?.int64Values(), let counts = try? file.arrays["fragment_counts"]?.int64Values(),
               let fused = try? file.tensor("fused"), let fragments = try? file.tensor("fragments"),
-              fused.shape.count == 2, fused.shape[0] == ids.count, fragments.shape.count == 3, fragments.shape[0] == ids.count,
-              fragments.shape[2] == fused.shape[1], counts.count == ids.count else { return nil }
+              fused.shape.count == 2, fused.shape[0] == ids.count, counts.count == ids.count, counts.allSatisfy({ $0 >= 0 }),
+              fragments.shape.count == 2, fragments.shape[0] == Int(counts.reduce(0, +)), fragments.shape[1] == fused.shape[1] else { return nil }
         let offsets = file.arrays["offsets"] == nil ? nil : try? file.tensor("offsets").scalars
         if file.arrays["offsets"] != nil && offsets?.count != ids.count { return nil }
-        return GalleryEncoding(itemIDs: ids, fused: fused.scalars, offsets: offsets, fragments: fragments,
+        return GalleryEncoding(itemIDs: ids, fused: fused.scalars, offsets: offsets, fragments: fragments.scalars,
                                fragmentCounts: counts.map(Int.init), dimension: fused.shape[1])
     }
 
@@ -145,7 +157,7 @@ public struct GalleryCache: Sendable {
             "item_ids": .int64(encoding.itemIDs, shape: [encoding.count]),
             "fragment_counts": .int64(encoding.fragmentCounts.map(Int64.init), shape: [encoding.count]),
             "fused": .float(Tensor(shape: [encoding.count, encoding.dimension], scalars: encoding.fused), .float32),
-            "fragments": .float(encoding.fragments, .float32),
+            "fragments": .float(Tensor(shape: [encoding.fragmentCounts.reduce(0, +), encoding.dimension], scalars: encoding.fragments), .float32),
         ]
         if let offsets = encoding.offsets { entries["offsets"] = .float(Tensor(shape: [encoding.count], scalars: offsets), .float32) }
         try SafetensorsFile.write(entries, metadata: ["format": Self.format, "fingerprint": fingerprint, "version": "\(version)",

@@ -1,7 +1,8 @@
 import AmberTensor
 import Foundation
 
-// Shape legend: `G` gallery items, `D` embedding dimension (a multiple of 16), `W = D / 64`
+// Shape legend: `G` gallery items, `D` embedding dimension (any; SIMD in blocks of 64 with a
+// scalar tail), `W = ⌈D / 64⌉`
 // words of sign bits per item, `k` results, `C` prefilter candidates.
 
 /// Stage 1 of the query service (DESIGN §1): the fused embeddings of every gallery item of one
@@ -35,14 +36,14 @@ public final class GalleryIndex: @unchecked Sendable {
     ///   - offsets: subtracted from every score of the item (querybank normalisation); nil for none.
     ///   - withCodes: also build the sign-bit codes for ``search(_:k:prefilter:)``.
     public init(itemIDs: [Int64], embeddings: [Float], dimension: Int, offsets: [Float]? = nil, withCodes: Bool = false) {
-        precondition(dimension > 0 && dimension % 64 == 0, "GalleryIndex: dimension \(dimension) must be a positive multiple of 64")
+        precondition(dimension > 0, "GalleryIndex: dimension \(dimension) must be positive")
         precondition(embeddings.count == itemIDs.count * dimension,
                      "GalleryIndex: \(embeddings.count) values for \(itemIDs.count) items of dimension \(dimension)")
         precondition(offsets.map { $0.count == itemIDs.count } ?? true, "GalleryIndex: \(offsets?.count ?? 0) offsets for \(itemIDs.count) items")
         self.itemIDs = itemIDs
         self.dimension = dimension
         self.offsets = offsets
-        words = dimension / 64
+        words = (dimension + 63) / 64
         let G = itemIDs.count
         let storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(embeddings.count, 1))
         _ = storage.initialize(from: embeddings)
@@ -219,7 +220,7 @@ public final class GalleryIndex: @unchecked Sendable {
         let magnitudes = query.map(abs)
         let sorted = magnitudes.sorted()
         let median = sorted[sorted.count / 2], quartile = sorted[(3 * sorted.count) / 4]
-        var half = [UInt64](repeating: 0, count: query.count / 64), quarter = half
+        var half = [UInt64](repeating: 0, count: (query.count + 63) / 64), quarter = half
         for (j, m) in magnitudes.enumerated() {
             if m >= median { half[j / 64] |= 1 << UInt64(j % 64) }
             if m >= quartile { quarter[j / 64] |= 1 << UInt64(j % 64) }
@@ -227,11 +228,12 @@ public final class GalleryIndex: @unchecked Sendable {
         return (half, quarter)
     }
 
-    /// Bit `j` of the code is set when component `j` is positive.
+    /// Bit `j` of the code is set when component `j` is positive; the bits past `D` in the
+    /// last word stay 0 for every item and query, so they never add distance.
     static func signBits(_ vector: UnsafePointer<Float>, dimension: Int, into code: UnsafeMutablePointer<UInt64>) {
-        for w in 0..<(dimension / 64) {
+        for w in 0..<((dimension + 63) / 64) {
             var word: UInt64 = 0
-            for b in 0..<64 where vector[w * 64 + b] > 0 { word |= 1 << UInt64(b) }
+            for b in 0..<min(64, dimension - w * 64) where vector[w * 64 + b] > 0 { word |= 1 << UInt64(b) }
             code[w] = word
         }
     }

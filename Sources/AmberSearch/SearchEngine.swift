@@ -1,16 +1,10 @@
+import AmberCatalog
 import AmberModel
 import AmberTensor
 import Foundation
 
-// Shape legend: `G` gallery items, `n` fragments per item (padded), `D` joint dimension,
-// `c` stage-2 candidates.
-
-/// The two modalities a gallery or a query can be.
-public enum Modality: String, Sendable, Codable, CaseIterable {
-    case image, text
-
-    public var other: Modality { self == .image ? .text : .image }
-}
+// Shape legend: `G` gallery items, `n_i` fragments of item `i` (ragged in the gallery, padded to
+// the widest of a batch), `D` joint dimension, `c` stage-2 candidates.
 
 /// An item of a gallery as the caller knows it.
 public struct GalleryItem: Sendable, Equatable {
@@ -32,18 +26,33 @@ public final class EncodedModalityGallery: @unchecked Sendable {
     public let modality: Modality
     public let items: [GalleryItem]
     public let index: GalleryIndex
-    /// `[G, n, D]` projected fragments, padded; real rows per item in `fragmentCounts`.
-    let fragments: Tensor
+    /// `[F, D]` projected fragments, item after item (ragged); item `i` has rows
+    /// `fragmentStarts[i] ..< fragmentStarts[i + 1]`.
+    let fragments: [Float]
     let fragmentCounts: [Int]
+    let fragmentStarts: [Int]
     private let positionOfItem: [Int64: Int]
 
-    init(modality: Modality, items: [GalleryItem], index: GalleryIndex, fragments: Tensor, fragmentCounts: [Int]) {
+    init(modality: Modality, items: [GalleryItem], index: GalleryIndex, encoding: GalleryEncoding) {
         self.modality = modality
         self.items = items
         self.index = index
-        self.fragments = fragments
-        self.fragmentCounts = fragmentCounts
+        fragments = encoding.fragments
+        fragmentCounts = encoding.fragmentCounts
+        fragmentStarts = encoding.fragmentStarts
         positionOfItem = Dictionary(items.enumerated().map { ($1.itemID, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The fragments of the items at `positions`, zero-padded to the widest: `[c, max n_i, D]`.
+    func paddedFragments(_ positions: [Int]) -> Tensor {
+        let D = index.dimension
+        let width = max(positions.map { fragmentCounts[$0] }.max() ?? 1, 1)
+        var values = [Float](repeating: 0, count: positions.count * width * D)
+        for (row, p) in positions.enumerated() {
+            let rows = (fragmentStarts[p] * D) ..< (fragmentStarts[p + 1] * D)
+            values.replaceSubrange((row * width * D) ..< (row * width * D + rows.count), with: fragments[rows])
+        }
+        return Tensor(shape: [positions.count, width, D], scalars: values)
     }
 
     public var count: Int { items.count }
@@ -125,8 +134,7 @@ public final class SearchEngine: @unchecked Sendable {
             precondition(items.map(\.itemID) == encoding.itemIDs, "SearchEngine: the \(modality.rawValue) items and their encoding differ")
             let index = GalleryIndex(itemIDs: encoding.itemIDs, embeddings: encoding.fused, dimension: encoding.dimension,
                                      offsets: encoding.offsets, withCodes: items.count >= codesFrom)
-            return EncodedModalityGallery(modality: modality, items: items, index: index, fragments: encoding.fragments,
-                                          fragmentCounts: encoding.fragmentCounts)
+            return EncodedModalityGallery(modality: modality, items: items, index: index, encoding: encoding)
         }
         self.images = gallery(.image, images.items, images.encoding)
         self.texts = gallery(.text, texts.items, texts.encoding)
@@ -158,9 +166,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// embedding and fragments; no re-encoding).
     public func search(itemAt position: Int, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let source = gallery(modality)
-        let count = source.fragmentCounts[position]
-        return search(fused: source.index.embedding(at: position),
-                      fragments: source.fragments.slice(axis: 0, position ..< position + 1).slice(axis: 1, 0..<count),
+        return search(fused: source.index.embedding(at: position), fragments: source.paddedFragments([position]),
                       of: modality, options: options)
     }
 
@@ -179,11 +185,11 @@ public final class SearchEngine: @unchecked Sendable {
         let positions = candidates.map(\.position)
         let local: [Float]
         if modality == .text {
-            local = model.alignment.scores(images: gallery.fragments.indexSelect(positions), imageCounts: positions.map { gallery.fragmentCounts[$0] },
+            local = model.alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCounts[$0] },
                                            texts: queryFragments, textCounts: [queryCount]).scalars
         } else {
             local = model.alignment.scores(images: queryFragments, imageCounts: [queryCount],
-                                           texts: gallery.fragments.indexSelect(positions), textCounts: positions.map { gallery.fragmentCounts[$0] }).scalars
+                                           texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCounts[$0] }).scalars
         }
         // Fused order; ties go to the lower gallery position (as in TwoStageRanking).
         var scored: [(position: Int, hit: SearchHit)] = []

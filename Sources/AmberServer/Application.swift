@@ -5,16 +5,52 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOPosix
 import Prometheus
+import Synchronization
 
 /// How `amber serve` listens and whom it lets in.
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
     public var keys = APIKeys()
-    public var limits = ServerLimits()
+    /// A connection that sends nothing for this long (no request head, no body part) while no
+    /// response is being written is closed: slow or stalled clients cannot hold connections.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Requests doing CPU work (searches, ingests) admitted at once, running or waiting for a
+    /// worker thread; past it a request gets 503 with `Retry-After` at once instead of queueing.
+    public var maximumPendingWork = 64
 
     public init() {}
+}
+
+/// Runs the CPU-heavy part of a request (decoding a body, encoding captions, a search) on
+/// worker threads (NIO's thread pool, one per core), never on Swift's cooperative pool, where
+/// it would hold up every other request's I/O — `/healthz` answers at once under saturating
+/// search load. Admission is bounded: past `capacity` requests in work, a new one gets 503 with
+/// `Retry-After` at once.
+public final class RequestWork: Sendable {
+    public let capacity: Int
+    private let admitted = Atomic<Int>(0)
+    private let pool: NIOThreadPool
+
+    public init(capacity: Int, pool: NIOThreadPool = .singleton) {
+        self.capacity = capacity
+        self.pool = pool
+    }
+
+    /// Requests in work now (running or waiting for a thread).
+    public var pending: Int { admitted.load(ordering: .relaxed) }
+
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        let count = admitted.wrappingAdd(1, ordering: .relaxed).newValue
+        defer { admitted.wrappingSubtract(1, ordering: .relaxed) }
+        guard count <= capacity else {
+            throw APIError(503, "the server is busy (\(capacity) requests in work); retry shortly", retryAfter: 1)
+        }
+        return try await pool.runIfActive(body)
+    }
 }
 
 /// The request context: who is asking (from the API key), checked by the routes.
@@ -78,26 +114,28 @@ struct AmberMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = Date()
         var context = context
-        let presented = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
-            ?? request.headers[HTTPField.Name("X-API-Key")!]
+        let presented = Self.presentedKey(request.headers)
         if let presented { context.role = keys.role(of: presented) }
         let response: Response
-        var unknownKey = false
-        if presented != nil && context.role == nil {
-            unknownKey = true
-        }
+        // Health and metrics answer whatever key comes with them (a probe's stale key is no reason to fail it).
+        let checksKey = !["/healthz", "/readyz", "/metrics"].contains(request.uri.path)
         do {
-            if unknownKey { throw APIError(401, "the API key is not valid", field: "authorization") }
+            if checksKey && presented != nil && context.role == nil { throw APIError(401, "the API key is not valid", field: "authorization") }
             response = try await next(request, context)
         } catch let error as APIError {
             response = Self.json(error)
+        } catch let error as HTTPParserError {
+            // A malformed body (e.g. a bad chunk size) from the client: the connection cannot go on.
+            var refused = Self.json(APIError(400, "the request is not valid HTTP (\(error))", field: "body"))
+            refused.headers[.connection] = "close"
+            response = refused
         } catch let error as HTTPError {
             response = Self.json(APIError(Int(error.status.code), error.body ?? error.status.reasonPhrase))
         } catch let error as DecodingError {
             response = Self.json(Self.describe(error))
         } catch let error as PostgresError {
             logger.error("database error", metadata: ["error": "\(error)"])
-            response = Self.json(error.isTransient ? APIError(503, "the database is unavailable; retry shortly", retryAfter: 5)
+            response = Self.json(error.isTransient ? APIError(503, "the database is unavailable or busy; retry shortly", retryAfter: 5)
                                                    : APIError(500, "internal error (the server log has the details)"))
         } catch {
             logger.error("request failed", metadata: ["error": "\(error)"])
@@ -106,6 +144,15 @@ struct AmberMiddleware: RouterMiddleware {
         metrics.record(route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: Int(response.status.code),
                        seconds: Date().timeIntervalSince(started))
         return response
+    }
+
+    /// The key of `Authorization: Bearer KEY` (the scheme in any case, RFC 7235) or `X-API-Key: KEY`.
+    static func presentedKey(_ headers: HTTPFields) -> String? {
+        if let value = headers[.authorization] {
+            let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1].trimmingCharacters(in: .whitespaces)) }
+        }
+        return headers[HTTPField.Name("X-API-Key")!]
     }
 
     static func json(_ error: APIError) -> Response {
@@ -119,10 +166,7 @@ struct AmberMiddleware: RouterMiddleware {
 
     /// A decoding error as a 400 naming the field (the JSON path).
     static func describe(_ error: DecodingError) -> APIError {
-        func path(_ keys: [any CodingKey]) -> String {
-            keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
-                .replacingOccurrences(of: ".[", with: "[")
-        }
+        let path = jsonPath
         switch error {
         case .keyNotFound(let key, let context):
             return .badRequest(path(context.codingPath + [key]), "\(path(context.codingPath + [key])) is missing")
@@ -182,8 +226,23 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
                              onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> Application<RouterResponder<AmberRequestContext>> {
     let router = Router(context: AmberRequestContext.self)
     router.add(middleware: AmberMiddleware(keys: configuration.keys, metrics: metrics, logger: logger))
-    let limits = configuration.limits
+    let limits = service.limits
     let openReads = configuration.keys.isEmpty
+    let work = RequestWork(capacity: configuration.maximumPendingWork)
+
+    /// The body, at most `limits.maximumBodyBytes` (413 past it).
+    @Sendable func collect(_ request: Request) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: limits.maximumBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError(413, "the body is larger than \(limits.maximumBodyBytes) bytes", field: "body")
+        }
+    }
+    /// A JSON body as `T`, after the checks the decoder does not make (``JSONBodyCheck``). Run on a worker.
+    @Sendable func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
+        try body.withUnsafeReadableBytes { try JSONBodyCheck.check($0) }
+        return try JSONDecoder().decode(type, from: Data(buffer: body))
+    }
 
     @Sendable func requireRole(_ role: APIRole, _ context: AmberRequestContext) throws {
         if role == .read && openReads { return }
@@ -207,20 +266,19 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
     }
     router.post("v1/search") { request, context -> JSONBody<SearchResponse> in
         try requireRole(.read, context)
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limits.maximumBodyBytes)
-        } catch is NIOTooManyBytesError {
-            throw APIError(413, "the body is larger than \(limits.maximumBodyBytes) bytes", field: "body")
-        }
-        let search = try JSONDecoder().decode(SearchRequest.self, from: Data(buffer: body))
-        return JSONBody(value: try service.search(search))
+        let body = try await collect(request)
+        return JSONBody(value: try await work.run { try service.search(try decode(SearchRequest.self, body)) })
     }
     router.get("v1/models") { request, context -> JSONBody<[String: [ModelVersionBody]]> in
         try requireRole(.read, context)
         guard let store = service.store else { throw APIError(503, "no database is configured") }
-        let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 50
-        guard (1...1000).contains(limit) else { throw APIError.badRequest("limit", "limit must be between 1 and 1000, got \(limit)") }
+        var limit = 50
+        if let given = request.uri.queryParameters.get("limit") {
+            guard let value = Int(given), (1...1000).contains(value) else {
+                throw APIError.badRequest("limit", "limit must be a whole number from 1 to 1000, got '\(given)'")
+            }
+            limit = value
+        }
         let versions = try await store.modelVersions(limit: limit).map {
             ModelVersionBody(version: $0.version, parentVersion: $0.parentVersion, run: $0.run, step: $0.step, status: $0.status,
                              rsum: $0.rsum, gate: $0.gate, createdAt: $0.createdAt, promotedAt: $0.promotedAt)
@@ -237,29 +295,21 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
             try await store.promote(version)
         } catch let error as RegistryError {
             throw APIError(404, error.description, field: "version")
+        } catch let error as UnservableModelError {
+            throw APIError(409, error.description + "; nothing was promoted", field: "version")
         }
         let serving = try await service.reload()
         return JSONBody(value: ["promoted": version, "serving": serving ?? version])
     }
-    @Sendable func body<T: Decodable>(_ request: Request, as type: T.Type) async throws -> T {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limits.maximumBodyBytes)
-        } catch is NIOTooManyBytesError {
-            throw APIError(413, "the body is larger than \(limits.maximumBodyBytes) bytes", field: "body")
-        }
-        return try JSONDecoder().decode(type, from: Data(buffer: buffer))
-    }
     router.post("v1/items") { request, context -> JSONBody<WriteResponse> in
         try requireRole(.admin, context)
         guard let store = service.store else { throw APIError(503, "no database is configured") }
-        let encoder = service.textEncoder
-        let items = try await body(request, as: ItemsRequest.self).validated(encode: encoder.map { encoder in
-            { caption in
-                let encoding = encoder.encode(caption)
-                return ItemFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars, localCount: encoding.tokenVectors.shape[0])
-            }
-        })
+        let body = try await collect(request)
+        let items = try await work.run {
+            try decode(ItemsRequest.self, body).validated(limits: limits, encode: service.textEncoder.map { encoder in
+                { caption in service.features(of: caption, encoder: encoder) }
+            })
+        }
         do {
             let (added, existing) = try await store.addItems(items)
             return JSONBody(value: WriteResponse(added: added, existing: existing))
@@ -270,7 +320,8 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
     router.post("v1/pairs") { request, context -> JSONBody<WriteResponse> in
         try requireRole(.admin, context)
         guard let store = service.store else { throw APIError(503, "no database is configured") }
-        let pairs = try await body(request, as: PairsRequest.self).validated()
+        let body = try await collect(request)
+        let pairs = try await work.run { try decode(PairsRequest.self, body).validated(limits: limits) }
         do {
             let (added, existing) = try await store.addPairs(pairs)
             return JSONBody(value: WriteResponse(added: added, existing: existing))
@@ -283,7 +334,8 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         guard let store = service.store else { throw APIError(503, "no database is configured") }
         return JSONBody(value: ["bank": try await store.bankSummary()])
     }
-    return Application(router: router, configuration: .init(address: .hostname(configuration.host, port: configuration.port),
-                                                             serverName: "amber"),
+    return Application(router: router,
+                       server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.idleTimeout))),
+                       configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "amber"),
                        onServerRunning: onServerRunning, logger: logger)
 }

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberSearch
 import AmberStore
@@ -57,6 +58,11 @@ public final class QueryService: Sendable {
     private let logger: Logger
     /// The version last loaded and its model's fingerprint for the cache (computed once per version).
     private let lastLoaded = Mutex<(version: Int64, fingerprint: String?)?>(nil)
+    /// Items whose stored features the serving model cannot take (logged once, left out of the
+    /// galleries), by the model version they were checked against.
+    private let rejected = Mutex<(version: Int64, items: Set<Int64>)>((0, []))
+    /// A promoted version that cannot be served (logged once; the engine in service stays).
+    private let unservable = Mutex<Int64?>(nil)
 
     public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, limits: ServerLimits = ServerLimits(),
                 cache: GalleryCache? = nil, codesFrom: Int = 100_000, logger: Logger = Logger(label: "amber.serve")) {
@@ -86,7 +92,19 @@ public final class QueryService: Sendable {
     @discardableResult
     public func reload() async throws -> Int64? {
         guard let store else { return engine?.version }
-        guard let (version, model) = try await store.servingModel() else {
+        let served: (version: Int64, model: TrainedModel)?
+        do {
+            served = try await store.servingModel()
+        } catch let error as UnservableModelError {
+            // A bad model row must not take the service down: keep what is served, say so once.
+            if unservable.withLock({ $0 }) != error.version {
+                logger.error("the promoted model cannot be served; keeping the engine in service (promote or roll back to another version)",
+                             metadata: ["serve.version": "\(error.version)", "error": "\(error.problem)"])
+                unservable.withLock { $0 = error.version }
+            }
+            return engine?.version
+        }
+        guard let (version, model) = served else {
             logger.info("no model is promoted yet")
             return nil
         }
@@ -94,6 +112,7 @@ public final class QueryService: Sendable {
         let previous = engine.flatMap { $0.version == version ? $0 : nil }
         var catalogs: [Modality: [GalleryItem]] = [:]
         for modality in Modality.allCases { catalogs[modality] = try await store.galleryCatalog(modality) }
+        var refused = rejected.withLock { $0.version == version ? $0.items : [] }
         if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).items.map(\.itemID) }) {
             return version                                  // nothing new: no copy, no swap
         }
@@ -113,8 +132,16 @@ public final class QueryService: Sendable {
             }
             let cacheIsCurrent = previous != nil || known != nil
             let knownRow = Dictionary((known?.itemIDs ?? []).enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-            let missing = catalog.filter { knownRow[$0.itemID] == nil }.map(\.itemID)
-            let features = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
+            let missing = catalog.filter { knownRow[$0.itemID] == nil && !refused.contains($0.itemID) }.map(\.itemID)
+            let stored = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
+            // Rows the model cannot take (written before today's checks, or by hand) are left out, each logged once.
+            let features = stored.filter { entry in
+                guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }
+                refused.insert(entry.itemID)
+                logger.error("item left out of the gallery: its stored features cannot be searched",
+                             metadata: ["serve.item_id": "\(entry.itemID)", "serve.modality": "\(modality.rawValue)", "error": "\(problem)"])
+                return false
+            }
             let fresh = GalleryEncoding.encode(features, of: modality, model: model)
             let freshRow = Dictionary(fresh.itemIDs.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             // Catalog order; an item whose features vanished in between is left out.
@@ -136,6 +163,8 @@ public final class QueryService: Sendable {
                 }
             }
         }
+        rejected.withLock { $0 = (version, refused) }
+        unservable.withLock { $0 = nil }
         if let previous, encoded == 0, galleries[.image]!.items.count == previous.images.count, galleries[.text]!.items.count == previous.texts.count {
             return version
         }
@@ -156,10 +185,30 @@ public final class QueryService: Sendable {
         return version
     }
 
+    /// Why `features` cannot join the gallery of `modality` under `model`, or nil.
+    func servingProblem(_ features: ItemFeatures, of modality: Modality, model: TrainedModel) -> FeatureProblem? {
+        let d = model.dimensions
+        let (global, fragment) = modality == .image ? (d.imageGlobal, d.imageFragment) : (d.textGlobal, d.textFragment)
+        guard features.global.count == global, features.localDimension == fragment else {
+            return FeatureProblem(field: "features", message: "features of \(features.global.count) + n×\(features.localDimension); the model takes \(global) + n×\(fragment)")
+        }
+        return features.problem(under: limits.features, modality: modality, field: "features")
+    }
+
     /// The model's fingerprint for the gallery cache (nil without a cache).
     private func galleryCacheFingerprint(_ model: TrainedModel) -> String? {
         guard cache != nil, let bytes = try? model.encoded() else { return nil }
         return GalleryCache.fingerprint(bytes)
+    }
+
+    /// The features of a text as the text encoder makes them (token vectors and the sentence
+    /// vector), truncated to the most fragments a text may have.
+    public func features(of text: String, encoder: MiniLMEncoder) -> ItemFeatures {
+        let encoding = encoder.encode(text)
+        let tokens = min(encoding.tokenVectors.shape[0], limits.features.maximumTextFragments)
+        let width = encoding.tokenVectors.shape[1]
+        return ItemFeatures(global: encoding.sentenceVector.scalars, local: Array(encoding.tokenVectors.scalars.prefix(tokens * width)),
+                            localCount: tokens)
     }
 
     /// Answers a checked search on the current engine.
@@ -176,12 +225,13 @@ public final class QueryService: Sendable {
         let described: String
         switch search.query {
         case .text(let text):
-            guard let textEncoder else { throw APIError(503, "the text encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: "text") }
-            let encoding = textEncoder.encode(text)
-            let features = ItemFeatures(global: encoding.sentenceVector.scalars, local: encoding.tokenVectors.scalars,
-                                         localCount: encoding.tokenVectors.shape[0])
+            guard let textEncoder else {
+                throw APIError(503, "the text encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: "text", retryAfter: 60)
+            }
+            let features = self.features(of: text, encoder: textEncoder)
             guard features.global.count == dimensions.textGlobal, features.local.count == features.localCount * dimensions.textFragment else {
-                throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(dimensions.textGlobal))", field: "text")
+                throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(dimensions.textGlobal))",
+                               field: "text", retryAfter: 60)
             }
             target = .image
             hits = engine.search(features, of: .text, options: search.options)
@@ -215,18 +265,42 @@ public final class QueryService: Sendable {
     }
 }
 
+/// A promoted model version whose file cannot be served (it does not decode, or its
+/// configuration or parameters are out of bounds).
+public struct UnservableModelError: Error, CustomStringConvertible {
+    public let version: Int64
+    public let problem: String
+
+    public init(version: Int64, problem: String) {
+        self.version = version
+        self.problem = problem
+    }
+
+    public var description: String { "model version \(version) cannot be served: \(problem)" }
+}
+
 /// The serving store in PostgreSQL.
 public struct PostgresServingStore: ServingStore {
     public let client: PostgresClient
+    public let logger: Logger
 
-    public init(client: PostgresClient) {
+    public init(client: PostgresClient, logger: Logger = Logger(label: "amber.serve")) {
         self.client = client
+        self.logger = logger
     }
 
     public func servingModel() async throws -> (version: Int64, model: TrainedModel)? {
-        try await client.withConnection { db in
-            guard let file = try ModelRegistry.servingModelFile(on: db) else { return nil }
-            return (file.version, try TrainedModel.read(bytes: file.bytes, name: "model version \(file.version)"))
+        guard let file = try await client.withConnection({ db in try ModelRegistry.servingModelFile(on: db) }) else { return nil }
+        return (file.version, try Self.servable(file.bytes, version: file.version))
+    }
+
+    /// The model of a stored file, checked for serving.
+    /// - Throws: ``UnservableModelError``.
+    static func servable(_ bytes: [UInt8], version: Int64) throws -> TrainedModel {
+        do {
+            return try TrainedModel.read(bytes: bytes, name: "model version \(version)")
+        } catch {
+            throw UnservableModelError(version: version, problem: "\(error)")
         }
     }
 
@@ -254,13 +328,23 @@ public struct PostgresServingStore: ServingStore {
                 FROM amber.items i JOIN amber.features f USING (item_id)
                 WHERE i.modality = $1::amber.modality AND i.item_id = ANY($2::bigint[]) ORDER BY i.item_id
                 """, [.text(modality.rawValue), .text("{" + ids.map(String.init).joined(separator: ",") + "}")])
-            return try (0..<rows.rowCount).map { row in
-                let id = try rows.value(Int64.self, row: row, column: "item_id")
-                let global = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "global_vector"),
-                                                     type: rows.value(String.self, row: row, column: "global_type"), item: id)
-                let local = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "local_vectors"),
-                                                    type: rows.value(String.self, row: row, column: "local_type"), item: id)
-                return (id, ItemFeatures(global: global, local: local, localCount: try rows.value(Int.self, row: row, column: "local_count")))
+            return (0..<rows.rowCount).compactMap { row in
+                // A row that does not decode is skipped and logged: one bad row must not stop a gallery.
+                do {
+                    let id = try rows.value(Int64.self, row: row, column: "item_id")
+                    let global = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "global_vector"),
+                                                         type: rows.value(String.self, row: row, column: "global_type"), item: id)
+                    let local = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "local_vectors"),
+                                                        type: rows.value(String.self, row: row, column: "local_type"), item: id)
+                    let count = try rows.value(Int.self, row: row, column: "local_count")
+                    guard let features = ItemFeatures(checking: global, local: local, localCount: count) else {
+                        throw PostgresError(code: "", message: "item \(id): \(local.count) local values for local_count \(count)", kind: .invalidData)
+                    }
+                    return (id, features)
+                } catch {
+                    logger.error("features row skipped", metadata: ["serve.row": "\(row)", "error": "\(error)"])
+                    return nil
+                }
             }
         }
     }
@@ -269,8 +353,13 @@ public struct PostgresServingStore: ServingStore {
         try await client.withConnection { db in try ModelRegistry.list(on: db, limit: limit) }
     }
 
+    /// Promotes `version` once its file is known to be servable.
+    /// - Throws: ``UnservableModelError`` (nothing promoted), ``RegistryError`` for an unknown version.
     public func promote(_ version: Int64) async throws {
-        try await client.withConnection { db in try ModelRegistry.promote(version, on: db) }
+        try await client.withConnection { db in
+            if let bytes = try ModelRegistry.modelFile(version, on: db) { _ = try Self.servable(bytes, version: version) }
+            try ModelRegistry.promote(version, on: db)
+        }
     }
 
     public func addItems(_ items: [NewItem]) async throws -> (added: Int, existing: Int) {

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberSearch
 import AmberStore
@@ -9,10 +10,14 @@ public struct ServerLimits: Sendable, Equatable {
     public var maximumBodyBytes = 4 << 20
     public var maximumK = 100
     public var maximumRerank = 200
-    /// Local vectors of a `features` query.
-    public var maximumLocalVectors = 512
-    /// Characters of a `text` query.
+    /// Code points of a `text` query.
     public var maximumTextLength = 2000
+    /// Items per `POST /v1/items` and pairs per `POST /v1/pairs`.
+    public var maximumItemsPerRequest = 1000
+    public var maximumPairsPerRequest = 10_000
+    /// What features a query or an item may have (fragment counts, magnitudes, dimensions);
+    /// the same limits apply to items read back from the database.
+    public var features = FeatureLimits()
 
     public init() {}
 }
@@ -105,6 +110,18 @@ public struct SearchRequest: Decodable, Sendable {
         case itemID = "item_id"
     }
 
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        text = try c.decodeIfPresent(String.self, forKey: .text)
+        itemID = try c.wholeNumber(Int64.self, forKey: .itemID)
+        features = try c.decodeIfPresent(Features.self, forKey: .features)
+        target = try c.decodeIfPresent(String.self, forKey: .target)
+        k = try c.wholeNumber(Int.self, forKey: .k)
+        rerank = try c.wholeNumber(Int.self, forKey: .rerank)
+        alpha = try c.number(forKey: .alpha)
+        prefilter = try c.wholeNumber(Int.self, forKey: .prefilter)
+    }
+
     public init(text: String? = nil, itemID: Int64? = nil, features: Features? = nil, target: String? = nil,
                 k: Int? = nil, rerank: Int? = nil, alpha: Float? = nil, prefilter: Int? = nil) {
         self.text = text
@@ -188,11 +205,10 @@ public struct ValidatedSearch: Sendable {
         }
         options = SearchOptions(k: k, rerank: rerank, alpha: request.alpha, prefilter: request.prefilter)
         if let text = request.text {
-            let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !trimmed.isEmpty else { throw APIError.badRequest("text", "text is empty") }
-            guard text.count <= limits.maximumTextLength else {
-                throw APIError.badRequest("text", "text has \(text.count) characters; at most \(limits.maximumTextLength)")
+            if let problem = CatalogText.problem(text, field: "text", codePoints: 1...limits.maximumTextLength) {
+                throw APIError.badRequest(problem.field, problem.message)
             }
+            guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw APIError.badRequest("text", "text is empty") }
             if target == .text { throw APIError.badRequest("target", "a text query searches images: target must be image") }
             query = .text(text)
             self.target = .image
@@ -204,7 +220,7 @@ public struct ValidatedSearch: Sendable {
             self.target = target
             return
         }
-        let features = request.features!
+        guard let features = request.features else { throw APIError.badRequest("features", "features is missing") }
         guard let target else { throw APIError.badRequest("target", "a features query needs target (image or text): the gallery to search") }
         let modality = target.other
         let expected = dimensions(modality)
@@ -212,28 +228,10 @@ public struct ValidatedSearch: Sendable {
         guard global.count == expected.global else {
             throw APIError.badRequest("features.global", "features.global has \(global.count) values; a \(modality.rawValue) query needs \(expected.global)")
         }
-        let local: [Float]
-        let count: Int
-        switch features.local {
-        case .rows(let rows):
-            guard !rows.isEmpty else { throw APIError.badRequest("features.local", "features.local is empty; give at least one vector") }
-            for (i, row) in rows.enumerated() where row.values.count != expected.fragment {
-                throw APIError.badRequest("features.local[\(i)]", "features.local[\(i)] has \(row.values.count) values; a \(modality.rawValue) query needs \(expected.fragment)")
-            }
-            local = rows.flatMap(\.values)
-            count = rows.count
-        case .packed(let packed):
-            guard !packed.values.isEmpty, packed.values.count % expected.fragment == 0 else {
-                throw APIError.badRequest("features.local", "features.local holds \(packed.values.count) values; a \(modality.rawValue) query needs a positive multiple of \(expected.fragment)")
-            }
-            local = packed.values
-            count = packed.values.count / expected.fragment
+        let (local, count) = try features.local.flattened(field: "features.local", dimension: expected.fragment, modality: modality)
+        if let problem = limits.features.problem(modality: modality, global: global, local: local, localCount: count, field: "features") {
+            throw APIError.badRequest(problem.field, problem.message)
         }
-        guard count <= limits.maximumLocalVectors else {
-            throw APIError.badRequest("features.local", "features.local has \(count) vectors; at most \(limits.maximumLocalVectors)")
-        }
-        guard global.allSatisfy(\.isFinite) else { throw APIError.badRequest("features.global", "features.global holds NaN or infinity") }
-        guard local.allSatisfy(\.isFinite) else { throw APIError.badRequest("features.local", "features.local holds NaN or infinity") }
         query = .features(ItemFeatures(global: global, local: local, localCount: count), modality)
         self.target = target
     }
@@ -274,74 +272,133 @@ public struct WriteResponse: Encodable, Sendable {
     public var existing: Int
 }
 
+extension WireVectors {
+    /// The vectors as one row-major array and their count. `dimension` is the width each vector
+    /// must have (nil: the first vector's; a packed string then cannot be split).
+    /// - Throws: ``APIError`` 400 naming `field` (or the vector).
+    func flattened(field: String, dimension: Int?, modality: Modality) throws -> (values: [Float], count: Int) {
+        switch self {
+        case .rows(let rows):
+            guard let width = dimension ?? rows.first?.values.count, width > 0, !rows.isEmpty else {
+                throw APIError.badRequest(field, "\(field) is empty; give at least two vectors")
+            }
+            for (i, row) in rows.enumerated() where row.values.count != width {
+                throw APIError.badRequest("\(field)[\(i)]", dimension == nil ? "\(field)[\(i)] has \(row.values.count) values, the first vector \(width)"
+                                                                     : "\(field)[\(i)] has \(row.values.count) values; a \(modality.rawValue) needs \(width)")
+            }
+            return (rows.flatMap(\.values), rows.count)
+        case .packed(let packed):
+            guard let width = dimension else {
+                throw APIError.badRequest(field, "\(field) must be an array of vectors (each a number array or base64 float32)")
+            }
+            guard !packed.values.isEmpty, packed.values.count % width == 0 else {
+                throw APIError.badRequest(field, "\(field) holds \(packed.values.count) values; a \(modality.rawValue) needs a positive multiple of \(width)")
+            }
+            return (packed.values, packed.values.count / width)
+        }
+    }
+}
+
 extension ItemsRequest {
     /// Checks every item; texts without features are encoded with `encode` when it is given.
     /// - Throws: ``APIError`` 400 naming the entry (503 when a text needs the missing encoder).
-    public func validated(encode: ((String) -> ItemFeatures)?) throws -> [NewItem] {
+    public func validated(limits: ServerLimits, encode: ((String) -> ItemFeatures)?) throws -> [NewItem] {
         guard !items.isEmpty else { throw APIError.badRequest("items", "items is empty") }
-        guard items.count <= 1000 else { throw APIError.badRequest("items", "at most 1000 items per request, got \(items.count)") }
+        guard items.count <= limits.maximumItemsPerRequest else {
+            throw APIError.badRequest("items", "at most \(limits.maximumItemsPerRequest) items per request, got \(items.count)")
+        }
         return try items.enumerated().map { index, item in
             let at = "items[\(index)]"
-            guard item.modality == "image" || item.modality == "text" else {
+            guard let modality = Modality(rawValue: item.modality) else {
                 throw APIError.badRequest("\(at).modality", "\(at).modality must be image or text, not '\(item.modality)'")
             }
-            guard (1...512).contains(item.externalID.count) else {
-                throw APIError.badRequest("\(at).external_id", "\(at).external_id must have 1 to 512 characters")
+            if let problem = CatalogText.problem(item.externalID, field: "\(at).external_id", codePoints: 1...CatalogText.maximumExternalID) {
+                throw APIError.badRequest(problem.field, problem.message)
             }
-            if item.modality == "image", item.caption != nil {
+            if modality == .image, item.caption != nil {
                 throw APIError.badRequest("\(at).caption", "\(at).caption: only texts have captions")
             }
-            if let caption = item.caption, caption.isEmpty || caption.count > 10000 {
-                throw APIError.badRequest("\(at).caption", "\(at).caption must have 1 to 10000 characters")
+            if let caption = item.caption, let problem = CatalogText.problem(caption, field: "\(at).caption", codePoints: 1...CatalogText.maximumCaption) {
+                throw APIError.badRequest(problem.field, problem.message)
             }
-            guard let features = item.features else {
-                guard item.modality == "text", let caption = item.caption else {
+            let features: ItemFeatures
+            if let given = item.features {
+                let (local, count) = try given.local.flattened(field: "\(at).features.local", dimension: nil, modality: modality)
+                let global = given.global.values
+                if let problem = limits.features.problem(modality: modality, global: global, local: local, localCount: count, field: "\(at).features") {
+                    throw APIError.badRequest(problem.field, problem.message)
+                }
+                features = ItemFeatures(global: global, local: local, localCount: count)
+            } else {
+                guard modality == .text, let caption = item.caption else {
                     throw APIError.badRequest("\(at).features", "\(at).features is missing (only a text with a caption may leave it out)")
                 }
                 guard let encode else {
-                    throw APIError(503, "\(at) has no features and the text encoder is not loaded; send features or run ops/setup", field: "\(at).features")
+                    throw APIError(503, "\(at) has no features and the text encoder is not loaded; send features or run ops/setup",
+                                   field: "\(at).features", retryAfter: 60)
                 }
-                let encoded = encode(caption)
-                return NewItem(modality: "text", externalID: item.externalID, caption: caption,
-                               global: encoded.global, local: encoded.local, localCount: encoded.localCount)
+                features = encode(caption)
             }
-            let global = features.global.values
-            guard !global.isEmpty else { throw APIError.badRequest("\(at).features.global", "\(at).features.global is empty") }
-            guard global.allSatisfy(\.isFinite) else { throw APIError.badRequest("\(at).features.global", "\(at).features.global holds NaN or infinity") }
-            let local: [Float], count: Int
-            switch features.local {
-            case .rows(let rows):
-                guard let width = rows.first?.values.count, width > 0 else {
-                    throw APIError.badRequest("\(at).features.local", "\(at).features.local is empty; give at least one vector")
-                }
-                for (r, row) in rows.enumerated() where row.values.count != width {
-                    throw APIError.badRequest("\(at).features.local[\(r)]", "\(at).features.local[\(r)] has \(row.values.count) values, the first vector \(width)")
-                }
-                local = rows.flatMap(\.values)
-                count = rows.count
-            case .packed:
-                throw APIError.badRequest("\(at).features.local", "\(at).features.local must be an array of vectors (each a number array or base64 float32)")
-            }
-            guard count <= 4096 else { throw APIError.badRequest("\(at).features.local", "\(at).features.local has \(count) vectors; at most 4096") }
-            guard local.allSatisfy(\.isFinite) else { throw APIError.badRequest("\(at).features.local", "\(at).features.local holds NaN or infinity") }
-            return NewItem(modality: item.modality, externalID: item.externalID, caption: item.caption, global: global, local: local, localCount: count)
+            return NewItem(modality: modality.rawValue, externalID: item.externalID, caption: item.caption,
+                           global: features.global, local: features.local, localCount: features.localCount)
         }
     }
 }
 
 extension PairsRequest {
     /// - Throws: ``APIError`` 400 naming the entry.
-    public func validated() throws -> [NewPair] {
+    public func validated(limits: ServerLimits) throws -> [NewPair] {
         guard !pairs.isEmpty else { throw APIError.badRequest("pairs", "pairs is empty") }
-        guard pairs.count <= 10000 else { throw APIError.badRequest("pairs", "at most 10000 pairs per request, got \(pairs.count)") }
+        guard pairs.count <= limits.maximumPairsPerRequest else {
+            throw APIError.badRequest("pairs", "at most \(limits.maximumPairsPerRequest) pairs per request, got \(pairs.count)")
+        }
         return try pairs.enumerated().map { index, pair in
-            guard !pair.image.isEmpty else { throw APIError.badRequest("pairs[\(index)].image", "pairs[\(index)].image is empty") }
-            guard !pair.text.isEmpty else { throw APIError.badRequest("pairs[\(index)].text", "pairs[\(index)].text is empty") }
+            for (name, value) in [("image", pair.image), ("text", pair.text)] {
+                if let problem = CatalogText.problem(value, field: "pairs[\(index)].\(name)", codePoints: 1...CatalogText.maximumExternalID) {
+                    throw APIError.badRequest(problem.field, problem.message)
+                }
+            }
             let split = pair.split ?? "train"
             guard ["train", "dev", "test"].contains(split) else {
                 throw APIError.badRequest("pairs[\(index)].split", "pairs[\(index)].split must be train, dev or test, not '\(split)'")
             }
             return NewPair(image: pair.image, text: pair.text, split: split)
         }
+    }
+}
+
+/// The JSON path of a coding path, as error fields name it: `items[3].features.global`.
+func jsonPath(_ keys: [any CodingKey]) -> String {
+    var path = ""
+    for key in keys {
+        if let index = key.intValue {
+            path += "[\(index)]"
+        } else {
+            path += path.isEmpty ? key.stringValue : "." + key.stringValue
+        }
+    }
+    return path
+}
+
+extension KeyedDecodingContainer {
+    /// An optional integer field; a fraction, an out-of-range number or another type is a 400
+    /// naming the field (Foundation reports those as "not valid JSON" with no path).
+    func wholeNumber<T: FixedWidthInteger & Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        if let value = try? decode(T.self, forKey: key) { return value }
+        let field = jsonPath(codingPath + [key])
+        if let number = try? decode(Double.self, forKey: key) {
+            throw APIError.badRequest(field, "\(field) must be a whole number from \(T.min) to \(T.max), got \(number)")
+        }
+        throw APIError.badRequest(field, "\(field) must be a whole number")
+    }
+
+    /// An optional finite number field (read as a Double, then rounded to Float: `1e-50` is 0).
+    func number(forKey key: Key) throws -> Float? {
+        guard contains(key), try !decodeNil(forKey: key) else { return nil }
+        let field = jsonPath(codingPath + [key])
+        guard let value = try? decode(Double.self, forKey: key) else { throw APIError.badRequest(field, "\(field) must be a number") }
+        guard value.isFinite, Float(value).isFinite else { throw APIError.badRequest(field, "\(field) must be a finite number, got \(value)") }
+        return Float(value)
     }
 }

@@ -40,9 +40,17 @@ public struct EmbeddedPostgres: Sendable {
     /// URL of the cluster's `amber` database over the unix socket.
     public var url: String { url(database: databaseName) }
 
-    public func url(database: String) -> String {
-        "postgresql:///\(database)?host=\(socketDirectory)&port=\(port)&user=amber"
+    public func url(database: String, user: String = "amber") -> String {
+        "postgresql:///\(database)?host=\(socketDirectory)&port=\(port)&user=\(user)"
     }
+
+    /// URL of the `amber` database for the services (`amber serve`, `amber train`): the
+    /// least-privileged `amber_service` role (amber_app's rights; made by the migrations), not
+    /// the owner `amber`, a superuser that migrations and operator commands use.
+    public var serviceURL: String { url(database: databaseName, user: EmbeddedPostgres.serviceRole) }
+
+    /// The login role of the services in the embedded cluster.
+    public static let serviceRole = "amber_service"
 
     /// A problem starting or stopping the cluster, with what to do about it.
     public struct Failure: Error, CustomStringConvertible {

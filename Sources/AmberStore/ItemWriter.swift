@@ -50,27 +50,21 @@ public enum ItemWriter {
     public static func write(_ items: [NewItem], source: String = "http", on db: PostgresConnection) throws -> (added: Int, existing: Int) {
         try db.transaction {
             var dimensions: [String: (global: Int, local: Int)] = [:]
-            let rows = try db.execute("SELECT modality::text AS m, global_dim, local_dim FROM amber.feature_dimensions")
-            for row in 0..<rows.rowCount {
-                dimensions[try rows.value(String.self, row: row, column: "m")] =
-                    (try rows.value(Int.self, row: row, column: "global_dim"), try rows.value(Int.self, row: row, column: "local_dim"))
-            }
             var added = 0
             for (index, item) in items.enumerated() {
                 let localDimension = item.local.count / max(item.localCount, 1)
-                if let known = dimensions[item.modality] {
-                    guard known.global == item.global.count else {
-                        throw ItemWriteError(field: "items[\(index)].features.global",
-                                             description: "items[\(index)].features.global has \(item.global.count) values; stored \(item.modality) features have \(known.global)")
-                    }
-                    guard known.local == localDimension else {
-                        throw ItemWriteError(field: "items[\(index)].features.local",
-                                             description: "items[\(index)].features.local has vectors of \(localDimension) values; stored \(item.modality) features have \(known.local)")
-                    }
-                } else {
-                    try db.execute("INSERT INTO amber.feature_dimensions (modality, global_dim, local_dim) VALUES ($1::amber.modality, $2, $3)",
-                                   [.text(item.modality), .int32(Int32(item.global.count)), .int32(Int32(localDimension))])
-                    dimensions[item.modality] = (item.global.count, localDimension)
+                if dimensions[item.modality] == nil {
+                    dimensions[item.modality] = try FeatureDimensions.register(modality: item.modality, global: item.global.count,
+                                                                               local: localDimension, on: db)
+                }
+                let known = dimensions[item.modality]!
+                guard known.global == item.global.count else {
+                    throw ItemWriteError(field: "items[\(index)].features.global",
+                                         description: "items[\(index)].features.global has \(item.global.count) values; stored \(item.modality) features have \(known.global)")
+                }
+                guard known.local == localDimension else {
+                    throw ItemWriteError(field: "items[\(index)].features.local",
+                                         description: "items[\(index)].features.local has vectors of \(localDimension) values; stored \(item.modality) features have \(known.local)")
                 }
                 let inserted = try db.execute("""
                     INSERT INTO amber.items (modality, external_id, caption, source) VALUES ($1::amber.modality, $2, $3, $4)

@@ -66,6 +66,12 @@ public enum ModelRegistry {
         return (try row.value(Int64.self, column: "version"), try row.value([UInt8].self, column: "parameters"))
     }
 
+    /// The model file's bytes of `version`, or nil when there is no such version.
+    public static func modelFile(_ version: Int64, on connection: PostgresConnection) throws -> [UInt8]? {
+        let row = try connection.execute("SELECT parameters FROM amber.models WHERE version = $1", [.int(version)])
+        return row.rowCount == 1 ? try row.value([UInt8].self, column: "parameters") : nil
+    }
+
     /// Serves `version`.
     /// - Throws: ``RegistryError`` when there is no such version.
     public static func promote(_ version: Int64, on connection: PostgresConnection) throws {

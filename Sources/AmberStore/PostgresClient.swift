@@ -10,13 +10,16 @@ import Logging
 public final class PostgresClient: Sendable {
     public let url: String
     public let maximumConnections: Int
+    /// Seconds a statement waits for a lock before failing (transient, 55P03); nil: no limit.
+    public let lockTimeout: Double?
     let logger: Logger
     private let pool: ConnectionPool
 
-    public init(url: String, maximumConnections: Int = 4, logger: Logger = Logger(label: "amber.store")) {
+    public init(url: String, maximumConnections: Int = 4, lockTimeout: Double? = 5, logger: Logger = Logger(label: "amber.store")) {
         precondition(maximumConnections >= 1, "PostgresClient: maximumConnections must be at least 1")
         self.url = url
         self.maximumConnections = maximumConnections
+        self.lockTimeout = lockTimeout
         self.logger = logger
         self.pool = ConnectionPool(limit: maximumConnections)
     }
@@ -26,10 +29,10 @@ public final class PostgresClient: Sendable {
         let lease = try await pool.acquire()
         do {
             let result: R = try await withCheckedThrowingContinuation { continuation in
-                lease.queue.async { [url] in
+                lease.queue.async { [url, lockTimeout] in
                     do {
                         if lease.connection == nil || lease.connection?.isHealthy == false {
-                            lease.connection = try PostgresConnection(url: url)
+                            lease.connection = try PostgresConnection(url: url, lockTimeout: lockTimeout)
                         }
                         continuation.resume(returning: try body(lease.connection!))
                     } catch {

@@ -82,6 +82,14 @@ public final class PostgresConnection {
     public let redactedURL: String
 
     /// Connects to `url` (`postgresql://user@host:port/db` or `postgresql:///db?host=/socket/dir`).
+    /// - Parameter lockTimeout: seconds any statement may wait for a lock before it fails with
+    ///   SQLSTATE 55P03 (``PostgresError/Kind/lockNotAvailable``, transient); nil waits as long as it takes.
+    public convenience init(url: String, lockTimeout: Double?) throws {
+        try self.init(url: url)
+        if let lockTimeout { try execute("SELECT set_config('lock_timeout', $1, false)", [.text("\(Int(lockTimeout * 1000))ms")]) }
+    }
+
+    /// Connects to `url` (`postgresql://user@host:port/db` or `postgresql:///db?host=/socket/dir`).
     public init(url: String) throws {
         redactedURL = PostgresConnection.redact(url)
         guard let connection = PQconnectdb(url) else {

@@ -25,6 +25,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         case serverUnavailable
         /// The statement was cancelled (57014).
         case cancelled
+        /// A lock was not granted within `lock_timeout` (55P03): another session holds it; retry.
+        case lockNotAvailable
         /// Syntax errors and anything else.
         case other
     }
@@ -55,6 +57,7 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
         case "42P01", "42883", "3F000", "42704": return .undefinedObject
         case "57P01", "57P02", "57P03": return .serverUnavailable
         case "57014": return .cancelled
+        case "55P03": return .lockNotAvailable
         default:
             if code.hasPrefix("08") { return .connectionLost }
             if code.hasPrefix("22") { return .invalidData }
@@ -64,7 +67,7 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
 
     /// Whether the same work may succeed if tried again (after reconnecting).
     public var isTransient: Bool {
-        [.connectionFailure, .connectionLost, .retryableConflict, .serverUnavailable].contains(kind)
+        [.connectionFailure, .connectionLost, .retryableConflict, .serverUnavailable, .lockNotAvailable].contains(kind)
     }
 
     /// What an operator should do next.
@@ -84,6 +87,8 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable {
             return "a value has the wrong format for its column; fix the input"
         case .retryableConflict:
             return "a concurrent transaction conflicted; retry"
+        case .lockNotAvailable:
+            return "another session holds a lock Amber needs (see pg_locks); retry, or end that session"
         case .insufficientPrivilege:
             return "the role lacks a privilege; connect as the owner role for migrations, amber_app for the service"
         case .undefinedObject:

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberTensor
 import Foundation
@@ -43,6 +44,9 @@ public final class ContinuousTrainer {
         public var retryDelay: Double = 2
         /// Stop after this many steps (nil: run until stopped).
         public var maximumSteps: Int?
+        /// What features a pair's items must have to be trained on; a pair outside them is
+        /// skipped with a log line (the same limits the query service applies).
+        public var features = FeatureLimits()
 
         public init() {}
     }
@@ -72,6 +76,8 @@ public final class ContinuousTrainer {
     private var pendingSteps: [StepRecord] = []
     private var versionsWritten: [Int64] = []
     private var versionsPromoted: [Int64] = []
+    /// Pairs taken in that could not be trained on (logged each).
+    public private(set) var skippedPairs = 0
 
     public init(configuration: Configuration, store: any TrainingStore, progress: @escaping (String) -> Void = { _ in }) {
         precondition(configuration.checkpointEvery >= 1 && configuration.evaluateEvery >= 1 && configuration.keepCheckpoints >= 1
@@ -110,6 +116,7 @@ public final class ContinuousTrainer {
             }
             let started = Date()
             let loss = trainer.train(batch: batch, data: data)
+            if loss.skipped { progress("step \(trainer.step): the loss or its gradient was not finite; the update was skipped (parameters unchanged)") }
             let seconds = Date().timeIntervalSince(started)
             pendingSteps.append(StepRecord(step: trainer.step, loss: loss.total, terms: loss.terms, learningRate: loss.learningRate,
                                            pairsPerSecond: Double(batch.count) / max(seconds, 1e-9)))
@@ -143,17 +150,25 @@ public final class ContinuousTrainer {
         try add(page)
     }
 
+    /// Takes in a page of pairs. A pair whose items cannot be trained on (no features, features
+    /// outside the limits or of other dimensions) is skipped with a log line: one bad row must
+    /// not stop the run, nor stop it again at every restart. The cursor passes it either way.
     private func add(_ page: PairPage) throws {
         var added = 0
         for pair in page.pairs {
-            switch pair.split {
-            case .train:
-                try train.add(pair, features: page.features)
-                added += 1
-            case .dev:
-                try dev.add(pair, features: page.features)
-            case .test:
-                break
+            do {
+                switch pair.split {
+                case .train:
+                    try train.add(pair, features: page.features, limits: configuration.features)
+                    added += 1
+                case .dev:
+                    try dev.add(pair, features: page.features, limits: configuration.features)
+                case .test:
+                    break
+                }
+            } catch let error as PairSetError {
+                skippedPairs += 1
+                progress("pair skipped: \(error.description)")
             }
             cursor = max(cursor, pair.pairID)
         }
@@ -175,10 +190,16 @@ public final class ContinuousTrainer {
         do { restored = try MetadataJSON.decode(ReplaySampler.self, from: checkpoint.sampler) } catch {
             throw ContinuousTrainerError(description: "run \(configuration.runName): the sampler state of checkpoint \(checkpoint.step) does not decode: \(error)")
         }
-        guard restored.count == train.pairCount else {
-            throw ContinuousTrainerError(description: "run \(configuration.runName): checkpoint \(checkpoint.step) knew \(restored.count) train pairs up to id \(checkpoint.cursor), the store now has \(train.pairCount); were pairs deleted or re-split?")
+        if restored.count == train.pairCount {
+            sampler = restored
+        } else {
+            // The pairs up to the cursor are not those the checkpoint trained on (pairs deleted or
+            // re-split, rows changed, or other feature limits): go on rather than stop at every
+            // restart. Every pair taken in counts as not yet trained on; none is lost.
+            progress("run \(configuration.runName): checkpoint \(checkpoint.step) knew \(restored.count) train pairs up to id \(checkpoint.cursor), the store now gives \(train.pairCount) (pairs deleted, re-split or skipped); the sampler starts over with all of them unseen")
+            sampler = ReplaySampler(newShare: configuration.newShare, seed: configuration.model.optimization.seed &+ 5)
+            sampler.grow(by: train.pairCount)
         }
-        sampler = restored
         guard let data = train.data() else {
             throw ContinuousTrainerError(description: "run \(configuration.runName): checkpoint \(checkpoint.step) has no train pairs to resume with")
         }

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberTensor
 
@@ -25,12 +26,19 @@ public struct GrowingPairSet: Sendable {
     public var pairCount: Int { pairIDs.count }
     public var imageCount: Int { imageItemIDs.count }
 
-    /// Adds `pair` with its items' features from `features`.
-    /// - Throws: ``PairSetError`` when an item has no features or features of other dimensions
-    ///   than the items before it.
-    public mutating func add(_ pair: StoredPair, features: [Int64: ItemFeatures]) throws {
+    /// Adds `pair` with its items' features from `features`; nothing changes when it throws.
+    /// - Throws: ``PairSetError`` when an item has no features, features outside `limits`, or
+    ///   features of other dimensions than the items before it.
+    public mutating func add(_ pair: StoredPair, features: [Int64: ItemFeatures], limits: FeatureLimits = FeatureLimits()) throws {
         guard let text = features[pair.textID] else {
             throw PairSetError(description: "pair \(pair.pairID): text item \(pair.textID) has no features (ingest them, or encode the caption with amber encode-text)")
+        }
+        if let problem = text.problem(under: limits, modality: .text, field: "text item \(pair.textID)") {
+            throw PairSetError(description: "pair \(pair.pairID): \(problem.message)")
+        }
+        if imageIndex[pair.imageID] == nil, let image = features[pair.imageID],
+           let problem = image.problem(under: limits, modality: .image, field: "image item \(pair.imageID)") {
+            throw PairSetError(description: "pair \(pair.pairID): \(problem.message)")
         }
         let imageRow: Int
         if let known = imageIndex[pair.imageID] {

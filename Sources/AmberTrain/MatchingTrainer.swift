@@ -47,6 +47,30 @@ public final class MatchingTrainer {
         public var querybankBetas: [Float] = [0, 5, 10, 15, 20, 30, 50]
         public var querybankSize = 4096
 
+        /// What is wrong with this configuration (named by its `amber train` option), or nil.
+        public var problem: String? {
+            if let problem = encoder.problem { return problem + " (--dimension, --fragment-dropout, --attention-temperature)" }
+            if let problem = optimization.problem { return problem }
+            for (name, weight) in [("--memory-weight", memoryWeight), ("--prototype-weight", prototypeWeight),
+                                   ("--graph-weight", graphWeight), ("--anchor-strength", anchorStrength)] where !(weight.isFinite && weight >= 0) {
+                return "\(name) must be a finite number ≥ 0, got \(weight)"
+            }
+            if !(1...1_048_576).contains(queueSize) { return "the queue size (--queue-size) must be 1…1048576, got \(queueSize)" }
+            if memoryWeight > 0 && queueSize < optimization.batchSize {
+                return "the memory bank needs --queue-size (\(queueSize)) ≥ --batch-size (\(optimization.batchSize))"
+            }
+            if !(momentum >= 0 && momentum <= 1) { return "the momentum must be in [0, 1], got \(momentum)" }
+            if !(memoryTemperature.isFinite && memoryTemperature > 0) { return "the memory temperature must be positive, got \(memoryTemperature)" }
+            if !(1...65_536).contains(prototypeCount) { return "the number of prototypes (--prototypes) must be 1…65536, got \(prototypeCount)" }
+            if prototypeWarmupSteps < 0 { return "--prototype-warmup must not be negative, got \(prototypeWarmupSteps)" }
+            if !(1...10_000).contains(rerankDepth) { return "--rerank-depth must be 1…10000, got \(rerankDepth)" }
+            if !(alignment.temperature.isFinite && alignment.temperature >= 0) { return "the alignment temperature must be finite and ≥ 0" }
+            if alphaGrid.isEmpty || !alphaGrid.allSatisfy({ $0 >= 0 && $0 <= 1 }) { return "every α tried must be in [0, 1]" }
+            if querybankBetas.isEmpty || !querybankBetas.allSatisfy({ $0 >= 0 && $0 <= 1000 }) { return "every querybank β tried must be in [0, 1000]" }
+            if querybankSize < 1 { return "the querybank size must be at least 1" }
+            return nil
+        }
+
         public init() {}
     }
 
@@ -75,6 +99,11 @@ public final class MatchingTrainer {
     /// The best dev evaluation so far and the parameter values it was made with.
     public private(set) var best: (evaluation: TrainingEvaluation, values: [Tensor])?
 
+    /// A configuration or data a trainer cannot start with, named by its `amber train` option.
+    public struct ConfigurationError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     /// A fresh run on `train` (dimensions come from the data; the CCA warm start is fitted here).
     /// With `ownBatches` false, batches come from the caller through ``train(batch:data:)`` (a
     /// continuous trainer whose data grows) and ``run(train:dev:checkpoints:stepTimer:progress:)``
@@ -82,6 +111,14 @@ public final class MatchingTrainer {
     public init(configuration: Configuration, train: RetrievalData, ownBatches: Bool = true) throws {
         let c = configuration
         let o = c.optimization
+        if let problem = c.problem { throw ConfigurationError(description: problem) }
+        guard train.textCount >= o.batchSize else {
+            throw ConfigurationError(description: "\(train.textCount) train pairs cannot fill a batch of \(o.batchSize) (--batch-size)")
+        }
+        if let problem = TrainedModel.Dimensions(of: train).problem { throw ConfigurationError(description: problem) }
+        if c.warmStartFromCCA, c.encoder.jointDimension > min(train.imageGlobal.shape[1], train.textGlobal.shape[1]) {
+            throw ConfigurationError(description: "--warm-start needs the joint dimension (\(c.encoder.jointDimension)) ≤ the smaller global dimension (\(min(train.imageGlobal.shape[1], train.textGlobal.shape[1])))")
+        }
         self.configuration = c
         dimensions = TrainedModel.Dimensions(of: train)
         var generator = RandomGenerator(seed: o.seed)
@@ -191,6 +228,8 @@ public final class MatchingTrainer {
         public var total: Float
         public var terms: [String: Float]
         public var learningRate: Float
+        /// The loss or the gradient was not finite: no parameter changed.
+        public var skipped = false
     }
 
     /// One training step on `batch` (caption indices of `data`, each with its image): loss,
@@ -201,11 +240,12 @@ public final class MatchingTrainer {
         loop.optimizer.zeroGradients()
         let step = loop.step
         let (terms, pending) = lossTerms(step: step, batch: batch, data: data)
+        let skippedBefore = loop.skippedSteps
         let learningRate = loop.optimize(terms)
         updateMomentumAndQueues(step: step, pending)
         var values: [String: Float] = [:]
         for term in terms.terms { values[term.name, default: 0] += term.value.scalar }
-        return StepLoss(total: terms.total.scalar, terms: values, learningRate: learningRate)
+        return StepLoss(total: terms.total.scalar, terms: values, learningRate: learningRate, skipped: loop.skippedSteps > skippedBefore)
     }
 
     /// Dev metrics of the model as it stands (stage 1).

@@ -25,6 +25,22 @@ public struct OptimizationConfiguration: Sendable, Codable, Equatable {
 
     public init() {}
 
+    /// What is wrong with these settings (named by their `amber train` option), or nil.
+    public var problem: String? {
+        if !(2...65_536).contains(batchSize) { return "the batch size (--batch-size) must be 2…65536, got \(batchSize)" }
+        if steps < 0 { return "the step count (--steps) must not be negative, got \(steps)" }
+        if !(learningRate.isFinite && learningRate > 0 && learningRate <= 10) {
+            return "the learning rate (--learning-rate) must be a finite number in (0, 10], got \(learningRate)"
+        }
+        if warmupSteps < 0 || decayEvery < 1 { return "warm-up steps must be ≥ 0 and decay every ≥ 1 steps" }
+        if !(weightDecay.isFinite && weightDecay >= 0 && weightDecay < 1) { return "the weight decay (--weight-decay) must be in [0, 1), got \(weightDecay)" }
+        if !(margin.isFinite && margin >= 0) { return "the triplet margin must be finite and ≥ 0, got \(margin)" }
+        if allNegativesSteps < 0 { return "--all-negatives-steps must not be negative, got \(allNegativesSteps)" }
+        if !(gradientClip.isFinite && gradientClip > 0) { return "the gradient clip must be positive and finite, got \(gradientClip)" }
+        if evaluateEvery < 1 { return "--evaluate-every must be at least 1, got \(evaluateEvery)" }
+        return nil
+    }
+
     /// The triplet loss for `step` (all negatives during the warm-up, then the hardest).
     public func triplet(atStep step: Int) -> TripletLoss {
         TripletLoss(margin: margin, negatives: step < allNegativesSteps ? .all : .hardest)
@@ -117,14 +133,24 @@ final class TrainingLoop {
         history = position.history
     }
 
+    /// Steps whose loss or gradient was not finite: their update was skipped.
+    private(set) var skippedSteps = 0
+
     /// One optimisation step on `terms`: backward, clipping, the learning rate of this step,
     /// the optimiser, the anchors; then the step count advances. Returns the learning rate used.
+    /// A step whose loss or gradient norm is not finite changes no parameter and no optimiser
+    /// moment (one bad batch must not turn the model into NaN); it is counted in ``skippedSteps``.
     @discardableResult
     func optimize(_ terms: LossTerms) -> Float {
         let total = terms.total
         total.backward()
-        clipGradientNorm(parameters, maximumNorm: configuration.gradientClip)
+        let norm = clipGradientNorm(parameters, maximumNorm: configuration.gradientClip)
         let learningRate = schedule.learningRate(atStep: step)
+        guard total.scalar.isFinite, norm.isFinite else {
+            skippedSteps += 1
+            step += 1
+            return learningRate
+        }
         optimizer.step(learningRate: learningRate)
         if anchorStrength > 0 {
             let pull = min(learningRate * anchorStrength, 1)

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberStore
 import AmberTrain
@@ -28,7 +29,7 @@ public final class PostgresTrainingStore: TrainingStore {
     private func connected() throws -> PostgresConnection {
         if let connection, connection.isHealthy { return connection }
         connection = nil
-        let fresh = try PostgresConnection(url: url)
+        let fresh = try PostgresConnection(url: url, lockTimeout: 30)
         connection = fresh
         return fresh
     }
@@ -178,7 +179,9 @@ public final class PostgresTrainingStore: TrainingStore {
                 if !bank.isEmpty { try MemoryBankStore.replace(bank, run: checkpoint.runID, on: db) }
                 if !checkpoint.steps.isEmpty {
                     let terms = try checkpoint.steps.map { step -> String in
-                        String(decoding: try JSONSerialization.data(withJSONObject: step.terms.mapValues { Double($0) }, options: [.sortedKeys]), as: UTF8.self)
+                        // JSON has no NaN: a non-finite term (a skipped step) is stored as null.
+                        String(decoding: try JSONSerialization.data(withJSONObject: step.terms.mapValues { $0.isFinite ? Double($0) as Any : NSNull() },
+                                                                    options: [.sortedKeys]), as: UTF8.self)
                     }
                     try db.execute("""
                         INSERT INTO amber.training_steps (run_id, step, total_loss, losses, learning_rate, pairs_per_second)

@@ -21,6 +21,19 @@ struct DatabaseOptions: ParsableArguments {
 
     var embedded: EmbeddedPostgres { EmbeddedPostgres(home: resolvedHome) }
 
+    /// The URL a service (`amber serve`, `amber train`) connects with: the configured one, or
+    /// the embedded cluster's least-privileged service role (the owner URL `ownerURL` is for
+    /// migrations and operator commands). Checks that the role exists (migrations applied).
+    func serviceURL(ownerURL: String) throws -> String {
+        if let url = configuredURL { return url }
+        let owner = try PostgresConnection(url: ownerURL)
+        let role = try owner.execute("SELECT 1 FROM pg_roles WHERE rolname = $1", [.text(EmbeddedPostgres.serviceRole)])
+        guard role.rowCount == 1 else {
+            throw ValidationError("the database is not migrated (no role \(EmbeddedPostgres.serviceRole)): run amber migrate first")
+        }
+        return embedded.serviceURL
+    }
+
     /// Runs `body` with a database URL. With no URL configured, starts the embedded cluster if
     /// it is not running, and stops it again afterwards if this call started it.
     func withDatabase<R>(_ body: (String) throws -> R) throws -> R {

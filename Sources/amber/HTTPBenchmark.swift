@@ -22,7 +22,7 @@ struct HTTPBenchCommand: AsyncParsableCommand {
     )
 
     @Option(help: "Gallery items (texts).") var items: Int = 1_000_000
-    @Option(help: "Embedding dimension (a multiple of 64).") var dimension: Int = 1024
+    @Option(help: "Embedding dimension.") var dimension: Int = 1024
     @Option(help: "Distinct query items (images).") var queries: Int = 200
     @Option(help: "Concurrent keep-alive connections.") var connections: Int = 2
     @Option(help: "Seconds of load per configuration.") var duration: Double = 10
@@ -31,10 +31,12 @@ struct HTTPBenchCommand: AsyncParsableCommand {
     @Option(help: "Clusters the synthetic items are drawn around.") var clusters: Int = 10000
     @Option(help: "Spread of items around their cluster centre.") var spread: Float = 0.5
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Flag(help: "Also time GET /healthz every 20 ms on a connection of its own while the searches load the server.")
+    var healthProbe = false
 
     func validate() throws {
-        guard items >= 10, dimension >= 64, dimension % 64 == 0, queries >= 1, connections >= 1, duration > 0 else {
-            throw ValidationError("--items ≥ 10, --dimension a positive multiple of 64, --queries ≥ 1, --connections ≥ 1, --duration > 0")
+        guard items >= 10, (1...8192).contains(dimension), queries >= 1, (1...256).contains(connections), duration > 0, duration.isFinite else {
+            throw ValidationError("--items ≥ 10, --dimension 1…8192, --queries ≥ 1, --connections 1…256, --duration > 0")
         }
     }
 
@@ -60,7 +62,7 @@ struct HTTPBenchCommand: AsyncParsableCommand {
             let count = values.count / D
             let ids = (0..<count).map { firstID + Int64($0) }
             return (ids.map { GalleryItem(itemID: $0, externalID: "\(prefix)\($0)", caption: prefix == "t" ? "synthetic caption \($0)" : nil) },
-                    GalleryEncoding(itemIDs: ids, fused: values, offsets: nil, fragments: Tensor.zeros([count, 0, D]),
+                    GalleryEncoding(itemIDs: ids, fused: values, offsets: nil, fragments: [],
                                     fragmentCounts: [Int](repeating: 0, count: count), dimension: D))
         }
         let engine = SearchEngine(model: model, version: 1, images: gallery("i", firstID: 1, imageValues),
@@ -70,7 +72,6 @@ struct HTTPBenchCommand: AsyncParsableCommand {
 
         var configuration = ServerConfiguration()
         configuration.port = 0
-        configuration.limits.maximumRerank = 200
         var logger = Logger(label: "amber.bench")
         logger.logLevel = .critical          // the server logs its own cancellation at the end as an error
         let port = AsyncStream<Int>.makeStream()
@@ -98,9 +99,19 @@ struct HTTPBenchCommand: AsyncParsableCommand {
                     let found = zip(exactIDs, answers).reduce(0) { $0 + Set($1.0).intersection($1.1).count }
                     recall = Double(found) / Double(exactIDs.reduce(0) { $0 + $1.count })
                 }
-                let result = try LoadClient.run(port: bound, bodies: bodies(prefilter), connections: connections, duration: duration)
-                print(String(format: "%@ p50 %7.2f ms  p99 %7.2f ms  %6.1f queries/s  recall@10 %.3f  (%d requests, %d errors)",
-                             name.padding(toLength: 16, withPad: " ", startingAt: 0), result.percentile(0.5), result.percentile(0.99), result.perSecond, recall, result.latencies.count, result.errors))
+                let result = try LoadClient.run(port: bound, bodies: bodies(prefilter), connections: connections, duration: duration,
+                                                healthProbe: healthProbe)
+                var errors = "\(result.errors) errors"
+                if !result.statuses.isEmpty { errors += ": " + result.statuses.sorted { $0.key < $1.key }.map { "\($0.value)× \($0.key)" }.joined(separator: ", ") }
+                print(String(format: "%@ p50 %7.2f ms  p99 %7.2f ms  %6.1f queries/s  recall@10 %.3f  (%d requests, %@)",
+                             name.padding(toLength: 16, withPad: " ", startingAt: 0), result.percentile(0.5), result.percentile(0.99), result.perSecond, recall,
+                             result.latencies.count, errors))
+                if healthProbe {
+                    let health = result.health
+                    print(String(format: "%@ /healthz during the load: p50 %.2f ms  p99 %.2f ms  max %.2f ms  (%d probes, %d failed)",
+                                 String(repeating: " ", count: 16), amber.percentile(health, 0.5), amber.percentile(health, 0.99), health.max() ?? 0,
+                                 health.count, result.healthFailures))
+                }
             }
             group.cancelAll()
         }
@@ -114,6 +125,11 @@ enum LoadClient {
         var latencies: [Double]           // milliseconds
         var errors: Int
         var seconds: Double
+        /// Statuses other than 200, by count.
+        var statuses: [Int: Int] = [:]
+        /// `/healthz` latencies during the load (with the probe), milliseconds.
+        var health: [Double] = []
+        var healthFailures = 0
         var perSecond: Double { Double(latencies.count) / seconds }
         func percentile(_ p: Double) -> Double { amber.percentile(latencies, p) }
     }
@@ -141,8 +157,13 @@ enum LoadClient {
 
         /// Sends one search and returns the status and body.
         func search(_ body: String) throws -> (status: Int, body: [UInt8]) {
-            let payload = Array(body.utf8)
-            let request = Array("POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.count)\r\n\r\n".utf8) + payload
+            try exchange("POST /v1/search", body: body)
+        }
+
+        /// Sends `line` (method and path) with an optional JSON body; returns the status and body.
+        func exchange(_ line: String, body: String?) throws -> (status: Int, body: [UInt8]) {
+            let payload = Array((body ?? "").utf8)
+            let request = Array("\(line) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.count)\r\n\r\n".utf8) + payload
             var sent = 0
             while sent < request.count {
                 let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -195,31 +216,60 @@ enum LoadClient {
         }
     }
 
-    /// `connections` threads sending `bodies` round-robin for `duration` seconds (after one warm-up round each).
-    static func run(port: Int, bodies: [String], connections: Int, duration: Double) throws -> Result {
-        let collected = Mutex<(latencies: [Double], errors: Int)>(([], 0))
+    /// `connections` threads sending `bodies` round-robin for `duration` seconds (after one warm-up
+    /// round each); with `healthProbe`, one more thread times `GET /healthz` every 20 ms meanwhile.
+    static func run(port: Int, bodies: [String], connections: Int, duration: Double, healthProbe: Bool = false) throws -> Result {
+        let collected = Mutex<(latencies: [Double], errors: Int, statuses: [Int: Int], health: [Double], healthFailures: Int)>(([], 0, [:], [], 0))
         let start = Date()
-        DispatchQueue.concurrentPerform(iterations: connections) { worker in
-            guard let connection = try? Connection(port: port) else {
-                collected.withLock { $0.errors += 1 }
-                return
-            }
-            var mine: [Double] = [], failed = 0
-            for body in bodies.prefix(3) { _ = try? connection.search(body) }
-            let begin = Date()
-            var next = worker
-            while Date().timeIntervalSince(begin) < duration {
-                let t = Date()
-                let status = (try? connection.search(bodies[next % bodies.count]))?.status ?? 0
-                if status == 200 { mine.append(Date().timeIntervalSince(t) * 1000) } else { failed += 1 }
-                next += connections
-            }
-            collected.withLock {
-                $0.latencies += mine
-                $0.errors += failed
-            }
+        let group = DispatchGroup()
+        // Threads of their own (GCD would run only as many as there are cores).
+        for worker in 0..<connections {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let connection = try? Connection(port: port) else {
+                    collected.withLock { $0.errors += 1 }
+                    return
+                }
+                var mine: [Double] = [], failed = 0, statuses: [Int: Int] = [:]
+                for body in bodies.prefix(3) { _ = try? connection.search(body) }
+                let begin = Date()
+                var next = worker
+                while Date().timeIntervalSince(begin) < duration {
+                    let t = Date()
+                    let status = (try? connection.search(bodies[next % bodies.count]))?.status ?? 0
+                    if status == 200 { mine.append(Date().timeIntervalSince(t) * 1000) } else { failed += 1; statuses[status, default: 0] += 1 }
+                    next += connections
+                }
+                collected.withLock {
+                    $0.latencies += mine
+                    $0.errors += failed
+                    $0.statuses.merge(statuses, uniquingKeysWith: +)
+                }
+            }.start()
         }
-        let (latencies, errors) = collected.withLock { $0 }
-        return Result(latencies: latencies, errors: errors, seconds: Date().timeIntervalSince(start))
+        if healthProbe {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let connection = try? Connection(port: port) else { return }
+                Thread.sleep(forTimeInterval: min(1, duration / 4))           // let the load build up
+                var mine: [Double] = [], failed = 0
+                let begin = Date()
+                while Date().timeIntervalSince(begin) < duration * 0.75 {
+                    let t = Date()
+                    if (try? connection.exchange("GET /healthz", body: nil))?.status == 200 { mine.append(Date().timeIntervalSince(t) * 1000) } else { failed += 1 }
+                    Thread.sleep(forTimeInterval: 0.02)
+                }
+                collected.withLock {
+                    $0.health = mine
+                    $0.healthFailures = failed
+                }
+            }.start()
+        }
+        group.wait()
+        let c = collected.withLock { $0 }
+        return Result(latencies: c.latencies, errors: c.errors, seconds: Date().timeIntervalSince(start), statuses: c.statuses,
+                      health: c.health, healthFailures: c.healthFailures)
     }
 }

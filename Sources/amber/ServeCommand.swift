@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberSearch
 import AmberServer
 import AmberStore
@@ -34,8 +35,31 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Do not keep gallery encodings on disk.") var noGalleryCache = false
     @Option(help: "Galleries of at least this many items get the sign-bit prefilter (searches ask for it with \"prefilter\").")
     var prefilterFrom: Int = 100_000
+    @Option(help: "Most local vectors an image may have (queries, ingest, and items read back from the database).")
+    var maxImageFragments: Int = FeatureLimits().maximumImageFragments
+    @Option(help: "Most local vectors (tokens) a text may have.")
+    var maxTextFragments: Int = FeatureLimits().maximumTextFragments
+    @Option(help: "Largest absolute feature value accepted.")
+    var maxFeatureMagnitude: Float = FeatureLimits().maximumMagnitude
+    @Option(help: "Seconds a connection may stay silent (no request, no body data) before it is closed.")
+    var idleTimeout: Double = 30
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var textModel: TextModelOptions
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535, got \(port)") }
+        guard (1...10_000).contains(maxK) else { throw ValidationError("--max-k must be 1…10000, got \(maxK)") }
+        guard (0...10_000).contains(maxRerank) else { throw ValidationError("--max-rerank must be 0…10000, got \(maxRerank)") }
+        guard (1...256).contains(blasThreads) else { throw ValidationError("--blas-threads must be 1…256, got \(blasThreads)") }
+        guard prefilterFrom >= 1 else { throw ValidationError("--prefilter-from must be at least 1, got \(prefilterFrom)") }
+        let minimum = FeatureLimits().minimumFragments
+        guard (minimum...4096).contains(maxImageFragments) else { throw ValidationError("--max-image-fragments must be \(minimum)…4096, got \(maxImageFragments)") }
+        guard (minimum...4096).contains(maxTextFragments) else { throw ValidationError("--max-text-fragments must be \(minimum)…4096, got \(maxTextFragments)") }
+        guard maxFeatureMagnitude.isFinite, maxFeatureMagnitude > 0 else {
+            throw ValidationError("--max-feature-magnitude must be a positive finite number, got \(maxFeatureMagnitude)")
+        }
+        guard idleTimeout.isFinite, idleTimeout >= 1, idleTimeout <= 3600 else { throw ValidationError("--idle-timeout must be 1…3600 seconds, got \(idleTimeout)") }
+    }
 
     func run() async throws {
         if let hashKey {
@@ -45,8 +69,13 @@ struct ServeCommand: AsyncParsableCommand {
         var configuration = ServerConfiguration()
         configuration.host = host
         configuration.port = port
-        configuration.limits.maximumK = maxK
-        configuration.limits.maximumRerank = maxRerank
+        configuration.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        var limits = ServerLimits()
+        limits.maximumK = maxK
+        limits.maximumRerank = maxRerank
+        limits.features.maximumImageFragments = maxImageFragments
+        limits.features.maximumTextFragments = maxTextFragments
+        limits.features.maximumMagnitude = maxFeatureMagnitude
         do {
             configuration.keys = try APIKeys(configuration: apiKeys ?? ProcessInfo.processInfo.environment["AMBER_API_KEYS"] ?? "")
         } catch let error as APIKeyError {
@@ -65,10 +94,10 @@ struct ServeCommand: AsyncParsableCommand {
         let cluster = database.configuredURL == nil ? database.embedded : nil
         let startedCluster = try cluster?.start() ?? false
         defer { if startedCluster { try? cluster?.stop() } }
-        let url = database.configuredURL ?? cluster!.url
+        let url = try database.serviceURL(ownerURL: database.configuredURL ?? cluster!.url)
         let client = PostgresClient(url: url, maximumConnections: 4, logger: logger)
         let cache = noGalleryCache ? nil : GalleryCache(directory: galleryCache ?? (database.resolvedHome as NSString).appendingPathComponent("cache/gallery"))
-        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: encoder, limits: configuration.limits,
+        let service = QueryService(store: PostgresServingStore(client: client, logger: logger), textEncoder: encoder, limits: limits,
                                    cache: cache, codesFrom: prefilterFrom, logger: logger)
         if configuration.keys.isEmpty { logger.warning("no API keys configured: searches are open to anyone who can reach \(host):\(port), admin routes are off") }
         var app = buildApplication(service: service, configuration: configuration, logger: logger)

@@ -45,7 +45,26 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Continuous: apply pending migrations first.") var migrate = false
     @OptionGroup var database: DatabaseOptions
 
-    func run() throws {
+    func validate() throws {
+        if let problem = try configuration().problem { throw ValidationError(problem) }
+        if continuous {
+            guard checkpointEvery >= 1, versionEvery >= 1, keepCheckpoints >= 1 else {
+                throw ValidationError("--checkpoint-every, --version-every and --keep-checkpoints must be at least 1")
+            }
+            guard newShare > 0 && newShare <= 1 else { throw ValidationError("--new-share must be in (0, 1], got \(newShare)") }
+            guard promotionTolerance.isFinite && promotionTolerance >= 0 else {
+                throw ValidationError("--promotion-tolerance must be a finite number ≥ 0, got \(promotionTolerance)")
+            }
+            guard (1...200).contains(runName.unicodeScalars.count), !runName.unicodeScalars.contains("\0") else {
+                throw ValidationError("--run must be 1 to 200 characters, without NUL")
+            }
+        } else if (optimization.steps ?? 1) < 1 {
+            throw ValidationError("--steps must be at least 1 for offline training")
+        }
+    }
+
+    /// The model configuration the options describe.
+    func configuration() throws -> MatchingTrainer.Configuration {
         guard let fusionMode = ModalityEncoder.Fusion(rawValue: fusion) else {
             throw ValidationError("--fusion must be fused, localOnly or globalOnly, not '\(fusion)'")
         }
@@ -66,6 +85,11 @@ struct TrainCommand: ParsableCommand {
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
+        return configuration
+    }
+
+    func run() throws {
+        let configuration = try configuration()
         if continuous {
             // Data comes from the database; --data is not read.
             try runContinuously(configuration)
@@ -110,11 +134,6 @@ struct TrainCommand: ParsableCommand {
 
     /// `amber train --continuous`: the model configuration from the same options, data from the database.
     private func runContinuously(_ model: MatchingTrainer.Configuration) throws {
-        guard checkpointEvery >= 1, versionEvery >= 1, keepCheckpoints >= 1 else {
-            throw ValidationError("--checkpoint-every, --version-every and --keep-checkpoints must be at least 1")
-        }
-        guard newShare > 0 && newShare <= 1 else { throw ValidationError("--new-share must be in (0, 1], got \(newShare)") }
-        guard !runName.isEmpty && runName.count <= 200 else { throw ValidationError("--run must be 1 to 200 characters") }
         var configuration = ContinuousTrainer.Configuration()
         configuration.model = model
         // No step decay while training without end: the learning rate stays at its peak after warm-up.
@@ -138,7 +157,8 @@ struct TrainCommand: ParsableCommand {
             log("continuous training, run \(runName): D=\(dimension), \(o.optimizer.rawValue), batch \(o.batchSize), lr \(o.learningRate), "
                 + "weight decay \(o.weightDecay), seed \(o.seed), " + (configuration.maximumSteps.map { "up to step \($0)" } ?? "until stopped") + "; "
                 + "checkpoint every \(checkpointEvery) steps, model version every \(versionEvery)")
-            let trainer = ContinuousTrainer(configuration: configuration, store: PostgresTrainingStore(url: url), progress: log)
+            let trainer = ContinuousTrainer(configuration: configuration, store: PostgresTrainingStore(url: try database.serviceURL(ownerURL: url)),
+                                            progress: log)
             let summary = try trainer.run(shouldStop: { stop.isSet })
             log("stopped at step \(summary.step) (committed \(summary.committedStep)): \(summary.trainPairs) train pairs, \(summary.devPairs) dev, "
                 + "cursor \(summary.cursor); versions written \(summary.versionsWritten), promoted \(summary.versionsPromoted)")

@@ -1,4 +1,5 @@
 @testable import AmberModel
+import AmberCatalog
 import AmberTensor
 import AmberTestSupport
 import Foundation

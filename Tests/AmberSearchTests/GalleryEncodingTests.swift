@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 @testable import AmberSearch
 import AmberTensor
@@ -12,10 +13,32 @@ struct GalleryEncodingTests {
         return (SearchEngineFixture.model(alpha: 0.6, beta: 10), images, texts)
     }
 
-    /// Fragments of one row without the padding.
+    /// Fragments of one row.
     static func fragments(_ encoding: GalleryEncoding, _ row: Int) -> [Float] {
-        let count = encoding.fragmentCounts[row]
-        return encoding.fragments.slice(axis: 0, row ..< row + 1).slice(axis: 1, 0..<count).scalars
+        let starts = encoding.fragmentStarts
+        return Array(encoding.fragments[(starts[row] * encoding.dimension) ..< (starts[row + 1] * encoding.dimension)])
+    }
+
+    @Test func fragmentsAreRaggedSoOneWideItemCostsOnlyItsOwnRows() {
+        let (model, images, texts) = Self.fixture()
+        // One text with 200 tokens among 2–4-token ones: the encoding holds Σ n_i rows, not G × 200.
+        var generator = RandomGenerator(seed: 5)
+        let wide = ItemFeatures(global: texts[0].1.global, local: Tensor.randomNormal([200, 8], using: &generator).scalars, localCount: 200)
+        let entries = texts.map { ($0.0.itemID, $0.1) } + [(Int64(9999), wide)]
+        let encoding = GalleryEncoding.encode(entries, of: .text, model: model)
+        let rows = entries.reduce(0) { $0 + $1.1.localCount }
+        #expect(encoding.fragments.count == rows * encoding.dimension)
+        #expect(encoding.fragments.count < 2 * (texts.count * 4 + 200) * encoding.dimension)
+        // And the wide item is encoded exactly as it would be alone.
+        let alone = GalleryEncoding.encode([(Int64(9999), wide)], of: .text, model: model)
+        #expect(zip(Self.fragments(encoding, entries.count - 1), alone.fragments).allSatisfy { abs($0 - $1) < 1e-5 })
+        // Stage 2 on it ranks as a search that re-encodes it.
+        let engine = SearchEngine(model: model, version: 1, images: (images.map(\.0), GalleryEncoding.encode(images.map { ($0.0.itemID, $0.1) }, of: .image, model: model)),
+                                  texts: (entries.map { GalleryItem(itemID: $0.0, externalID: "t\($0.0)", caption: "c") }, encoding))
+        let byItem = engine.search(itemAt: entries.count - 1, of: .text, options: SearchOptions(k: 5, rerank: 5))
+        let byFeatures = engine.search(wide, of: .text, options: SearchOptions(k: 5, rerank: 5))
+        #expect(byItem.map(\.item) == byFeatures.map(\.item))
+        #expect(zip(byItem, byFeatures).allSatisfy { abs(($0.local ?? 0) - ($1.local ?? 0)) < 1e-4 })
     }
 
     @Test func encodingInPiecesAndJoiningEqualsEncodingAtOnce() {
@@ -59,7 +82,7 @@ struct GalleryEncodingTests {
         try cache.store(encoding, version: 3, modality: .image, fingerprint: fingerprint)
         let loaded = try #require(cache.load(version: 3, modality: .image, fingerprint: fingerprint))
         #expect(loaded.itemIDs == encoding.itemIDs && loaded.fused == encoding.fused && loaded.offsets == encoding.offsets
-                && loaded.fragments.scalars == encoding.fragments.scalars && loaded.fragmentCounts == encoding.fragmentCounts)
+                && loaded.fragments == encoding.fragments && loaded.fragmentCounts == encoding.fragmentCounts)
         #expect(cache.load(version: 3, modality: .image, fingerprint: "0") == nil, "another model under the same version is a miss")
         #expect(cache.load(version: 4, modality: .image, fingerprint: fingerprint) == nil)
         #expect(cache.load(version: 3, modality: .text, fingerprint: fingerprint) == nil)

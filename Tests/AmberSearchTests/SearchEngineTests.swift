@@ -1,5 +1,6 @@
 @testable import AmberModel
 @testable import AmberSearch
+import AmberCatalog
 import AmberTensor
 import AmberTestSupport
 import Testing

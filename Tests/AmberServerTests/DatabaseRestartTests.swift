@@ -1,3 +1,4 @@
+import AmberCatalog
 @testable import AmberModel
 import AmberSearch
 @testable import AmberServer
@@ -52,7 +53,7 @@ extension ServerTests {
         let admin = ["Authorization": "Bearer admin-key-0123456789"]
         let firstImage = try db.execute("SELECT min(item_id) AS i FROM amber.items WHERE modality = 'image'").value(Int64.self, column: "i")
         let search = "{\"item_id\": \(firstImage), \"k\": 3}"
-        let newItem = #"{"items": [{"modality": "image", "external_id": "late.jpg", "features": {"global": [0,0,0,0,0,0,0,0,0,0,0,1], "local": [[0,0,0,0,0,0,0,0,0,0,0,1]]}}]}"#
+        let newItem = #"{"items": [{"modality": "image", "external_id": "late.jpg", "features": {"global": [0,0,0,0,0,0,0,0,0,0,0,1], "local": [[0,0,0,0,0,0,0,0,0,0,0,1], [0,0,0,0,0,0,0,0,0,0,1,0]]}}]}"#
         try await withServer(service, keys: keys) { port in
             #expect(try http("POST", "/v1/search", port: port, body: search, headers: admin).status == 200)
             #expect(try http("GET", "/v1/models", port: port, headers: admin).status == 200)

@@ -1,3 +1,4 @@
+import AmberCatalog
 @testable import AmberModel
 import AmberSearch
 @testable import AmberServer

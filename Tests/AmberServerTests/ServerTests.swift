@@ -1,4 +1,5 @@
 @testable import AmberModel
+import AmberCatalog
 import AmberSearch
 @testable import AmberServer
 @testable import AmberStore
@@ -77,12 +78,12 @@ func http(_ method: String, _ path: String, port: Int, body: String? = nil, head
     }
 }
 
-private func exchange(_ method: String, _ path: String, port: Int, body: String?, headers: [String: String]) throws -> (status: Int, headers: [String: String], body: String) {
+/// A socket connected to 127.0.0.1:`port` with bounded waits (a server that stops reading, e.g.
+/// after refusing an oversize body, must not hang the test), or nil when the connection fails.
+func connectLoopback(port: Int) -> Int32? {
     signal(SIGPIPE, SIG_IGN)          // a peer that closes early must not kill the test process
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    precondition(fd >= 0)
-    defer { close(fd) }
-    // Bounded waits: a server that stops reading (a refused oversize body) must not hang the test.
+    guard fd >= 0 else { return nil }
     var timeout = timeval(tv_sec: 10, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -91,7 +92,13 @@ private func exchange(_ method: String, _ path: String, port: Int, body: String?
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard connected == 0 else { return (0, [:], "") }
+    guard connected == 0 else { close(fd); return nil }
+    return fd
+}
+
+private func exchange(_ method: String, _ path: String, port: Int, body: String?, headers: [String: String]) throws -> (status: Int, headers: [String: String], body: String) {
+    guard let fd = connectLoopback(port: port) else { return (0, [:], "") }
+    defer { close(fd) }
     var request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
     for (name, value) in headers { request += "\(name): \(value)\r\n" }
     if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
@@ -296,7 +303,7 @@ struct ServerTests {
                 (#"{"features": {"global": [0,0,0,0,0,0,0,0,0,0,0,0], "local": [[1, 2]]}, "target": "text"}"#, 400, "features.local[0]"),
                 (#"{"features": {"global": "!!notbase64", "local": [[1]]}, "target": "text"}"#, 400, "features.global"),
                 (#"{"features": {"global": [0,0,0,0,0,0,0,0,0,0,0,0], "local": [[0,0,0,0,0,0,0,0,0,0,0,0]]}}"#, 400, "target"),
-                ("{\"features\": {\"global\": [\(Array(repeating: "0", count: 11).joined(separator: ",")), 1e39], \"local\": [[0,0,0,0,0,0,0,0,0,0,0,0]]}, \"target\": \"text\"}", 400, "features.global"),
+                ("{\"features\": {\"global\": [\(Array(repeating: "0", count: 11).joined(separator: ",")), 1e39], \"local\": [[0,0,0,0,0,0,0,0,0,0,0,0], [0,0,0,0,0,0,0,0,0,0,0,0]]}, \"target\": \"text\"}", 400, "features.global"),
                 (#"{"text": "a dog"}"#, 503, "text"),
             ]
             for (body, status, field) in cases {
@@ -341,11 +348,11 @@ struct ServerTests {
         let admin = ["Authorization": "Bearer admin-key-0123456789"]
         try await withTransport(transport, service, keys: keys) { send in
             let items = #"{"items": [{"modality": "image", "external_id": "new.jpg", "features": {"global": [1, 2], "local": [[1, 2], [3, 4]]}},"#
-                + #" {"modality": "text", "external_id": "new.jpg#0", "caption": "a dog", "features": {"global": [1], "local": ["AACAPw=="]}}]}"#
+                + #" {"modality": "text", "external_id": "new.jpg#0", "caption": "a dog", "features": {"global": [1], "local": ["AACAPw==", "AAAAQA=="]}}]}"#
             #expect(try await send("POST", "/v1/items", items, ["Authorization": "Bearer reader-key-0123456789"]).status == 403)
             let stored = try await send("POST", "/v1/items", items, admin)
             #expect(stored.status == 200 && json(stored.body)["added"] as? Int == 2, "\(stored.body)")
-            #expect(store.items.last?.local == [1], "base64 float32 decoded")
+            #expect(store.items.last?.local == [1, 2], "base64 float32 decoded")
             let again = try await send("POST", "/v1/items", items, admin)
             #expect(json(again.body)["added"] as? Int == 0 && json(again.body)["existing"] as? Int == 2, "re-sending adds nothing")
             let pairs = try await send("POST", "/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "dev"}]}"#, admin)
@@ -358,7 +365,7 @@ struct ServerTests {
                 ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x"}]}"#, 400, "items[0].features"),
                 ("/v1/items", #"{"items": [{"modality": "text", "external_id": "x", "caption": "a cat"}]}"#, 503, "items[0].features"),
                 ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1, 2], [3]]}}]}"#, 400, "items[0].features.local[1]"),
-                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1e39], "local": [[1]]}}]}"#, 400, "items[0].features.global"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1e39], "local": [[1], [1]]}}]}"#, 400, "items[0].features.global"),
                 ("/v1/items", #"{"items": [{"modality": "image", "features": {"global": [1], "local": [[1]]}}]}"#, 400, "items[0].external_id"),
                 ("/v1/pairs", #"{"pairs": [{"image": "nope.jpg", "text": "new.jpg#0"}]}"#, 404, "pairs[0].image"),
                 ("/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "holdout"}]}"#, 400, "pairs[0].split"),

@@ -126,12 +126,27 @@ struct IngestTests {
                 var bad = try NumpyFile.read(f.path("caps_global.npy")).tensor()
                 bad[12, 2] = .nan
                 try NumpyFile.write(bad, to: f.path("caps_global.npy"))
-             }, "caps_global.npy", "row 12 holds a NaN or infinite value (element 2)"),
+             }, "caps_global.npy", "row 12 holds a NaN, infinite or too large value (element 2)"),
             ("infinity", { f in
                 var bad = try NumpyFile.read(f.path("ims_local.npy")).tensor()
                 bad[5, 1, 0] = .infinity
                 try NumpyFile.write(bad, to: f.path("ims_local.npy"), as: .float16)
-             }, "ims_local.npy", "row 5 holds a NaN or infinite value"),
+             }, "ims_local.npy", "row 5 holds a NaN, infinite or too large value"),
+            ("huge", { f in
+                var bad = try NumpyFile.read(f.path("caps_global.npy")).tensor()
+                bad[3, 1] = 3e38
+                try NumpyFile.write(bad, to: f.path("caps_global.npy"))
+             }, "caps_global.npy", "row 3 holds a NaN, infinite or too large value"),
+            ("one token", { f in
+                var offsets = try NumpyFile.read(f.path("caps_tok_offsets.npy")).int64Values()
+                offsets[1] = 1
+                try NumpyFile.write(offsets, shape: [offsets.count], to: f.path("caps_tok_offsets.npy"))
+             },
+             "caps_tok_offsets.npy", "caption 0 has 1 tokens"),
+            ("NUL in an id", { f in
+                try (0..<8).map { "image\($0)\($0 == 3 ? "\u{0}x" : "").jpg" }.joined(separator: "\n")
+                    .write(toFile: f.path("image_ids.txt"), atomically: true, encoding: .utf8)
+             }, "image_ids.txt", "NUL"),
             ("truncated", { f in
                 let data = try Data(contentsOf: URL(fileURLWithPath: f.path("caps_tokens.npy")))
                 try data.prefix(data.count - 10).write(to: URL(fileURLWithPath: f.path("caps_tokens.npy")))

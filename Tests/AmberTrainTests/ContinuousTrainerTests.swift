@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberTensor
 import AmberTestSupport
@@ -106,6 +107,35 @@ struct ContinuousTrainerTests {
         store.addPairs(pairs.prefix(trainImages * 5).map { ($0.image, $0.text, .train) })
         store.addPairs(pairs.suffix(devImages * 5).map { ($0.image, $0.text, .dev) })
         return (store, pairs)
+    }
+
+    @Test func hostileRowsAreSkippedAndTheRunTrainsOnAndResumes() throws {
+        let store = InMemoryTrainingStore()
+        // Accepted before today's checks (or written by hand): they come first, as new pairs do.
+        let goodImage = store.addItem(ItemFeatures(global: [Float](repeating: 0.1, count: 12), local: [Float](repeating: 0.1, count: 24), localCount: 2))
+        let oneFragment = store.addItem(ItemFeatures(global: [Float](repeating: 0.1, count: 8), local: [Float](repeating: 0.1, count: 8), localCount: 1))
+        let huge = store.addItem(ItemFeatures(global: [Float](repeating: 3e38, count: 8), local: [Float](repeating: 0.1, count: 16), localCount: 2))
+        let wide = store.addItem(ItemFeatures(global: [Float](repeating: 0.1, count: 9), local: [Float](repeating: 0.1, count: 18), localCount: 2))
+        store.addPairs([(goodImage, oneFragment, .train), (goodImage, huge, .train), (goodImage, 999_999, .train)])
+        let pairs = Self.populate(store, images: 50, seed: 4)
+        store.addPairs(pairs.prefix(200).map { ($0.image, $0.text, .train) })
+        store.addPairs([(goodImage, wide, .train)])          // other dimensions than the texts before it
+        store.addPairs(pairs.suffix(50).map { ($0.image, $0.text, .dev) })
+        var c = Self.configuration
+        c.maximumSteps = 30
+        var lines: [String] = []
+        let trainer = ContinuousTrainer(configuration: c, store: store) { lines.append($0) }
+        let summary = try trainer.run()
+        #expect(summary.step == 30 && summary.trainPairs == 200 && summary.devPairs == 50)
+        #expect(trainer.skippedPairs == 4)
+        #expect(lines.filter { $0.hasPrefix("pair skipped") }.count == 4, "\(lines.filter { $0.hasPrefix("pair skipped") })")
+        #expect(lines.contains { $0.contains("local has 1 vectors") } && lines.contains { $0.contains("|x| ≤") })
+        // A restart resumes past them (same skips, same sampler) and trains on.
+        c.maximumSteps = 40
+        var again: [String] = []
+        let resumed = try ContinuousTrainer(configuration: c, store: store) { again.append($0) }.run()
+        #expect(resumed.step == 40 && resumed.trainPairs == 200)
+        #expect(again.contains { $0.hasPrefix("resumed run") } && !again.contains { $0.contains("sampler starts over") })
     }
 
     @Test func trainsCheckpointsWritesVersionsAndPromotes() throws {
@@ -222,12 +252,15 @@ struct ContinuousTrainerTests {
         #expect(lines.contains { $0.contains("store reachable again") })
     }
 
-    @Test func itemsWithoutFeaturesAreNamed() throws {
+    @Test func itemsWithoutFeaturesAreNamedAndSkipped() throws {
         let store = InMemoryTrainingStore()
         let image = store.addItem(ItemFeatures(global: [Float](repeating: 1, count: 12), local: [Float](repeating: 1, count: 24), localCount: 2))
         store.addPairs([(image, 999, .train)])
-        #expect { try ContinuousTrainer(configuration: Self.configuration, store: store).run() } throws: {
-            "\($0)".contains("pair 1: text item 999 has no features")
-        }
+        final class Lines { var all: [String] = [] }
+        let lines = Lines()
+        let trainer = ContinuousTrainer(configuration: Self.configuration, store: store) { lines.all.append($0) }
+        let summary = try trainer.run(shouldStop: { lines.all.contains { $0.hasPrefix("pair skipped") } })
+        #expect(lines.all.contains { $0.contains("pair 1: text item 999 has no features") }, "\(lines.all)")
+        #expect(summary.cursor == 1 && summary.trainPairs == 0 && trainer.skippedPairs == 1, "the cursor passes the pair")
     }
 }

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 import Foundation
 
@@ -109,8 +110,9 @@ public enum DatasetReader {
         public var devStart: Int?
         /// Images from this index on are `test` (default: none).
         public var testStart: Int?
-        /// Largest number of local vectors per item. Default 4096.
-        public var maximumLocalCount = 4096
+        /// What features an item may have (fragment counts, magnitudes, dimensions): the same
+        /// limits the query service and the trainer apply.
+        public var features = FeatureLimits()
 
         public init(captionsPerImage: Int = 5, devStart: Int? = nil, testStart: Int? = nil) {
             self.captionsPerImage = captionsPerImage
@@ -146,8 +148,9 @@ public enum DatasetReader {
                    "has \(imsGlobal.shape[0]) rows but image_ids.txt lists \(imageCount) images")
         try expect(imsLocal.shape[0] == imageCount, path("ims_local.npy"),
                    "has \(imsLocal.shape[0]) images but image_ids.txt lists \(imageCount)")
-        try expect(imsLocal.shape[1] >= 1 && imsLocal.shape[1] <= options.maximumLocalCount, path("ims_local.npy"),
-                   "has \(imsLocal.shape[1]) local vectors per image; allowed 1…\(options.maximumLocalCount)")
+        let limits = options.features
+        try expect((limits.minimumFragments...limits.maximumImageFragments).contains(imsLocal.shape[1]), path("ims_local.npy"),
+                   "has \(imsLocal.shape[1]) local vectors per image; allowed \(limits.minimumFragments)…\(limits.maximumImageFragments)")
         try expect(captions.count == options.captionsPerImage * imageCount, path("caps.txt"),
                    "has \(captions.count) captions for \(imageCount) images; expected \(options.captionsPerImage) per image (\(options.captionsPerImage * imageCount))")
         try expect(capsGlobal.shape[0] == captions.count, path("caps_global.npy"),
@@ -158,14 +161,11 @@ public enum DatasetReader {
                    "must start at 0 and end at the token count \(capsTokens.shape[0]) (found \(offsets.first ?? -1)…\(offsets.last ?? -1))")
         for j in 0..<captions.count {
             let count = offsets[j + 1] - offsets[j]
-            guard count >= 1 && count <= Int64(options.maximumLocalCount) else {
-                throw IngestError(file: path("caps_tok_offsets.npy"), "caption \(j) has \(count) tokens (offsets \(offsets[j])…\(offsets[j + 1])); each needs 1…\(options.maximumLocalCount)")
+            guard count >= Int64(limits.minimumFragments) && count <= Int64(limits.maximumTextFragments) else {
+                throw IngestError(file: path("caps_tok_offsets.npy"), "caption \(j) has \(count) tokens (offsets \(offsets[j])…\(offsets[j + 1])); each needs \(limits.minimumFragments)…\(limits.maximumTextFragments)")
             }
         }
-        try checkFinite(imsGlobal)
-        try checkFinite(imsLocal)
-        try checkFinite(capsGlobal)
-        try checkFinite(capsTokens)
+        for array in [imsGlobal, imsLocal, capsGlobal, capsTokens] { try checkValues(array, limits: limits) }
         try checkUnique(imageIDs, file: path("image_ids.txt"))
 
         let images = (0..<imageCount).map { i in
@@ -211,8 +211,9 @@ public enum DatasetReader {
             let ims = try array(imsPath, rank: 3)
             let captions = try lines(capsPath)
             let count = ims.shape[0]
-            try expect(ims.shape[1] >= 1 && ims.shape[1] <= options.maximumLocalCount, imsPath,
-                       "has \(ims.shape[1]) regions per image; allowed 1…\(options.maximumLocalCount)")
+            let limits = options.features
+            try expect((limits.minimumFragments...limits.maximumImageFragments).contains(ims.shape[1]), imsPath,
+                       "has \(ims.shape[1]) regions per image; allowed \(limits.minimumFragments)…\(limits.maximumImageFragments)")
             try expect(captions.count == options.captionsPerImage * count, capsPath,
                        "has \(captions.count) captions for \(count) images; expected \(options.captionsPerImage) per image (\(options.captionsPerImage * count))")
             var ids = (0..<count).map { "\($0)" }
@@ -226,7 +227,7 @@ public enum DatasetReader {
                     throw IngestError(file: idsPath, "has \(raw.count) ids; expected one per image (\(count)) or one per caption (\(captions.count))")
                 }
             }
-            try checkFinite(ims)
+            try checkValues(ims, limits: limits)
             try checkCaptions(captions, file: capsPath)
             try checkUnique(ids, file: idsPath)
             parts.append(Part(split: split, ims: ims, captions: captions, ids: ids.map { "\(name)/\($0)" }))
@@ -307,19 +308,25 @@ public enum DatasetReader {
         if !condition { throw IngestError(file: file, problem()) }
     }
 
-    /// Rejects NaN and ±Inf by their exponent bits (all ones), naming the first bad row.
-    static func checkFinite(_ array: RawArray) throws {
+    /// Rejects NaN, ±Inf and values beyond the limits' magnitude by their bit patterns (for
+    /// non-negative floats bit order is value order), naming the first bad row; and dimensions
+    /// beyond the limits.
+    static func checkValues(_ array: RawArray, limits: FeatureLimits) throws {
+        guard let dimension = array.shape.last, dimension <= limits.maximumDimension else {
+            throw IngestError(file: array.path, "has vectors of \(array.shape.last ?? 0) values; at most \(limits.maximumDimension)")
+        }
         let rowLength = array.shape.dropFirst().reduce(1, *)
         guard let base = array.bytes.baseAddress else { return }
+        let problem = { (i: Int) in
+            IngestError(file: array.path, "row \(i / rowLength) holds a NaN, infinite or too large value (element \(i % rowLength)); features must be finite with |x| ≤ \(limits.maximumMagnitude)")
+        }
         switch array.elementType {
         case .float16:
-            for i in 0..<array.count where base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self) & 0x7C00 == 0x7C00 {
-                throw IngestError(file: array.path, "row \(i / rowLength) holds a NaN or infinite value (element \(i % rowLength))")
-            }
+            let bound = Float16(min(limits.maximumMagnitude, 65504)).bitPattern
+            for i in 0..<array.count where base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self).littleEndian & 0x7FFF > bound { throw problem(i) }
         case .float32:
-            for i in 0..<array.count where base.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) & 0x7F80_0000 == 0x7F80_0000 {
-                throw IngestError(file: array.path, "row \(i / rowLength) holds a NaN or infinite value (element \(i % rowLength))")
-            }
+            let bound = limits.maximumMagnitude.bitPattern
+            for i in 0..<array.count where base.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self).littleEndian & 0x7FFF_FFFF > bound { throw problem(i) }
         default:
             break
         }
@@ -328,6 +335,10 @@ public enum DatasetReader {
     static func checkUnique(_ ids: [String], file: String) throws {
         var seen: [String: Int] = [:]
         for (index, id) in ids.enumerated() {
+            // Precomp ids get a "split/" prefix and "#k" suffix: leave room for both.
+            if let problem = CatalogText.problem(id, field: "the id", codePoints: 1...(CatalogText.maximumExternalID - 16)) {
+                throw IngestError(file: file, line: index + 1, problem.message)
+            }
             if let first = seen[id] {
                 throw IngestError(file: file, line: index + 1, "duplicate id '\(id)' (first on line \(first + 1))")
             }
@@ -336,8 +347,10 @@ public enum DatasetReader {
     }
 
     static func checkCaptions(_ captions: [String], file: String) throws {
-        for (index, caption) in captions.enumerated() where caption.count > 10_000 {
-            throw IngestError(file: file, line: index + 1, "caption longer than 10,000 characters")
+        for (index, caption) in captions.enumerated() {
+            if let problem = CatalogText.problem(caption, field: "the caption", codePoints: 1...CatalogText.maximumCaption) {
+                throw IngestError(file: file, line: index + 1, problem.message)
+            }
         }
     }
 

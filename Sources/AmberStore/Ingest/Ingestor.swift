@@ -23,7 +23,9 @@ public struct IngestProgress: Sendable {
 
 /// Writes an ``IngestDataset`` in one transaction: everything or nothing.
 ///
-/// Items and pairs stream with binary `COPY` into temporary staging tables and move into
+/// Items and pairs stream with binary `COPY` into staging rows (`amber.ingest_stage_*`, under the
+/// transaction's id, deleted before it commits: no temporary tables, which the service roles may
+/// not create) and move into
 /// `amber.items` and `amber.pairs` with `ON CONFLICT DO NOTHING` on external ids; features of
 /// items that have none yet are copied straight into `amber.features`. Re-ingesting a
 /// directory adds nothing. A failure or a killed process leaves the database as
@@ -37,20 +39,17 @@ public enum Ingestor {
         var report = IngestReport()
         try connection.transaction {
             try registerDimensions(dataset, on: connection)
-            try connection.executeScript("""
-                CREATE TEMP TABLE stage_items (ordinal bigint, modality text, external_id text, caption text) ON COMMIT DROP;
-                CREATE TEMP TABLE stage_pairs (ordinal bigint, image_external_id text, text_external_id text, split text) ON COMMIT DROP;
-                """)
+            let txid = try connection.execute("SELECT txid_current() AS txid").value(Int64.self, column: "txid")
             let itemTotal = dataset.images.count + dataset.texts.count
-            report.rowsSent += try connection.copy(into: "stage_items", columns: ["ordinal", "modality", "external_id", "caption"]) { sink in
+            report.rowsSent += try connection.copy(into: "amber.ingest_stage_items", columns: ["txid", "ordinal", "modality", "external_id", "caption"]) { sink in
                 var ordinal: Int64 = 0
                 for image in dataset.images {
-                    try sink.append([.int(ordinal), .text("image"), .text(image.externalID), .null])
+                    try sink.append([.int(txid), .int(ordinal), .text("image"), .text(image.externalID), .null])
                     ordinal += 1
                     if ordinal % 1024 == 0 { progress(IngestProgress(phase: "items", done: Int(ordinal), total: itemTotal)) }
                 }
                 for text in dataset.texts {
-                    try sink.append([.int(ordinal), .text("text"), .text(text.externalID), .text(text.caption)])
+                    try sink.append([.int(txid), .int(ordinal), .text("text"), .text(text.externalID), .text(text.caption)])
                     ordinal += 1
                     if ordinal % 1024 == 0 { progress(IngestProgress(phase: "items", done: Int(ordinal), total: itemTotal)) }
                 }
@@ -59,26 +58,26 @@ public enum Ingestor {
             let items = try connection.execute("""
                 WITH added AS (
                     INSERT INTO amber.items (modality, external_id, caption, source)
-                    SELECT modality::amber.modality, external_id, caption, $1 FROM stage_items ORDER BY ordinal
+                    SELECT modality::amber.modality, external_id, caption, $1 FROM amber.ingest_stage_items WHERE txid = $2 ORDER BY ordinal
                     ON CONFLICT (modality, external_id) DO NOTHING
                     RETURNING modality
                 )
                 SELECT count(*) FILTER (WHERE modality = 'image') AS images,
                        count(*) FILTER (WHERE modality = 'text') AS texts FROM added
-                """, [.text(dataset.source)])
+                """, [.text(dataset.source), .int(txid)])
             report.imagesAdded = try items.value(Int.self, column: "images")
             report.textsAdded = try items.value(Int.self, column: "texts")
 
             // Features go straight into amber.features with COPY (no staging copy of the large
             // vectors); concurrent ingests are serialised here so they never race on an item.
-            try connection.execute("SELECT pg_advisory_xact_lock(hashtext('amber.features.ingest'))")
+            try connection.execute("SELECT 1 FROM amber.ingest_locks WHERE name = 'features' FOR UPDATE")
             let needing = try connection.execute("""
                 SELECT s.ordinal, i.item_id
-                FROM stage_items s
+                FROM amber.ingest_stage_items s
                 JOIN amber.items i ON i.modality = s.modality::amber.modality AND i.external_id = s.external_id
                 LEFT JOIN amber.features f ON f.item_id = i.item_id
-                WHERE f.item_id IS NULL
-                """)
+                WHERE s.txid = $1 AND f.item_id IS NULL
+                """, [.int(txid)])
             var itemIDs: [Int: Int64] = [:]
             for row in 0..<needing.rowCount {
                 itemIDs[try needing.value(Int.self, row: row, column: "ordinal")] = try needing.value(Int64.self, row: row, column: "item_id")
@@ -105,21 +104,24 @@ public enum Ingestor {
             report.rowsSent += pending.count
             progress(IngestProgress(phase: "features", done: pending.count, total: pending.count))
 
-            report.rowsSent += try connection.copy(into: "stage_pairs", columns: ["ordinal", "image_external_id", "text_external_id", "split"]) { sink in
+            report.rowsSent += try connection.copy(into: "amber.ingest_stage_pairs", columns: ["txid", "ordinal", "image_external_id", "text_external_id", "split"]) { sink in
                 for (index, pair) in dataset.pairs.enumerated() {
-                    try sink.append([.int(Int64(index)), .text(pair.imageExternalID), .text(pair.textExternalID), .text(pair.split.rawValue)])
+                    try sink.append([.int(txid), .int(Int64(index)), .text(pair.imageExternalID), .text(pair.textExternalID), .text(pair.split.rawValue)])
                 }
             }
             progress(IngestProgress(phase: "pairs", done: dataset.pairs.count, total: dataset.pairs.count))
             report.pairsAdded = try connection.execute("""
                 INSERT INTO amber.pairs (image_id, text_id, split)
                 SELECT im.item_id, tx.item_id, s.split::amber.split
-                FROM stage_pairs s
+                FROM amber.ingest_stage_pairs s
                 JOIN amber.items im ON im.modality = 'image' AND im.external_id = s.image_external_id
                 JOIN amber.items tx ON tx.modality = 'text' AND tx.external_id = s.text_external_id
+                WHERE s.txid = $1
                 ORDER BY s.ordinal
                 ON CONFLICT (image_id, text_id) DO NOTHING
-                """).affectedRows
+                """, [.int(txid)]).affectedRows
+            try connection.execute("DELETE FROM amber.ingest_stage_items WHERE txid = $1", [.int(txid)])
+            try connection.execute("DELETE FROM amber.ingest_stage_pairs WHERE txid = $1", [.int(txid)])
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
@@ -136,15 +138,25 @@ public enum Ingestor {
             wanted.append(("text", features.global.dimension, features.local.dimension))
         }
         for (modality, global, local) in wanted {
-            try connection.execute("""
-                INSERT INTO amber.feature_dimensions (modality, global_dim, local_dim) VALUES ($1::amber.modality, $2, $3)
-                ON CONFLICT (modality) DO NOTHING
-                """, [.text(modality), .int(Int64(global)), .int(Int64(local))])
-            let existing = try connection.execute("SELECT global_dim, local_dim FROM amber.feature_dimensions WHERE modality = $1::amber.modality", [.text(modality)])
-            let storedGlobal = try existing.value(Int.self, column: "global_dim"), storedLocal = try existing.value(Int.self, column: "local_dim")
+            let (storedGlobal, storedLocal) = try FeatureDimensions.register(modality: modality, global: global, local: local, on: connection)
             guard storedGlobal == global && storedLocal == local else {
                 throw IngestError(file: dataset.source, "\(modality) features are \(global) global + n×\(local) local, but the database holds \(modality) features of \(storedGlobal) + n×\(storedLocal); one database serves one pair of encoders")
             }
         }
+    }
+}
+
+/// The feature dimensions a modality's items have in the database (`amber.feature_dimensions`,
+/// fixed by the first items stored).
+public enum FeatureDimensions {
+    /// Records `global` + n×`local` for `modality` unless a row exists (concurrent first writers
+    /// agree: `ON CONFLICT DO NOTHING` waits for the other's commit), and returns what is stored.
+    public static func register(modality: String, global: Int, local: Int, on connection: PostgresConnection) throws -> (global: Int, local: Int) {
+        try connection.execute("""
+            INSERT INTO amber.feature_dimensions (modality, global_dim, local_dim) VALUES ($1::amber.modality, $2, $3)
+            ON CONFLICT (modality) DO NOTHING
+            """, [.text(modality), .int(Int64(global)), .int(Int64(local))])
+        let stored = try connection.execute("SELECT global_dim, local_dim FROM amber.feature_dimensions WHERE modality = $1::amber.modality", [.text(modality)])
+        return (try stored.value(Int.self, column: "global_dim"), try stored.value(Int.self, column: "local_dim"))
     }
 }

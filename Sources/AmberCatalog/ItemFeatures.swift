@@ -6,6 +6,7 @@ public struct ItemFeatures: Sendable, Equatable {
     public var local: [Float]
     public var localCount: Int
 
+    /// Features whose counts are known to agree (`localCount ≥ 1` divides `local.count`).
     public init(global: [Float], local: [Float], localCount: Int) {
         precondition(localCount >= 1 && local.count % localCount == 0, "ItemFeatures: \(local.count) local values for \(localCount) vectors")
         self.global = global
@@ -13,6 +14,16 @@ public struct ItemFeatures: Sendable, Equatable {
         self.localCount = localCount
     }
 
-    public var localDimension: Int { local.count / localCount }
-}
+    /// Features from values read back from a store or a file, or nil when the counts disagree.
+    public init?(checking global: [Float], local: [Float], localCount: Int) {
+        guard localCount >= 1, local.count % localCount == 0 else { return nil }
+        self.init(global: global, local: local, localCount: localCount)
+    }
 
+    public var localDimension: Int { local.count / localCount }
+
+    /// The first problem of these features under `limits` for an item of `modality`, or nil.
+    public func problem(under limits: FeatureLimits, modality: Modality, field: String) -> FeatureProblem? {
+        limits.problem(modality: modality, global: global, local: local, localCount: localCount, field: field)
+    }
+}
