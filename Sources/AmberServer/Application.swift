@@ -1,6 +1,10 @@
 import AmberModel
 import AmberStore
+import AmberTensor
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -26,18 +30,26 @@ public struct ServerConfiguration: Sendable {
 }
 
 /// Runs the CPU-heavy part of a request (decoding a body, encoding captions, a search) on
-/// worker threads (NIO's thread pool, one per core), never on Swift's cooperative pool, where
-/// it would hold up every other request's I/O — `/healthz` answers at once under saturating
-/// search load. Admission is bounded: past `capacity` requests in work, a new one gets 503 with
-/// `Retry-After` at once.
+/// worker threads of its own (one per core, at a lower scheduling priority: nice 10), never on
+/// Swift's cooperative pool or NIO's event loops, so `/healthz` and request I/O never queue
+/// behind searches. When more than one request is in work, each runs on its worker alone (no
+/// fan-out over the cores: the concurrent requests already use them). Admission is bounded:
+/// past `capacity` requests in work, a new one gets 503 with `Retry-After` at once.
 public final class RequestWork: Sendable {
     public let capacity: Int
     private let admitted = Atomic<Int>(0)
     private let pool: NIOThreadPool
 
-    public init(capacity: Int, pool: NIOThreadPool = .singleton) {
+    /// One pool for every application in the process.
+    static let workers: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: max(ProcessInfo.processInfo.activeProcessorCount, 1))
+        pool.start()
+        return pool
+    }()
+
+    public init(capacity: Int) {
         self.capacity = capacity
-        self.pool = pool
+        self.pool = Self.workers
     }
 
     /// Requests in work now (running or waiting for a thread).
@@ -49,7 +61,17 @@ public final class RequestWork: Sendable {
         guard count <= capacity else {
             throw APIError(503, "the server is busy (\(capacity) requests in work); retry shortly", retryAfter: 1)
         }
-        return try await pool.runIfActive(body)
+        return try await pool.runIfActive { [self] in
+            Self.lowerPriority()
+            return pending > 1 ? try Parallel.serially(body) : try body()
+        }
+    }
+
+    /// Nice 10 for the calling worker thread (Linux: per thread); health checks and I/O preempt it.
+    private static func lowerPriority() {
+        #if os(Linux)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)      // who = 0: this thread on Linux (nice is per thread)
+        #endif
     }
 }
 
