@@ -9,11 +9,19 @@ CREATE TABLE amber.ingest_locks (
 );
 COMMENT ON TABLE amber.ingest_locks IS 'One row per lock that serialises writers (pairs: pair id allocation; features: feature rows); locked FOR UPDATE';
 INSERT INTO amber.ingest_locks (name) VALUES ('pairs'), ('features');
+-- Explicit grants (not only 0004's default privileges, which hold only for the role that ran it):
+-- the writers lock the rows; nobody but the owner adds or removes them.
+REVOKE ALL ON amber.ingest_locks FROM amber_app, amber_auditor;
+GRANT SELECT, UPDATE ON amber.ingest_locks TO amber_app;
+GRANT SELECT ON amber.ingest_locks TO amber_auditor;
 
 CREATE OR REPLACE FUNCTION amber.serialize_pair_ingest() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM amber.ingest_locks WHERE name = 'pairs' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'amber.ingest_locks has no row ''pairs'': pair ids would not be serialised (re-run migration 0007)';
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -35,10 +43,12 @@ CREATE UNLOGGED TABLE amber.ingest_stage_pairs (
     split             text NOT NULL,
     PRIMARY KEY (txid, ordinal)
 );
-REVOKE ALL ON amber.ingest_stage_items, amber.ingest_stage_pairs FROM amber_auditor;
+REVOKE ALL ON amber.ingest_stage_items, amber.ingest_stage_pairs FROM amber_auditor, amber_app;
+GRANT SELECT, INSERT, DELETE ON amber.ingest_stage_items, amber.ingest_stage_pairs TO amber_app;
 
 -- 3. Temporary tables only for the owner: revoke the database's TEMPORARY privilege from PUBLIC
---    (needs the database's owner; elsewhere a notice says what to ask the DBA for).
+--    (takes effect when the database's owner or a superuser migrates; PostgreSQL only warns
+--    otherwise, and docs/reliability.md says what to ask the DBA for).
 DO $$
 BEGIN
     EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
@@ -52,8 +62,7 @@ END $$;
 --    functions' privileges, so on a managed server where the owner is not one, a notice says so.
 DO $$
 BEGIN
-    REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid), pg_catalog.lo_from_bytea(oid, bytea),
-        pg_catalog.lo_import(text), pg_catalog.lo_import(text, oid) FROM PUBLIC;
+    REVOKE EXECUTE ON FUNCTION pg_catalog.lo_creat(integer), pg_catalog.lo_create(oid), pg_catalog.lo_from_bytea(oid, bytea) FROM PUBLIC;
     REVOKE EXECUTE ON FUNCTION pg_catalog.pg_advisory_lock(bigint), pg_catalog.pg_advisory_lock(integer, integer),
         pg_catalog.pg_advisory_lock_shared(bigint), pg_catalog.pg_advisory_lock_shared(integer, integer),
         pg_catalog.pg_advisory_xact_lock(bigint), pg_catalog.pg_advisory_xact_lock(integer, integer),

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 import Foundation
 
@@ -54,6 +55,22 @@ public struct RetrievalData: Sendable {
         guard imageLocal.shape[0] == imageGlobal.shape[0], textCount == captionsPerImage * imageGlobal.shape[0],
               offsets.count == textCount + 1, offsets.last == textTokens.shape[0] else {
             throw TensorFileError(path: directory, problem: "inconsistent dataset: \(imageGlobal.shape) images, \(imageLocal.shape) locals, \(textGlobal.shape) captions, \(offsets.count) offsets, \(textTokens.shape) tokens")
+        }
+        // What the encoders assume, as the ingest checks it (FeatureLimits).
+        let limits = FeatureLimits()
+        guard imageGlobal.rank == 2, imageLocal.rank == 3, textGlobal.rank == 2, textTokens.rank == 2, imageGlobal.shape[0] > 0 else {
+            throw TensorFileError(path: directory, problem: "ims_global, ims_local, caps_global, caps_tokens must have 2, 3, 2 and 2 axes and at least one image")
+        }
+        guard (limits.minimumFragments...limits.maximumImageFragments).contains(imageLocal.shape[1]) else {
+            throw TensorFileError(path: path("ims_local.npy"), problem: "has \(imageLocal.shape[1]) local vectors per image; allowed \(limits.minimumFragments)…\(limits.maximumImageFragments)")
+        }
+        for j in 0..<textCount where !(limits.minimumFragments...limits.maximumTextFragments).contains(offsets[j + 1] - offsets[j]) {
+            throw TensorFileError(path: path("caps_tok_offsets.npy"), problem: "caption \(j) has \(offsets[j + 1] - offsets[j]) tokens; each needs \(limits.minimumFragments)…\(limits.maximumTextFragments)")
+        }
+        for (name, tensor) in [("ims_global.npy", imageGlobal), ("ims_local.npy", imageLocal), ("caps_global.npy", textGlobal), ("caps_tokens.npy", textTokens)] {
+            if let index = limits.firstOutOfRange(tensor.scalars) {
+                throw TensorFileError(path: path(name), problem: "value \(index) is \(tensor.scalars[index]); features must be finite with |x| ≤ \(limits.maximumMagnitude)")
+            }
         }
         return RetrievalData(imageGlobal: imageGlobal, imageLocal: imageLocal, textGlobal: textGlobal, textTokens: textTokens,
                              tokenOffsets: offsets, imageOfText: (0..<textCount).map { $0 / captionsPerImage }, captions: captions)

@@ -134,18 +134,23 @@ public struct GalleryCache: Sendable {
         (directory as NSString).appendingPathComponent("v\(version)-\(modality.rawValue).safetensors")
     }
 
-    /// The cached encoding of `modality` under model `version`, or nil when there is none or it
-    /// was written for another model (fingerprint) or is unreadable.
-    public func load(version: Int64, modality: Modality, fingerprint: String) -> GalleryEncoding? {
+    /// The cached encoding of `modality` under model `version`, or nil when there is none, it
+    /// was written for another model (fingerprint), is unreadable, or does not hold what the
+    /// model makes (`dimension`, offsets exactly when `withOffsets`, 1…4096 fragments per item,
+    /// finite values): a damaged or foreign file is a miss, never a trap.
+    public func load(version: Int64, modality: Modality, fingerprint: String, dimension: Int, withOffsets: Bool) -> GalleryEncoding? {
         let path = path(version: version, modality: modality)
         guard FileManager.default.fileExists(atPath: path), let file = try? SafetensorsFile(path: path),
               file.metadata["format"] == Self.format, file.metadata["fingerprint"] == fingerprint,
               let ids = try? file.arrays["item_ids"]?.int64Values(), let counts = try? file.arrays["fragment_counts"]?.int64Values(),
               let fused = try? file.tensor("fused"), let fragments = try? file.tensor("fragments"),
-              fused.shape.count == 2, fused.shape[0] == ids.count, counts.count == ids.count, counts.allSatisfy({ $0 >= 0 }),
-              fragments.shape.count == 2, fragments.shape[0] == Int(counts.reduce(0, +)), fragments.shape[1] == fused.shape[1] else { return nil }
+              fused.shape.count == 2, fused.shape[0] == ids.count, fused.shape[1] == dimension, dimension > 0,
+              counts.count == ids.count, counts.allSatisfy({ (1...4096).contains($0) }),
+              fragments.shape.count == 2, fragments.shape[0] == Int(counts.reduce(0, +)), fragments.shape[1] == dimension,
+              (file.arrays["offsets"] != nil) == withOffsets,
+              fused.scalars.allSatisfy(\.isFinite), fragments.scalars.allSatisfy(\.isFinite) else { return nil }
         let offsets = file.arrays["offsets"] == nil ? nil : try? file.tensor("offsets").scalars
-        if file.arrays["offsets"] != nil && offsets?.count != ids.count { return nil }
+        if withOffsets && (offsets?.count != ids.count || offsets?.allSatisfy(\.isFinite) != true) { return nil }
         return GalleryEncoding(itemIDs: ids, fused: fused.scalars, offsets: offsets, fragments: fragments.scalars,
                                fragmentCounts: counts.map(Int.init), dimension: fused.shape[1])
     }

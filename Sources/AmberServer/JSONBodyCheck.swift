@@ -3,8 +3,9 @@
 /// keeps one of them, so `{"k": 1, "k": 100}` would mean whatever it picks), and nesting deeper
 /// than a body needs (a 4 MiB body of `[[[[…` must not reach a recursive parser).
 ///
-/// One pass, no allocation but the keys of the object being read. Anything that is not JSON is
-/// left for the decoder to report (this check only says what the decoder would not).
+/// One pass, no allocation but the keys of the object being read. A body that is not UTF-8 JSON
+/// (a byte-order mark, UTF-16, a syntax error) is refused here, so what the decoder reads is
+/// exactly what was checked.
 enum JSONBodyCheck {
     /// Deepest nesting of arrays and objects a body may have (Amber's deepest is 4).
     static let maximumDepth = 32
@@ -13,6 +14,8 @@ enum JSONBodyCheck {
     static func check(_ bytes: UnsafeRawBufferPointer) throws {
         var scanner = Scanner(bytes: bytes)
         try scanner.value()
+        scanner.skipWhitespace()
+        guard scanner.current == nil else { throw APIError.badRequest("body", "the body is not valid JSON (text after the value)") }
     }
 
     private struct Scanner {
@@ -54,7 +57,7 @@ enum JSONBodyCheck {
             do {
                 try parseValue(depth: 0)
             } catch is Malformed {
-                return
+                throw APIError.badRequest("body", "the body is not valid JSON (UTF-8, no byte-order mark)")
             }
         }
 

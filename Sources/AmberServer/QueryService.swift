@@ -113,6 +113,8 @@ public final class QueryService: Sendable {
         var catalogs: [Modality: [GalleryItem]] = [:]
         for modality in Modality.allCases { catalogs[modality] = try await store.galleryCatalog(modality) }
         var refused = rejected.withLock { $0.version == version ? $0.items : [] }
+        // Items refused for this model are not "new": leave them out before comparing.
+        if !refused.isEmpty { for modality in Modality.allCases { catalogs[modality]!.removeAll { refused.contains($0.itemID) } } }
         if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).items.map(\.itemID) }) {
             return version                                  // nothing new: no copy, no swap
         }
@@ -126,7 +128,9 @@ public final class QueryService: Sendable {
             var known: GalleryEncoding?
             if let previous {
                 known = previous.gallery(modality).encoding
-            } else if let cache, let fingerprint, let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint) {
+            } else if let cache, let fingerprint,
+                      let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint, dimension: model.encoder.jointDimension,
+                                              withOffsets: (model.querybank?.beta ?? 0) > 0) {
                 known = cached
                 fromCache += cached.count
             }
@@ -134,6 +138,9 @@ public final class QueryService: Sendable {
             let knownRow = Dictionary((known?.itemIDs ?? []).enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             let missing = catalog.filter { knownRow[$0.itemID] == nil && !refused.contains($0.itemID) }.map(\.itemID)
             let stored = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
+            // Asked for but not returned: the row did not decode (the store logged it) or vanished.
+            let returned = Set(stored.map(\.itemID))
+            for id in missing where !returned.contains(id) { refused.insert(id) }
             // Rows the model cannot take (written before today's checks, or by hand) are left out, each logged once.
             let features = stored.filter { entry in
                 guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }

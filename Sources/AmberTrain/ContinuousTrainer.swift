@@ -190,7 +190,8 @@ public final class ContinuousTrainer {
         do { restored = try MetadataJSON.decode(ReplaySampler.self, from: checkpoint.sampler) } catch {
             throw ContinuousTrainerError(description: "run \(configuration.runName): the sampler state of checkpoint \(checkpoint.step) does not decode: \(error)")
         }
-        if restored.count == train.pairCount {
+        let samePairs = restored.count == train.pairCount
+        if samePairs {
             sampler = restored
         } else {
             // The pairs up to the cursor are not those the checkpoint trained on (pairs deleted or
@@ -205,6 +206,8 @@ public final class ContinuousTrainer {
         }
         trainer = try MatchingTrainer(resumingFrom: checkpoint.state, name: "checkpoint \(checkpoint.step) of run \(configuration.runName)",
                                       configuration: configuration.model, train: data, ownBatches: false)
+        // The queues' slots index the checkpoint's pair set: with another one they would point elsewhere.
+        if !samePairs { trainer?.clearQueues() }
         committedStep = checkpoint.step
         latestVersion = checkpoint.modelVersion
         progress("resumed run \(configuration.runName) at step \(checkpoint.step): \(train.pairCount) train pairs (\(sampler.unseen.count) not yet trained on), \(dev.pairCount) dev, cursor \(cursor)")

@@ -40,6 +40,9 @@ public struct GrowingPairSet: Sendable {
            let problem = image.problem(under: limits, modality: .image, field: "image item \(pair.imageID)") {
             throw PairSetError(description: "pair \(pair.pairID): \(problem.message)")
         }
+        if let d = dimensions, text.global.count != d.textGlobal || text.localDimension != d.textFragment {
+            throw PairSetError(description: "pair \(pair.pairID): text item \(pair.textID) has features \(text.global.count) + n×\(text.localDimension), earlier texts \(d.textGlobal) + n×\(d.textFragment)")
+        }
         let imageRow: Int
         if let known = imageIndex[pair.imageID] {
             imageRow = known
@@ -54,9 +57,6 @@ public struct GrowingPairSet: Sendable {
             imageGlobals.append(image.global)
             imageLocals.append(image.local)
             imageCounts.append(image.localCount)
-        }
-        if let d = dimensions, text.global.count != d.textGlobal || text.localDimension != d.textFragment {
-            throw PairSetError(description: "pair \(pair.pairID): text item \(pair.textID) has features \(text.global.count) + n×\(text.localDimension), earlier texts \(d.textGlobal) + n×\(d.textFragment)")
         }
         pairIDs.append(pair.pairID)
         textItemIDs.append(pair.textID)

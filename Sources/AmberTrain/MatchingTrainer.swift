@@ -146,6 +146,13 @@ public final class MatchingTrainer {
         }
     }
 
+    /// Empties both memory-bank queues (their slots index the training pairs, which a caller
+    /// that rebuilt its pair set can no longer vouch for); they refill as training goes on.
+    public func clearQueues() {
+        imageQueue = MemoryQueue(capacity: configuration.queueSize, dimension: configuration.encoder.jointDimension)
+        textQueue = MemoryQueue(capacity: configuration.queueSize, dimension: configuration.encoder.jointDimension)
+    }
+
     /// Steps taken so far.
     public var step: Int { loop.step }
     /// The memory-bank queues of the momentum encoder's keys (item ids are data indices).

@@ -116,12 +116,17 @@ public final class PostgresTrainingStore: TrainingStore {
                 """, [.ints(items)])
             var byItem: [Int64: ItemFeatures] = [:]
             for row in 0..<features.rowCount {
-                let id = try features.value(Int64.self, row: row, column: "item_id")
-                let global = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "global_vector"),
-                                             type: features.value(String.self, row: row, column: "global_type"), item: id)
-                let local = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
-                                            type: features.value(String.self, row: row, column: "local_type"), item: id)
-                byItem[id] = ItemFeatures(global: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
+                // A row that does not decode is left out (its pairs are skipped, named, by the trainer).
+                do {
+                    let id = try features.value(Int64.self, row: row, column: "item_id")
+                    let global = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "global_vector"),
+                                                         type: features.value(String.self, row: row, column: "global_type"), item: id)
+                    let local = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
+                                                        type: features.value(String.self, row: row, column: "local_type"), item: id)
+                    byItem[id] = ItemFeatures(checking: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
+                } catch {
+                    logger.error("features row skipped", metadata: ["train.row": "\(row)", "error": "\(error)"])
+                }
             }
             return PairPage(pairs: pairs, features: byItem)
         }

@@ -23,6 +23,9 @@ struct OfflineDataOptions: ParsableArguments {
     func load() throws -> (train: RetrievalData, dev: RetrievalData) {
         let all = try RetrievalData.load(data)
         let devStart = self.devStart ?? (all.imageCount - all.imageCount / 8)
+        guard devStart >= 1 && devStart < all.imageCount else {
+            throw ValidationError("--dev-start must leave images on both sides: 1…\(all.imageCount - 1) for the \(all.imageCount) images of \(data), got \(devStart)")
+        }
         return (all.subset(images: 0..<devStart), all.subset(images: devStart..<all.imageCount))
     }
 }

@@ -34,6 +34,12 @@ struct IngestCommand: ParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
+    func validate() throws {
+        guard (1...1000).contains(captionsPerImage) else { throw ValidationError("--captions-per-image must be 1…1000, got \(captionsPerImage)") }
+        if let devStart, devStart < 0 { throw ValidationError("--dev-start must not be negative, got \(devStart)") }
+        if let testStart, testStart < 0 { throw ValidationError("--test-start must not be negative, got \(testStart)") }
+    }
+
     func run() throws {
         let readStart = Date()
         var dataset: IngestDataset

@@ -126,10 +126,10 @@ struct GalleryIndexTests {
         #expect(plain.search(query, k: 5, prefilter: 10) == plain.search(query, k: 5))
     }
 
-    @Test("the prefilter's candidates are the items nearest in (weighted) Hamming distance, as a per-bit reference counts them",
-          arguments: [false, true])
-    func prefilterCandidatesMatchAReference(weighted: Bool) {
-        let D = 128, G = 3000, C = 200
+    @Test("the prefilter's candidates are the items nearest in (weighted) Hamming distance, as a per-bit reference counts them, for any dimension",
+          arguments: [false, true], [128, 100, 7])
+    func prefilterCandidatesMatchAReference(weighted: Bool, D: Int) {
+        let G = 3000, C = 200
         let values = clusteredGallery(items: G, dimension: D, clusters: 30, spread: 1.0, seed: 8)
         let index = GalleryIndex(itemIDs: (0..<G).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
         var generator = SplitMix(seed: 4)
@@ -149,6 +149,11 @@ struct GalleryIndexTests {
             // Asking for as many results as candidates returns every survivor.
             let survivors = Set(index.search(query, k: C, prefilter: C, weighted: weighted).map(\.position))
             #expect(survivors == expected)
+            // And the exact scores (the SIMD dot's scalar tail for D not a multiple of 64) are the plain sums.
+            for hit in index.search(query, k: 5) {
+                let reference = (0..<D).reduce(Float(0)) { $0 + values[hit.position * D + $1] * query[$1] }
+                #expect(abs(hit.score - reference) <= 1e-4 * max(1, abs(reference)))
+            }
         }
     }
 

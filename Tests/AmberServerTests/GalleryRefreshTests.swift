@@ -70,7 +70,8 @@ struct GalleryRefreshTests {
         let third = QueryService(store: store, textEncoder: nil, cache: cache)
         try await third.reload()
         #expect(store.featureRequests == [2], "the two new images only")
-        #expect(cache.load(version: 3, modality: .image, fingerprint: GalleryCache.fingerprint(try store.model!.1.encoded()))?.count == 18)
+        #expect(cache.load(version: 3, modality: .image, fingerprint: GalleryCache.fingerprint(try store.model!.1.encoded()), dimension: 64,
+                           withOffsets: (store.model!.1.querybank?.beta ?? 0) > 0)?.count == 18)
 
         // Another model under the same version number (another database): the cache is not used.
         store.lock.withLock { store.model = (3, SearchEngineFixture.model(alpha: 0.5, beta: 0)) }

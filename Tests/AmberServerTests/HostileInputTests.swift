@@ -142,6 +142,33 @@ extension ServerTests {
             }
         }
 
+        @Test func aSilentConnectionIsClosedAfterTheIdleTimeout() async throws {
+            let (service, _) = try await ServerTests.service()
+            var configuration = ServerConfiguration()
+            configuration.port = 0
+            configuration.idleTimeout = .milliseconds(500)
+            let port = AsyncStream<Int>.makeStream()
+            let app = buildApplication(service: service, configuration: configuration) { channel in port.continuation.yield(channel.localAddress?.port ?? 0) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await app.run() }
+                var iterator = port.stream.makeAsyncIterator()
+                let bound = await iterator.next() ?? 0
+                let fd = try #require(connectLoopback(port: bound))
+                defer { close(fd) }
+                // Half a request head, then silence (a slow-headers client).
+                let partial = Array("POST /v1/search HTTP/1.1\r\nHost: local".utf8)
+                _ = partial.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                let started = Date()
+                var byte: UInt8 = 0
+                let n = recv(fd, &byte, 1, 0)                 // 0: the server closed it
+                #expect(n == 0, "recv returned \(n)")
+                #expect(Date().timeIntervalSince(started) < 5, "closed after \(Date().timeIntervalSince(started)) s")
+                #expect(try http("GET", "/healthz", port: bound).status == 200)
+                try? await Task.sleep(for: .milliseconds(300))
+                group.cancelAll()
+            }
+        }
+
         @Test func aBadRowOrABadModelInTheStoreIsLeftOutNotFatal() async throws {
             let store = MemoryServingStore()
             let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())

@@ -179,9 +179,17 @@ extension ServerTests {
             // Every stored row is one the gallery can take; pairs link stored items; a reload works.
             let bad = try db.execute("""
                 SELECT count(*) AS n FROM amber.features f JOIN amber.items i USING (item_id)
-                WHERE f.local_count < 2 OR position(chr(1) in i.external_id) > 0 OR length(i.external_id) > 512
+                WHERE f.local_count < 2 OR f.local_count > 256 OR length(i.external_id) > 512 OR length(i.caption) > 10000
                 """)
             #expect(try bad.value(Int.self, column: "n") == 0)
+            // Every stored value within the limits, read back as the gallery reads it.
+            let store = PostgresServingStore(client: client)
+            for modality in Modality.allCases {
+                let ids = try await store.galleryCatalog(modality).map(\.itemID)
+                for (id, features) in try await store.galleryFeatures(modality, ids: ids) {
+                    #expect(features.problem(under: FeatureLimits(), modality: modality, field: "item \(id)") == nil)
+                }
+            }
             #expect(try await service.reload() == version)
             #expect(service.engine != nil)
             await client.shutdown()

@@ -51,6 +51,29 @@ struct CommandLineTests {
         #expect(try runAmber(["db", "status", "--home", home]).output.contains("stopped"))
     }
 
+    @Test func optionsThatCrashedOrHungAreRefusedNamingTheOption() throws {
+        // Each exits 64 at once with the option named; none reaches the database (the URL is never used).
+        let cases: [([String], String)] = [
+            (["train", "--continuous", "--batch-size", "0"], "--batch-size"),
+            (["train", "--continuous", "--batch-size", "1"], "--batch-size"),
+            (["train", "--continuous", "--dimension", "0"], "joint dimension"),
+            (["train", "--continuous", "--learning-rate", "nan"], "--learning-rate"),
+            (["train", "--continuous", "--queue-size", "0", "--memory-weight", "0.5"], "--queue-size"),
+            (["train", "--continuous", "--memory-weight=-1"], "--memory-weight"),
+            (["train", "--continuous", "--new-share", "0"], "--new-share"),
+            (["train", "--data", "/nonexistent", "--steps", "0"], "--steps"),
+            (["serve", "--port", "70000"], "--port"),
+            (["serve", "--max-text-fragments", "1"], "--max-text-fragments"),
+            (["serve", "--max-feature-magnitude", "inf"], "--max-feature-magnitude"),
+            (["bench", "http", "--connections", "0"], "--connections"),
+        ]
+        for (arguments, option) in cases {
+            let result = try runAmber(arguments + ["--database-url", "postgresql:///nowhere?host=/nonexistent"])
+            #expect(result.status == 64, "\(arguments) → \(result.status) \(result.error)")
+            #expect(result.error.contains(option), "\(arguments) → \(result.error)")
+        }
+    }
+
     @Test func ingestReportsBadInputByFileAndLine() throws {
         let fixture = try GlobalLocalFixture()
         try (0..<8).map { $0 == 4 ? "   " : "image\($0).jpg" }.joined(separator: "\n")

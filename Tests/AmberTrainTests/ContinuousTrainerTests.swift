@@ -138,6 +138,29 @@ struct ContinuousTrainerTests {
         #expect(again.contains { $0.hasPrefix("resumed run") } && !again.contains { $0.contains("sampler starts over") })
     }
 
+    @Test func aResumeOverAnotherPairSetRestartsTheSamplerAndEmptiesTheBank() throws {
+        let (store, _) = Self.store()
+        // Ten more train pairs whose texts have 5 tokens: accepted now, refused by stricter limits later.
+        let image = store.addItem(ItemFeatures(global: [Float](repeating: 0.1, count: 12), local: [Float](repeating: 0.1, count: 24), localCount: 2))
+        let long = (0..<10).map { i in store.addItem(ItemFeatures(global: [Float](repeating: Float(i) / 10, count: 8),
+                                                                  local: [Float](repeating: 0.2, count: 40), localCount: 5)) }
+        store.addPairs(long.map { (image, $0, .train) })
+        var c = Self.configuration
+        c.maximumSteps = 20
+        let first = try ContinuousTrainer(configuration: c, store: store).run()
+        #expect(first.trainPairs == 210)
+        c.features.maximumTextFragments = 4
+        c.maximumSteps = 40
+        var lines: [String] = []
+        let trainer = ContinuousTrainer(configuration: c, store: store) { lines.append($0) }
+        let resumed = try trainer.run()
+        #expect(resumed.step == 40 && resumed.trainPairs == 200 && trainer.skippedPairs == 10)
+        #expect(lines.contains { $0.contains("the sampler starts over") }, "\(lines.prefix(5))")
+        // The checkpoints after the resume hold bank slots of the new pair set only.
+        let run = try #require(store.runs[1])
+        #expect(run.lastStep == 40 && !run.bank.isEmpty)
+    }
+
     @Test func trainsCheckpointsWritesVersionsAndPromotes() throws {
         let (store, _) = Self.store()
         var c = Self.configuration

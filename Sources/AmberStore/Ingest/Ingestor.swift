@@ -154,7 +154,7 @@ public enum FeatureDimensions {
     public static func register(modality: String, global: Int, local: Int, on connection: PostgresConnection) throws -> (global: Int, local: Int) {
         try connection.execute("""
             INSERT INTO amber.feature_dimensions (modality, global_dim, local_dim) VALUES ($1::amber.modality, $2, $3)
-            ON CONFLICT (modality) DO NOTHING
+            ON CONFLICT DO NOTHING
             """, [.text(modality), .int(Int64(global)), .int(Int64(local))])
         let stored = try connection.execute("SELECT global_dim, local_dim FROM amber.feature_dimensions WHERE modality = $1::amber.modality", [.text(modality)])
         return (try stored.value(Int.self, column: "global_dim"), try stored.value(Int.self, column: "local_dim"))
