@@ -338,16 +338,7 @@ public struct PostgresServingStore: ServingStore {
             return (0..<rows.rowCount).compactMap { row in
                 // A row that does not decode is skipped and logged: one bad row must not stop a gallery.
                 do {
-                    let id = try rows.value(Int64.self, row: row, column: "item_id")
-                    let global = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "global_vector"),
-                                                         type: rows.value(String.self, row: row, column: "global_type"), item: id)
-                    let local = try FeatureBytes.floats(rows.value([UInt8].self, row: row, column: "local_vectors"),
-                                                        type: rows.value(String.self, row: row, column: "local_type"), item: id)
-                    let count = try rows.value(Int.self, row: row, column: "local_count")
-                    guard let features = ItemFeatures(checking: global, local: local, localCount: count) else {
-                        throw PostgresError(code: "", message: "item \(id): \(local.count) local values for local_count \(count)", kind: .invalidData)
-                    }
-                    return (id, features)
+                    return try FeatureBytes.itemFeatures(rows, row: row)
                 } catch {
                     logger.error("features row skipped", metadata: ["serve.row": "\(row)", "error": "\(error)"])
                     return nil

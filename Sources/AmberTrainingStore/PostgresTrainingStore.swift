@@ -118,12 +118,8 @@ public final class PostgresTrainingStore: TrainingStore {
             for row in 0..<features.rowCount {
                 // A row that does not decode is left out (its pairs are skipped, named, by the trainer).
                 do {
-                    let id = try features.value(Int64.self, row: row, column: "item_id")
-                    let global = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "global_vector"),
-                                                         type: features.value(String.self, row: row, column: "global_type"), item: id)
-                    let local = try FeatureBytes.floats(features.value([UInt8].self, row: row, column: "local_vectors"),
-                                                        type: features.value(String.self, row: row, column: "local_type"), item: id)
-                    byItem[id] = ItemFeatures(checking: global, local: local, localCount: try features.value(Int.self, row: row, column: "local_count"))
+                    let (id, item) = try FeatureBytes.itemFeatures(features, row: row)
+                    byItem[id] = item
                 } catch {
                     logger.error("features row skipped", metadata: ["train.row": "\(row)", "error": "\(error)"])
                 }
