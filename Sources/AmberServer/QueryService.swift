@@ -114,7 +114,7 @@ public final class QueryService: Sendable {
         for modality in Modality.allCases { catalogs[modality] = try await store.galleryCatalog(modality) }
         var refused = rejected.withLock { $0.version == version ? $0.items : [] }
         // Items refused for this model are not "new": leave them out before comparing.
-        if !refused.isEmpty { for modality in Modality.allCases { catalogs[modality]!.removeAll { refused.contains($0.itemID) } } }
+        if !refused.isEmpty { catalogs = catalogs.mapValues { $0.filter { !refused.contains($0.itemID) } } }
         if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).items.map(\.itemID) }) {
             return version                                  // nothing new: no copy, no swap
         }

@@ -53,11 +53,13 @@ public enum ItemWriter {
             var added = 0
             for (index, item) in items.enumerated() {
                 let localDimension = item.local.count / max(item.localCount, 1)
-                if dimensions[item.modality] == nil {
-                    dimensions[item.modality] = try FeatureDimensions.register(modality: item.modality, global: item.global.count,
-                                                                               local: localDimension, on: db)
+                let known: (global: Int, local: Int)
+                if let registered = dimensions[item.modality] {
+                    known = registered
+                } else {
+                    known = try FeatureDimensions.register(modality: item.modality, global: item.global.count, local: localDimension, on: db)
+                    dimensions[item.modality] = known
                 }
-                let known = dimensions[item.modality]!
                 guard known.global == item.global.count else {
                     throw ItemWriteError(field: "items[\(index)].features.global",
                                          description: "items[\(index)].features.global has \(item.global.count) values; stored \(item.modality) features have \(known.global)")
