@@ -230,14 +230,5 @@ struct UnservableModelStore: ServingStore {
 func rawExchange(port: Int, _ request: String) throws -> String {
     guard let fd = connectLoopback(port: port) else { return "" }
     defer { close(fd) }
-    let bytes = Array(request.utf8)
-    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    var response: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n <= 0 { break }
-        response += buffer[0..<n]
-    }
-    return String(decoding: response, as: UTF8.self)
+    return sendAndReadToEnd(fd, request)
 }

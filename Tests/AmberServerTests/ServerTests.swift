@@ -96,13 +96,8 @@ func connectLoopback(port: Int) -> Int32? {
     return fd
 }
 
-private func exchange(_ method: String, _ path: String, port: Int, body: String?, headers: [String: String]) throws -> (status: Int, headers: [String: String], body: String) {
-    guard let fd = connectLoopback(port: port) else { return (0, [:], "") }
-    defer { close(fd) }
-    var request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-    for (name, value) in headers { request += "\(name): \(value)\r\n" }
-    if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-    request += "\r\n" + (body ?? "")
+/// Sends `request` whole on `fd`, then reads until the server closes; the response as text.
+func sendAndReadToEnd(_ fd: Int32, _ request: String) -> String {
     let bytes = Array(request.utf8)
     var sent = 0
     while sent < bytes.count {
@@ -117,7 +112,17 @@ private func exchange(_ method: String, _ path: String, port: Int, body: String?
         if n <= 0 { break }
         response += buffer[0..<n]
     }
-    let text = String(decoding: response, as: UTF8.self)
+    return String(decoding: response, as: UTF8.self)
+}
+
+private func exchange(_ method: String, _ path: String, port: Int, body: String?, headers: [String: String]) throws -> (status: Int, headers: [String: String], body: String) {
+    guard let fd = connectLoopback(port: port) else { return (0, [:], "") }
+    defer { close(fd) }
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    for (name, value) in headers { request += "\(name): \(value)\r\n" }
+    if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+    request += "\r\n" + (body ?? "")
+    let text = sendAndReadToEnd(fd, request)
     let parts = text.components(separatedBy: "\r\n\r\n")
     let head = parts[0].components(separatedBy: "\r\n")
     let statusLine = head[0].split(separator: " ")
