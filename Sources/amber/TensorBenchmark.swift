@@ -155,6 +155,6 @@ enum MachineDescription {
         let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
             .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
         let memory = ProcessInfo.processInfo.physicalMemory >> 30
-        return "\(model), \(ProcessInfo.processInfo.activeProcessorCount) cores, \(memory) GiB"
+        return "\(model), \(ProcessInfo.processInfo.activeProcessorCount) cores, \(memory) GiB; OpenBLAS core \(BLASKernel.coreDescription)"
     }
 }
