@@ -137,41 +137,49 @@ enum Kernels {
                     1, a, Int32(inner), b, Int32(columns), 0, &c, Int32(columns))
     }
 
-    /// values[p, c] = act(values[p, c] + bias[c] (+ residual[p, c])), over the cores.
+    /// values[p, c] = act(values[p, c] + bias[c] (+ residual[p, c])), over the cores. Plain
+    /// loops over channels, one specialised loop per case, which the compiler vectorises.
     static func biasActivation(_ values: inout [Float], bias: [Float], activation: Activation, residual: [Float]?) {
         let channels = bias.count
         let pixels = values.count / channels
         values.withUnsafeMutableBufferPointer { out in
             bias.withUnsafeBufferPointer { bias in
+                let residualBuffer = residual.map { UncheckedSendable($0) }
                 let box = UncheckedSendableBuffers(out: out.baseAddress!, bias: bias.baseAddress!)
-                let run = { (extra: UnsafePointer<Float>?) in
-                    _ = Parallel.map(pixels, minimum: 256) { range in
+                _ = Parallel.map(pixels, minimum: 512) { range in
+                    let out = box.out, bias = box.bias
+                    switch (activation, residualBuffer) {
+                    case (.relu6, nil):
                         for p in range {
-                            let row = box.out + p * channels
-                            let add = extra.map { $0 + p * channels }
-                            var c = 0
-                            while c + 16 <= channels {
-                                var v = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD16<Float>.self)
-                                v += UnsafeRawPointer(box.bias + c).loadUnaligned(as: SIMD16<Float>.self)
-                                if let add { v += UnsafeRawPointer(add + c).loadUnaligned(as: SIMD16<Float>.self) }
-                                if case .relu6 = activation { v = v.clamped(lowerBound: .zero, upperBound: SIMD16(repeating: 6)) }
-                                UnsafeMutableRawPointer(row + c).storeBytes(of: v, as: SIMD16<Float>.self)
-                                c += 16
+                            let row = out + p * channels
+                            for c in 0..<channels {
+                                let v = row[c] + bias[c]
+                                row[c] = v < 0 ? 0 : (v > 6 ? 6 : v)
                             }
-                            while c < channels {
-                                var v = row[c] + box.bias[c]
-                                if let add { v += add[c] }
-                                if case .relu6 = activation { v = min(max(v, 0), 6) }
-                                row[c] = v
-                                c += 1
+                        }
+                    case (.none, nil):
+                        for p in range {
+                            let row = out + p * channels
+                            for c in 0..<channels { row[c] += bias[c] }
+                        }
+                    case (.relu6, let extra?):
+                        extra.value.withUnsafeBufferPointer { extra in
+                            for p in range {
+                                let row = out + p * channels, add = extra.baseAddress! + p * channels
+                                for c in 0..<channels {
+                                    let v = row[c] + bias[c] + add[c]
+                                    row[c] = v < 0 ? 0 : (v > 6 ? 6 : v)
+                                }
+                            }
+                        }
+                    case (.none, let extra?):
+                        extra.value.withUnsafeBufferPointer { extra in
+                            for p in range {
+                                let row = out + p * channels, add = extra.baseAddress! + p * channels
+                                for c in 0..<channels { row[c] = row[c] + bias[c] + add[c] }
                             }
                         }
                     }
-                }
-                if let residual {
-                    residual.withUnsafeBufferPointer { run($0.baseAddress!) }
-                } else {
-                    run(nil)
                 }
             }
         }
@@ -223,44 +231,30 @@ enum Kernels {
                         let box = UncheckedSendableDepthwise(source: source.baseAddress!, target: target.baseAddress!,
                                                              weights: weights.baseAddress!, bias: bias.baseAddress!)
                         _ = Parallel.map(outputRows, minimum: 4) { range in
+                            let source = box.source, weights = box.weights, bias = box.bias
                             for row in range {
                                 let b = row / rows.output, oy = row % rows.output
-                                // The kernel rows that fall inside the image.
+                                // The kernel rows and columns that fall inside the image.
                                 let y0 = oy * stride - rows.before
                                 let kyLow = max(0, -y0), kyHigh = min(kernel, input.height - y0)
                                 for ox in 0..<columns.output {
                                     let x0 = ox * stride - columns.before
                                     let kxLow = max(0, -x0), kxHigh = min(kernel, input.width - x0)
                                     let out = box.target + ((b * rows.output + oy) * columns.output + ox) * channels
-                                    var c = 0
-                                    while c + 16 <= channels {
-                                        var acc = UnsafeRawPointer(box.bias + c).loadUnaligned(as: SIMD16<Float>.self)
-                                        for ky in kyLow..<kyHigh {
-                                            let line = box.source + ((b * input.height + y0 + ky) * input.width + x0) * channels + c
-                                            let tapRow = box.weights + (ky * kernel) * channels + c
-                                            for kx in kxLow..<kxHigh {
-                                                let x = UnsafeRawPointer(line + kx * channels).loadUnaligned(as: SIMD16<Float>.self)
-                                                let w = UnsafeRawPointer(tapRow + kx * channels).loadUnaligned(as: SIMD16<Float>.self)
-                                                acc.addProduct(x, w)
-                                            }
+                                    for c in 0..<channels { out[c] = bias[c] }
+                                    for ky in kyLow..<kyHigh {
+                                        let line = source + ((b * input.height + y0 + ky) * input.width + x0) * channels
+                                        let taps = weights + ky * kernel * channels
+                                        for kx in kxLow..<kxHigh {
+                                            let x = line + kx * channels, w = taps + kx * channels
+                                            for c in 0..<channels { out[c] += x[c] * w[c] }
                                         }
-                                        if case .relu6 = activation {
-                                            acc = acc.clamped(lowerBound: .zero, upperBound: SIMD16(repeating: 6))
-                                        }
-                                        UnsafeMutableRawPointer(out + c).storeBytes(of: acc, as: SIMD16<Float>.self)
-                                        c += 16
                                     }
-                                    while c < channels {
-                                        var acc = box.bias[c]
-                                        for ky in kyLow..<kyHigh {
-                                            for kx in kxLow..<kxHigh {
-                                                let x = box.source[((b * input.height + y0 + ky) * input.width + x0 + kx) * channels + c]
-                                                acc += x * box.weights[(ky * kernel + kx) * channels + c]
-                                            }
+                                    if case .relu6 = activation {
+                                        for c in 0..<channels {
+                                            let v = out[c]
+                                            out[c] = v < 0 ? 0 : (v > 6 ? 6 : v)
                                         }
-                                        if case .relu6 = activation { acc = min(max(acc, 0), 6) }
-                                        out[c] = acc
-                                        c += 1
                                     }
                                 }
                             }

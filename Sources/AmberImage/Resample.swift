@@ -66,61 +66,57 @@ public enum Resample {
     }
 
     /// `image` at `width × height` (bicubic, as PIL).
+    ///
+    /// Pass order: the Pillow Resample.c we read runs the horizontal pass first. Pillow 13 (the reference
+    /// pipeline's) runs the vertical pass first when the height shrinks and the width does not,
+    /// and sometimes when both shrink by a rule we have not pinned down; here the vertical pass
+    /// goes first exactly when the height shrinks and the width does not. Byte-exact with Pillow
+    /// 13 whenever a side keeps its size, on every enlargement and on most reductions (7 of 8
+    /// common photo sizes to 224 × 224); elsewhere some pixels differ by ±1 (docs/decisions.md).
     public static func bicubic(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
         precondition(width > 0 && height > 0, "Resample.bicubic: the target size is the caller's constant")
         if width == image.width && height == image.height { return image }
-        let horizontal = coefficients(input: image.width, output: width)
-        let vertical = coefficients(input: image.height, output: height)
-        let half = Int32(1) << Int32(precisionBits - 1)
-        var source = image.pixels
-        var sourceWidth = image.width
+        let needHorizontal = width != image.width, needVertical = height != image.height
+        if needHorizontal && needVertical && height < image.height && width >= image.width {
+            let vertical = verticalPass(image.pixels, width: image.width, rowOffset: 0,
+                                        coefficients: coefficients(input: image.height, output: height))
+            let horizontal = horizontalPass(vertical, width: image.width, firstRow: 0, rows: height,
+                                            coefficients: coefficients(input: image.width, output: width))
+            return RGBImage(unchecked: width, height, horizontal)
+        }
+        let verticalCoefficients = coefficients(input: image.height, output: height)
+        var pixels = image.pixels
         var rowOffset = 0
-        var rows = image.height
-        if width != image.width {
+        if needHorizontal {
             // Only the rows the vertical pass reads.
-            let firstRow = vertical.first[0]
-            let lastRow = vertical.first[height - 1] + vertical.count[height - 1]
-            rows = lastRow - firstRow
-            var temporary = [UInt8](repeating: 0, count: rows * width * 3)
-            source.withUnsafeBufferPointer { input in
-                temporary.withUnsafeMutableBufferPointer { output in
-                    for y in 0..<rows {
-                        let inputRow = (y + firstRow) * sourceWidth * 3
-                        for x in 0..<width {
-                            let start = horizontal.first[x], k = x * horizontal.taps
-                            var r = half, g = half, b = half
-                            for i in 0..<horizontal.count[x] {
-                                let w = horizontal.weights[k + i]
-                                let p = inputRow + (start + i) * 3
-                                r &+= Int32(input[p]) &* w
-                                g &+= Int32(input[p + 1]) &* w
-                                b &+= Int32(input[p + 2]) &* w
-                            }
-                            let o = (y * width + x) * 3
-                            output[o] = clip8(r)
-                            output[o + 1] = clip8(g)
-                            output[o + 2] = clip8(b)
-                        }
-                    }
-                }
-            }
-            source = temporary
-            sourceWidth = width
+            let firstRow = needVertical ? verticalCoefficients.first[0] : 0
+            let lastRow = needVertical ? verticalCoefficients.first[height - 1] + verticalCoefficients.count[height - 1] : image.height
+            pixels = horizontalPass(pixels, width: image.width, firstRow: firstRow, rows: lastRow - firstRow,
+                                    coefficients: coefficients(input: image.width, output: width))
             rowOffset = firstRow
         }
-        guard height != image.height else {
-            return RGBImage(unchecked: width, height, source)
+        if needVertical {
+            pixels = verticalPass(pixels, width: width, rowOffset: rowOffset, coefficients: verticalCoefficients)
         }
-        var result = [UInt8](repeating: 0, count: width * height * 3)
+        return RGBImage(unchecked: width, height, pixels)
+    }
+
+    /// Rows `firstRow ..< firstRow + rows` of a `width`-wide image, resampled along x.
+    static func horizontalPass(_ source: [UInt8], width sourceWidth: Int, firstRow: Int, rows: Int,
+                               coefficients c: Coefficients) -> [UInt8] {
+        let width = c.first.count
+        let half = Int32(1) << Int32(precisionBits - 1)
+        var output = [UInt8](repeating: 0, count: rows * width * 3)
         source.withUnsafeBufferPointer { input in
-            result.withUnsafeMutableBufferPointer { output in
-                for y in 0..<height {
-                    let start = vertical.first[y] - rowOffset, k = y * vertical.taps
+            output.withUnsafeMutableBufferPointer { output in
+                for y in 0..<rows {
+                    let inputRow = (y + firstRow) * sourceWidth * 3
                     for x in 0..<width {
+                        let start = c.first[x], k = x * c.taps
                         var r = half, g = half, b = half
-                        for i in 0..<vertical.count[y] {
-                            let w = vertical.weights[k + i]
-                            let p = ((start + i) * sourceWidth + x) * 3
+                        for i in 0..<c.count[x] {
+                            let w = c.weights[k + i]
+                            let p = inputRow + (start + i) * 3
                             r &+= Int32(input[p]) &* w
                             g &+= Int32(input[p + 1]) &* w
                             b &+= Int32(input[p + 2]) &* w
@@ -133,6 +129,35 @@ public enum Resample {
                 }
             }
         }
-        return RGBImage(unchecked: width, height, result)
+        return output
+    }
+
+    /// A `width`-wide image resampled along y; its row 0 is the source's row `rowOffset`.
+    static func verticalPass(_ source: [UInt8], width: Int, rowOffset: Int, coefficients c: Coefficients) -> [UInt8] {
+        let height = c.first.count
+        let half = Int32(1) << Int32(precisionBits - 1)
+        var output = [UInt8](repeating: 0, count: width * height * 3)
+        source.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { output in
+                for y in 0..<height {
+                    let start = c.first[y] - rowOffset, k = y * c.taps
+                    for x in 0..<width {
+                        var r = half, g = half, b = half
+                        for i in 0..<c.count[y] {
+                            let w = c.weights[k + i]
+                            let p = ((start + i) * width + x) * 3
+                            r &+= Int32(input[p]) &* w
+                            g &+= Int32(input[p + 1]) &* w
+                            b &+= Int32(input[p + 2]) &* w
+                        }
+                        let o = (y * width + x) * 3
+                        output[o] = clip8(r)
+                        output[o + 1] = clip8(g)
+                        output[o + 2] = clip8(b)
+                    }
+                }
+            }
+        }
+        return output
     }
 }

@@ -9,7 +9,7 @@ struct ImageModelOptions: ParsableArguments {
             help: "Directory with the image encoder's model.safetensors (default: $AMBER_IMAGE_MODEL or $AMBER_HOME/models/efficientnet-lite0).")
     var imageModel: String?
 
-    func load(batchSize: Int = 16) throws -> EfficientNetLiteEncoder {
+    func load(batchSize: Int = 4) throws -> EfficientNetLiteEncoder {
         try EfficientNetLiteEncoder(directory: imageModel ?? EfficientNetLiteEncoder.defaultDirectory, batchSize: batchSize)
     }
 }
