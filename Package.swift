@@ -159,7 +159,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "amber"],
+            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "AmberImage", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

@@ -53,6 +53,7 @@ final class ProgressBar {
     private let started = Date()
     private var lastFraction = -1.0
     private var lastPhase = ""
+    private var phaseStarted = Date()
     private let isTerminal = isatty(STDERR_FILENO) == 1
 
     init(label: String) { self.label = label }
@@ -63,6 +64,7 @@ final class ProgressBar {
             if isTerminal && !lastPhase.isEmpty { FileHandle.standardError.write(Data("\n".utf8)) }
             lastPhase = phase
             lastFraction = -1
+            phaseStarted = Date()
         }
         guard isTerminal || fraction >= lastFraction + 0.1 || (fraction == 1 && lastFraction < 1) else { return }
         lastFraction = fraction
@@ -70,7 +72,13 @@ final class ProgressBar {
         let width = 30
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let line = String(format: "%@ %@ [%@] %3.0f%% %d/%d %@ %.1fs", label, phase, bar, fraction * 100, done, total, unit, elapsed)
+        var line = String(format: "%@ %@ [%@] %3.0f%% %d/%d %@ %.1fs", label, phase, bar, fraction * 100, done, total, unit, elapsed)
+        let phaseSeconds = Date().timeIntervalSince(phaseStarted)
+        if done > 0 && phaseSeconds > 0.5 {
+            let rate = Double(done) / phaseSeconds
+            line += String(format: ", %.1f %@/s", rate, unit)
+            if done < total { line += String(format: ", ETA %.0fs", Double(total - done) / rate) }
+        }
         FileHandle.standardError.write(Data(((isTerminal ? "\r" : "") + line + (isTerminal ? "" : "\n")).utf8))
     }
 

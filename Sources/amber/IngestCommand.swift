@@ -1,3 +1,4 @@
+import AmberImage
 import AmberStore
 import ArgumentParser
 import Foundation
@@ -5,9 +6,15 @@ import Foundation
 struct IngestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingest",
-        abstract: "Load items, features and pairs from a directory into the database, in one transaction.",
+        abstract: "Load photos and captions (encoded natively) or precomputed features into the database; each load commits whole.",
         discussion: """
-        Layouts: the global/local layout of flickr8k-800 (ims_global.npy, ims_local.npy, image_ids.txt, \
+        Photos: a folder of JPEG/PNG files (in DIR or DIR/images) with a captions file — the Flickr8k \
+        token format (name.jpg#n<TAB>caption), a TSV or CSV with a header row (image, caption[, split]), \
+        or COCO captions JSON; both modalities are encoded natively (EfficientNet-Lite0, MiniLM) in \
+        chunks that each commit, so a re-run encodes only what is missing. Splits come from a split \
+        column, from train_images.txt/dev_images.txt/test_images.txt beside the captions, or one photo \
+        in eight (by a hash of its name) is dev. \
+        Features: the global/local layout of flickr8k-800 (ims_global.npy, ims_local.npy, image_ids.txt, \
         caps.txt, caps_global.npy, caps_tokens.npy, caps_tok_offsets.npy) and the SCAN/VSE precomp layout \
         ({split}_ims.npy, {split}_caps.txt, {split}_ids.txt). Re-ingesting a directory adds nothing. \
         Invalid input is rejected with the file and the problem, and nothing is written.
@@ -29,6 +36,25 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Only these images (positions in the directory, START:END, END excluded) with their captions and pairs, e.g. 0:100.")
     var images: String?
 
+    @Option(help: "Photos: the captions file (default: captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or the one *.json in the directory).")
+    var captions: String?
+
+    @Option(help: "Photos: the folder of image files (default: DIR/images when present, else DIR).")
+    var imageDirectory: String?
+
+    @Option(help: "Photos: the captions file's format (flickr-token, tsv, csv, coco; default: from its name and first line).")
+    var format: String?
+
+    @Option(help: "Photos: photos encoded and committed together.")
+    var chunk: Int = 128
+
+    @Flag(help: "Photos: skip (and list) image files that cannot be decoded instead of stopping at the first.")
+    var skipBadImages = false
+
+    @OptionGroup var imageModel: ImageModelOptions
+
+    @OptionGroup var textModel: TextModelOptions
+
     @Flag(help: "Apply pending migrations first.")
     var migrate = false
 
@@ -38,9 +64,78 @@ struct IngestCommand: ParsableCommand {
         guard (1...1000).contains(captionsPerImage) else { throw ValidationError("--captions-per-image must be 1…1000, got \(captionsPerImage)") }
         if let devStart, devStart < 0 { throw ValidationError("--dev-start must not be negative, got \(devStart)") }
         if let testStart, testStart < 0 { throw ValidationError("--test-start must not be negative, got \(testStart)") }
+        guard (1...4096).contains(chunk) else { throw ValidationError("--chunk must be 1…4096, got \(chunk)") }
+        if let format, photoFormat(format) == nil {
+            throw ValidationError("--format must be flickr-token, tsv, csv or coco, got '\(format)'")
+        }
+    }
+
+    func photoFormat(_ name: String) -> PhotoCaptions.Format? {
+        switch name.lowercased() {
+        case "flickr-token", "token", "flickr": .flickrToken
+        case "tsv": .tsv
+        case "csv": .csv
+        case "coco", "json": .coco
+        default: nil
+        }
+    }
+
+    var isPhotoDirectory: Bool { captions != nil || imageDirectory != nil || PhotoCaptions.looksLikePhotoDirectory(directory) }
+
+    func runPhotos() throws {
+        let readStart = Date()
+        guard let captionsFile = captions ?? PhotoCaptions.findCaptionsFile(in: directory) else {
+            throw ValidationError("\(directory): no captions file (captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or one *.json); name it with --captions")
+        }
+        let imageFolder = imageDirectory ?? PhotoCaptions.findImageDirectory(in: directory)
+        var photos: PhotoCaptions
+        let splits: [String: Split]
+        do {
+            photos = try PhotoCaptions.read(captionsFile: captionsFile, imageDirectory: imageFolder, format: format.flatMap(photoFormat))
+            splits = try photos.splits(listDirectory: URL(fileURLWithPath: captionsFile).deletingLastPathComponent().path)
+        } catch let error as IngestError {
+            throw ValidationError("\(error)")
+        }
+        if let images {
+            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end else {
+                throw ValidationError("--images must be START:END with 0 ≤ START < END, got '\(images)'")
+            }
+            guard start < photos.photos.count else {
+                throw ValidationError("--images \(images): \(captionsFile) names \(photos.photos.count) photos")
+            }
+            photos = photos.subset(start..<end)
+        }
+        let captionCount = photos.photos.reduce(0) { $0 + $1.captions.count }
+        let counts = Dictionary(grouping: photos.photos, by: { splits[$0.file] ?? .train }).mapValues(\.count)
+        FileHandle.standardError.write(Data(String(format: "read %d photos with %d captions from %@ (%@; train %d, dev %d, test %d) in %.1fs\n",
+                                                   photos.photos.count, captionCount, captionsFile, photos.format.rawValue,
+                                                   counts[.train] ?? 0, counts[.dev] ?? 0, counts[.test] ?? 0,
+                                                   Date().timeIntervalSince(readStart)).utf8))
+        let imageEncoder = try imageModel.load()
+        let textEncoder = try textModel.load()
+        try database.withDatabase { url in
+            let connection = try PostgresConnection(url: url)
+            if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection) }
+            let ingest = PhotoIngest(photos: photos, splits: splits, chunkSize: chunk, skipBadImages: skipBadImages, limits: .standard)
+            let summary: PhotoIngest.Summary
+            do {
+                summary = try ingest.run(on: connection, images: imageEncoder, texts: textEncoder)
+            } catch let error as IngestError {
+                throw ValidationError("\(error) (photos before it are committed; a re-run continues from there)")
+            }
+            let r = summary.report
+            print(String(format: "encoded %d photos and %d captions (%d photos already in the database); added %d images, %d texts, %d feature rows, %d pairs in %.1fs (%.1f photos/s)",
+                         summary.photosEncoded, summary.captionsEncoded, summary.photosPresent, r.imagesAdded, r.textsAdded,
+                         r.featuresAdded, r.pairsAdded, summary.seconds, Double(summary.photosEncoded) / max(summary.seconds, 1e-9)))
+            if !summary.skipped.isEmpty {
+                print("skipped \(summary.skipped.count) undecodable photos: \(summary.skipped.prefix(10).joined(separator: ", "))\(summary.skipped.count > 10 ? ", …" : "")")
+            }
+        }
     }
 
     func run() throws {
+        if isPhotoDirectory { return try runPhotos() }
         let readStart = Date()
         var dataset: IngestDataset
         do {

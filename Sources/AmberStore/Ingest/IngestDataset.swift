@@ -64,7 +64,7 @@ public struct IngestDataset: @unchecked Sendable {
     public let texts: [IngestText]
     public let pairs: [IngestPair]
     /// Mapped files the feature blocks point into.
-    let keepAlive: [RawArray]
+    let keepAlive: [Any]
 
     /// The images at `range` (positions in `images`), the pairs of those images and their texts:
     /// a slice to ingest on its own (e.g. in chunks, while a trainer runs).
@@ -279,7 +279,8 @@ public enum DatasetReader {
             throw IngestError(file: path, "missing or unreadable")
         }
         guard let text = String(data: data, encoding: .utf8) else { throw IngestError(file: path, "is not UTF-8 text") }
-        var result = text.split(separator: "\n", omittingEmptySubsequences: false).map {
+        // LF or CRLF (CRLF is one Character in Swift, so splitting at "\n" alone would miss it).
+        var result = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }.map {
             String($0.hasSuffix("\r") ? $0.dropLast() : $0)
         }
         if result.last == "" { result.removeLast() }

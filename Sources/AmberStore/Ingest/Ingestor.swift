@@ -12,6 +12,8 @@ public struct IngestReport: Sendable, Equatable {
     public var seconds = 0.0
 
     public var itemsAdded: Int { imagesAdded + textsAdded }
+
+    public init() {}
 }
 
 /// Progress of a running ingest.

@@ -100,8 +100,8 @@ public struct RawArray: @unchecked Sendable {
 }
 
 /// Little-endian encodings of tensors.
-enum ElementEncoding {
-    static func encode(_ tensor: Tensor, as type: ElementType) -> [UInt8] {
+public enum ElementEncoding {
+    public static func encode(_ tensor: Tensor, as type: ElementType) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: tensor.count * type.byteCount)
         tensor.withUnsafeBufferPointer { values in
             bytes.withUnsafeMutableBytes { out in
@@ -120,7 +120,7 @@ enum ElementEncoding {
         return bytes
     }
 
-    static func encode(_ values: [Int64]) -> [UInt8] {
+    public static func encode(_ values: [Int64]) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: values.count * 8)
         bytes.withUnsafeMutableBytes { out in
             for (i, v) in values.enumerated() { out.storeBytes(of: v.littleEndian, toByteOffset: i * 8, as: Int64.self) }

@@ -1,0 +1,151 @@
+import AmberImage
+import AmberStore
+import AmberTensor
+import AmberText
+import Foundation
+
+/// `amber ingest` of a folder of photos with a captions file: both modalities encoded natively,
+/// in chunks of photos that each commit in one transaction, so that a re-run after a crash (or
+/// after new photos arrive) encodes only what the database does not hold yet.
+struct PhotoIngest {
+    let photos: PhotoCaptions
+    let splits: [String: Split]
+    let chunkSize: Int
+    let skipBadImages: Bool
+    let limits: ImageLimits
+
+    struct Summary {
+        var photosEncoded = 0, captionsEncoded = 0, photosPresent = 0, skipped: [String] = []
+        var report = IngestReport()
+        var seconds = 0.0
+    }
+
+    /// External ids of items that already have features, per modality.
+    /// External ids of items that already have features: images, and texts with their captions.
+    static func encodedItems(on connection: PostgresConnection) throws -> (images: Set<String>, texts: [String: String]) {
+        let result = try connection.execute("""
+            SELECT i.modality::text AS modality, i.external_id, i.caption FROM amber.items i
+            JOIN amber.features f ON f.item_id = i.item_id
+            """)
+        var images = Set<String>(), texts: [String: String] = [:]
+        for row in 0..<result.rowCount {
+            guard let modality = try result.decode(String.self, row: row, column: "modality"),
+                  let id = try result.decode(String.self, row: row, column: "external_id") else { continue }
+            if modality == "image" { images.insert(id) } else { texts[id] = try result.decode(String.self, row: row, column: "caption") ?? "" }
+        }
+        return (images, texts)
+    }
+
+    /// A caption whose id (photo#n, its position among the photo's captions) is stored with
+    /// another text: the file was edited in place. Refused before anything is written.
+    func checkStoredCaptions(_ stored: [String: String]) throws {
+        for photo in photos.photos {
+            for (n, caption) in photo.captions.enumerated() {
+                let id = PhotoCaptions.textID(photo.file, n)
+                if let existing = stored[id], existing != caption {
+                    throw IngestError(file: photos.captionsFile, "caption \(n + 1) of \(photo.file) ('\(caption)') differs from the stored \(id) ('\(existing)'): captions are identified by their position among a photo's captions, so add new ones after the existing ones")
+                }
+            }
+        }
+    }
+
+    func run(on connection: PostgresConnection, images imageEncoder: EfficientNetLiteEncoder, texts textEncoder: MiniLMEncoder) throws -> Summary {
+        let started = Date()
+        var summary = Summary()
+        let present = try Self.encodedItems(on: connection)
+        try checkStoredCaptions(present.texts)
+        let source = URL(fileURLWithPath: photos.imageDirectory).deletingLastPathComponent().lastPathComponent
+        let bar = ProgressBar(label: "ingest")
+        let total = photos.photos.count
+        var done = 0
+        var start = 0
+        bar.update(phase: "photos", done: 0, total: total, unit: "photos")
+        while start < total {
+            let chunk = photos.photos[start ..< min(start + chunkSize, total)]
+            start += chunk.count
+            defer {
+                done += chunk.count
+                bar.update(phase: "photos", done: done, total: total, unit: "photos")
+            }
+            let pendingImages = chunk.filter { !present.images.contains($0.file) }
+            var pendingTexts: [(id: String, caption: String)] = []
+            for photo in chunk {
+                for (n, caption) in photo.captions.enumerated() where present.texts[PhotoCaptions.textID(photo.file, n)] == nil {
+                    pendingTexts.append((PhotoCaptions.textID(photo.file, n), caption))
+                }
+            }
+            summary.photosPresent += chunk.count - pendingImages.count
+            if pendingImages.isEmpty && pendingTexts.isEmpty { continue }
+
+            // Decode; a bad file stops the ingest (chunks before it stay committed) unless skipped.
+            var decoded: [(String, RGBImage)] = []
+            for photo in pendingImages {
+                let path = photos.imageDirectory + "/" + photo.file
+                do {
+                    guard let data = FileManager.default.contents(atPath: path) else {
+                        throw IngestError(file: path, "cannot be read")
+                    }
+                    do {
+                        decoded.append((photo.file, try ImageDecoder.decode([UInt8](data), limits: limits)))
+                    } catch {
+                        throw IngestError(file: path, "\(error)")
+                    }
+                } catch let error as IngestError {
+                    guard skipBadImages else {
+                        bar.finish()
+                        throw error
+                    }
+                    FileHandle.standardError.write(Data("skipped \(error)\n".utf8))
+                    summary.skipped.append(photo.file)
+                }
+            }
+            let skipped = Set(summary.skipped)
+            let store = EncodedFeatureStore()
+            let imageEncodings = imageEncoder.encode(decoded.map(\.1))
+            var images: [IngestImage] = []
+            for ((file, _), encoding) in zip(decoded, imageEncodings) {
+                let local = encoding.localVectors
+                images.append(IngestImage(externalID: file, encoded: IngestFeatures(
+                    encodedGlobal: store.block(encoding.globalVector.scalars, rows: 1, dimension: local.shape[1], as: .float32),
+                    local: store.block(local.scalars, rows: local.shape[0], dimension: local.shape[1], as: .float16))))
+            }
+            // Photos already encoded are named without features: their rows exist.
+            for photo in chunk where present.images.contains(photo.file) {
+                images.append(IngestImage(externalID: photo.file))
+            }
+            let keptTexts = pendingTexts.filter { !skipped.contains(String($0.id[..<($0.id.lastIndex(of: "#") ?? $0.id.endIndex)])) }
+            let textEncodings = textEncoder.encode(keptTexts.map(\.caption))
+            var texts: [IngestText] = []
+            for (text, encoding) in zip(keptTexts, textEncodings) {
+                let tokens = encoding.tokenVectors
+                texts.append(IngestText(externalID: text.id, caption: text.caption, encoded: IngestFeatures(
+                    encodedGlobal: store.block(encoding.sentenceVector.scalars, rows: 1, dimension: tokens.shape[1], as: .float32),
+                    local: store.block(tokens.scalars, rows: tokens.shape[0], dimension: tokens.shape[1], as: .float16))))
+            }
+            var pairs: [IngestPair] = []
+            for photo in chunk where !skipped.contains(photo.file) {
+                let split = splits[photo.file] ?? PhotoCaptions.defaultSplit(photo.file)
+                for n in photo.captions.indices where keptTexts.contains(where: { $0.id == PhotoCaptions.textID(photo.file, n) }) {
+                    pairs.append(IngestPair(image: photo.file, text: PhotoCaptions.textID(photo.file, n), split: split))
+                }
+            }
+            let dataset = IngestDataset(source: source, images: images, texts: texts, pairs: pairs, store: store)
+            let report: IngestReport
+            do {
+                report = try Ingestor.ingest(dataset, into: connection)
+            } catch {
+                bar.finish()
+                throw error
+            }
+            summary.report.imagesAdded += report.imagesAdded
+            summary.report.textsAdded += report.textsAdded
+            summary.report.featuresAdded += report.featuresAdded
+            summary.report.pairsAdded += report.pairsAdded
+            summary.photosEncoded += decoded.count
+            summary.captionsEncoded += keptTexts.count
+        }
+        bar.finish()
+        summary.seconds = Date().timeIntervalSince(started)
+        return summary
+    }
+}
