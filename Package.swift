@@ -67,6 +67,7 @@ let package = Package(
         .target(
             name: "AmberServer",
             dependencies: [
+                "AmberImage",
                 "AmberCatalog",
                 "AmberSearch",
                 "AmberModel",
@@ -187,7 +188,7 @@ let package = Package(
         .testTarget(
             name: "AmberServerTests",
             dependencies: [
-                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport",
+                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -153,3 +153,16 @@ public enum ImageEncoder {
         return Array(UnsafeBufferPointer(start: output, count: length))
     }
 }
+
+/// A picture to show for an image item: the longer side at most `maximumSide` pixels (never
+/// enlarged), bicubic, baseline JPEG.
+public enum Thumbnail {
+    public static func make(_ image: RGBImage, maximumSide: Int = 256, quality: Int = 85) throws(ImageError) -> (width: Int, height: Int, jpeg: [UInt8]) {
+        let side = max(1, maximumSide)
+        let scale = min(1, Double(side) / Double(max(image.width, image.height)))
+        let width = max(1, Int((Double(image.width) * scale).rounded()))
+        let height = max(1, Int((Double(image.height) * scale).rounded()))
+        let small = Resample.bicubic(image, width: width, height: height)
+        return (width, height, try ImageEncoder.jpeg(small, quality: quality))
+    }
+}

@@ -162,6 +162,18 @@ public final class SearchEngine: @unchecked Sendable {
                       of: modality, options: options)
     }
 
+    /// Ranks the gallery of the query's own modality (an image for similar images) by the
+    /// global stage: the joint embedding's cosine. The local re-rank aligns texts with images
+    /// and has no same-modality form, so there is none.
+    public func searchSameModality(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
+        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
+        let encoded = withoutGradients { encoder(Self.input([query])) }
+        let gallery = gallery(modality)
+        return gallery.index.search(encoded.fused.scalars, k: options.k, prefilter: options.prefilter).map {
+            SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score)
+        }
+    }
+
     /// Ranks the gallery of the other modality for a gallery item as the query (its stored
     /// embedding and fragments; no re-encoding).
     public func search(itemAt position: Int, of modality: Modality, options: SearchOptions) -> [SearchHit] {

@@ -330,7 +330,7 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         let items = try await work.run {
             try decode(ItemsRequest.self, body).validated(limits: limits, encode: service.textEncoder.map { encoder in
                 { caption in service.features(of: caption, encoder: encoder) }
-            })
+            }, encodeImage: service.imageEncoder == nil ? nil : { bytes, field in try service.imageFeatures(bytes, field: field) })
         }
         do {
             let (added, existing) = try await store.addItems(items)
@@ -338,6 +338,18 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         } catch let error as ItemWriteError {
             throw APIError.badRequest(error.field, error.description)
         }
+    }
+    router.get("v1/items/:id/image") { _, context -> Response in
+        try requireRole(.read, context)
+        guard let text = context.parameters.get("id"), let itemID = Int64(text), itemID > 0 else {
+            throw APIError.badRequest("id", "id must be a positive integer (an item_id)")
+        }
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        guard let image = try await store.itemImage(itemID) else {
+            throw APIError(404, "item \(itemID) has no stored picture (only images ingested from photos or uploaded with one have)", field: "id")
+        }
+        return Response(status: .ok, headers: [.contentType: StoredImage.mediaType, .cacheControl: "public, max-age=86400"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: image.bytes)))
     }
     router.post("v1/pairs") { request, context -> JSONBody<WriteResponse> in
         try requireRole(.admin, context)

@@ -1,4 +1,5 @@
 import AmberCatalog
+import AmberImage
 import AmberModel
 import AmberSearch
 import AmberStore
@@ -23,6 +24,12 @@ public protocol ServingStore: Sendable {
     func addItems(_ items: [NewItem]) async throws -> (added: Int, existing: Int)
     /// Stores pairs (one transaction, `NOTIFY amber_new_pairs`); returns added and already-stored counts.
     func addPairs(_ pairs: [NewPair]) async throws -> (added: Int, existing: Int)
+    /// The stored picture of an image item (nil: none).
+    func itemImage(_ itemID: Int64) async throws -> StoredImage?
+}
+
+extension ServingStore {
+    public func itemImage(_ itemID: Int64) async throws -> StoredImage? { nil }
 }
 
 /// One row of `GET /v1/bank/summary` (from `amber.bank_overview`).
@@ -49,6 +56,8 @@ public struct BankSummary: Sendable, Codable, Equatable {
 public final class QueryService: Sendable {
     private let current = Mutex<SearchEngine?>(nil)
     public let textEncoder: MiniLMEncoder?
+    /// The image encoder for image queries and uploads (nil: those answer 503).
+    public let imageEncoder: EfficientNetLiteEncoder?
     public let store: (any ServingStore)?
     public let limits: ServerLimits
     /// Where gallery encodings are kept per model version (nil: not kept).
@@ -64,10 +73,12 @@ public final class QueryService: Sendable {
     /// A promoted version that cannot be served (logged once; the engine in service stays).
     private let unservable = Mutex<Int64?>(nil)
 
-    public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, limits: ServerLimits = ServerLimits(),
+    public init(store: (any ServingStore)?, textEncoder: MiniLMEncoder?, imageEncoder: EfficientNetLiteEncoder? = nil,
+                limits: ServerLimits = ServerLimits(),
                 cache: GalleryCache? = nil, codesFrom: Int = 100_000, logger: Logger = Logger(label: "amber.serve")) {
         self.store = store
         self.textEncoder = textEncoder
+        self.imageEncoder = imageEncoder
         self.limits = limits
         self.cache = cache
         self.codesFrom = codesFrom
@@ -218,6 +229,31 @@ public final class QueryService: Sendable {
                             localCount: tokens)
     }
 
+    /// Decodes an uploaded image (base64 already undone) and encodes it: features as the
+    /// image encoder makes them and the thumbnail to store.
+    /// - Throws: ``APIError`` 400 naming `field` for bytes that are not an image this service
+    ///   takes, 503 without the image encoder.
+    public func imageFeatures(_ bytes: [UInt8], field: String) throws -> (features: ItemFeatures, thumbnail: StoredImage) {
+        guard let imageEncoder else {
+            throw APIError(503, "the image encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: field, retryAfter: 60)
+        }
+        let image: RGBImage
+        do {
+            image = try ImageDecoder.decode(bytes, limits: limits.image)
+        } catch {
+            throw APIError.badRequest(field, "\(field): \(error)")
+        }
+        let encoding = imageEncoder.encode(image)
+        let local = encoding.localVectors
+        let cells = min(local.shape[0], limits.features.maximumImageFragments)
+        let features = ItemFeatures(global: encoding.globalVector.scalars, local: Array(local.scalars.prefix(cells * local.shape[1])),
+                                    localCount: cells)
+        let small = try? Thumbnail.make(image)
+        let thumbnail = small.map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
+            ?? StoredImage(width: 1, height: 1, bytes: [])
+        return (features, thumbnail)
+    }
+
     /// Answers a checked search on the current engine.
     /// - Throws: ``APIError`` (503 without a model or a text encoder, 404 for an unknown item).
     public func search(_ request: SearchRequest) throws -> SearchResponse {
@@ -263,6 +299,21 @@ public final class QueryService: Sendable {
             target = modality.other
             hits = engine.search(features, of: modality, options: search.options)
             described = "features (\(modality.rawValue))"
+        case .image(let bytes):
+            let features = try imageFeatures(bytes, field: "image").features
+            guard features.global.count == dimensions.imageGlobal, features.local.count == features.localCount * dimensions.imageFragment else {
+                throw APIError(503, "the image encoder's vectors (\(features.global.count)) do not match the model's image features (\(dimensions.imageGlobal))",
+                               field: "image", retryAfter: 60)
+            }
+            if search.target == .image {
+                target = .image
+                hits = engine.searchSameModality(features, of: .image, options: search.options)
+                described = "image (image gallery, global stage)"
+            } else {
+                target = .text
+                hits = engine.search(features, of: .image, options: search.options)
+                described = "image"
+            }
         }
         return SearchResponse(
             modelVersion: engine.version, target: target.rawValue, query: described,
@@ -366,6 +417,10 @@ public struct PostgresServingStore: ServingStore {
 
     public func addPairs(_ pairs: [NewPair]) async throws -> (added: Int, existing: Int) {
         try await client.withConnection { db in try ItemWriter.write(pairs, on: db) }
+    }
+
+    public func itemImage(_ itemID: Int64) async throws -> StoredImage? {
+        try await client.withConnection { db in try StoredImage.fetch(itemID: itemID, on: db) }
     }
 
     public func bankSummary() async throws -> [BankSummary] {

@@ -1,4 +1,5 @@
 import AmberCatalog
+import AmberImage
 import AmberModel
 import AmberSearch
 import AmberStore
@@ -18,8 +19,24 @@ public struct ServerLimits: Sendable, Equatable {
     /// What features a query or an item may have (fragment counts, magnitudes, dimensions);
     /// the same limits apply to items read back from the database.
     public var features = FeatureLimits()
+    /// What an uploaded image (search or items) may be: decoded bytes, pixels, scans.
+    public var image = ImageLimits(maximumPixels: 40_000_000, maximumBytes: 3 << 20, maximumScans: 200)
 
     public init() {}
+}
+
+/// The bytes of a base64 field (standard alphabet, padding optional, no whitespace).
+/// - Throws: ``APIError`` 400 naming `field`.
+func base64Bytes(_ text: String, field: String, maximum: Int) throws -> [UInt8] {
+    guard text.utf8.count <= (maximum / 3 + 1) * 4 else {
+        throw APIError.badRequest(field, "\(field) holds more than \(maximum) bytes of image")
+    }
+    var padded = text
+    if padded.utf8.count % 4 != 0 { padded += String(repeating: "=", count: 4 - padded.utf8.count % 4) }
+    guard let data = Data(base64Encoded: padded), !data.isEmpty else {
+        throw APIError.badRequest(field, "\(field) must be a JPEG or PNG file in base64")
+    }
+    return [UInt8](data)
 }
 
 /// An error a client caused or must hear about: a status and a JSON body
@@ -99,6 +116,8 @@ public struct SearchRequest: Decodable, Sendable {
     public var text: String?
     public var itemID: Int64?
     public var features: Features?
+    /// A JPEG or PNG, base64.
+    public var image: String?
     public var target: String?
     public var k: Int?
     public var rerank: Int?
@@ -106,13 +125,14 @@ public struct SearchRequest: Decodable, Sendable {
     public var prefilter: Int?
 
     enum CodingKeys: String, CodingKey {
-        case text, features, target, k, rerank, alpha, prefilter
+        case text, features, image, target, k, rerank, alpha, prefilter
         case itemID = "item_id"
     }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         text = try c.decodeIfPresent(String.self, forKey: .text)
+        image = try c.decodeIfPresent(String.self, forKey: .image)
         itemID = try c.wholeNumber(Int64.self, forKey: .itemID)
         features = try c.decodeIfPresent(Features.self, forKey: .features)
         target = try c.decodeIfPresent(String.self, forKey: .target)
@@ -171,6 +191,8 @@ public struct ValidatedSearch: Sendable {
         case text(String)
         case item(Int64)
         case features(ItemFeatures, Modality)
+        /// JPEG or PNG bytes (decoded and encoded by the service).
+        case image([UInt8])
     }
 
     public var query: Query
@@ -182,9 +204,9 @@ public struct ValidatedSearch: Sendable {
     /// (global, fragment) per modality.
     /// - Throws: ``APIError`` 400 naming the field.
     public init(_ request: SearchRequest, limits: ServerLimits, dimensions: (Modality) -> (global: Int, fragment: Int)) throws {
-        let given = [request.text != nil, request.itemID != nil, request.features != nil].filter { $0 }.count
+        let given = [request.text != nil, request.itemID != nil, request.features != nil, request.image != nil].filter { $0 }.count
         guard given == 1 else {
-            throw APIError.badRequest("text", "give exactly one of text, item_id and features (got \(given))")
+            throw APIError.badRequest("text", "give exactly one of text, item_id, image and features (got \(given))")
         }
         var target: Modality?
         if let name = request.target {
@@ -212,6 +234,11 @@ public struct ValidatedSearch: Sendable {
             if target == .text { throw APIError.badRequest("target", "a text query searches images: target must be image") }
             query = .text(text)
             self.target = .image
+            return
+        }
+        if let image = request.image {
+            query = .image(try base64Bytes(image, field: "image", maximum: limits.image.maximumBytes))
+            self.target = target ?? .text
             return
         }
         if let itemID = request.itemID {
@@ -245,9 +272,12 @@ public struct ItemsRequest: Decodable, Sendable {
         public var externalID: String
         public var caption: String?
         public var features: SearchRequest.Features?
+        /// An image item's photo, JPEG or PNG in base64: encoded by the service (unless features
+        /// are given) and kept as its thumbnail.
+        public var image: String?
 
         enum CodingKeys: String, CodingKey {
-            case modality, caption, features
+            case modality, caption, features, image
             case externalID = "external_id"
         }
     }
@@ -302,7 +332,8 @@ extension WireVectors {
 extension ItemsRequest {
     /// Checks every item; texts without features are encoded with `encode` when it is given.
     /// - Throws: ``APIError`` 400 naming the entry (503 when a text needs the missing encoder).
-    public func validated(limits: ServerLimits, encode: ((String) -> ItemFeatures)?) throws -> [NewItem] {
+    public func validated(limits: ServerLimits, encode: ((String) -> ItemFeatures)?,
+                          encodeImage: (([UInt8], String) throws -> (features: ItemFeatures, thumbnail: StoredImage))? = nil) throws -> [NewItem] {
         guard !items.isEmpty else { throw APIError.badRequest("items", "items is empty") }
         guard items.count <= limits.maximumItemsPerRequest else {
             throw APIError.badRequest("items", "at most \(limits.maximumItemsPerRequest) items per request, got \(items.count)")
@@ -321,8 +352,24 @@ extension ItemsRequest {
             if let caption = item.caption, let problem = CatalogText.problem(caption, field: "\(at).caption", codePoints: 1...CatalogText.maximumCaption) {
                 throw APIError.badRequest(problem.field, problem.message)
             }
+            if modality == .text, item.image != nil {
+                throw APIError.badRequest("\(at).image", "\(at).image: only images have photos")
+            }
+            var thumbnail: StoredImage?
+            var encodedImage: ItemFeatures?
+            if let image = item.image {
+                let bytes = try base64Bytes(image, field: "\(at).image", maximum: limits.image.maximumBytes)
+                guard let encodeImage else {
+                    throw APIError(503, "\(at).image cannot be encoded: the image encoder is not loaded; run ops/setup", field: "\(at).image", retryAfter: 60)
+                }
+                let made = try encodeImage(bytes, "\(at).image")
+                thumbnail = made.thumbnail.bytes.isEmpty ? nil : made.thumbnail
+                encodedImage = made.features
+            }
             let features: ItemFeatures
-            if let given = item.features {
+            if let encodedImage, item.features == nil {
+                features = encodedImage
+            } else if let given = item.features {
                 let (local, count) = try given.local.flattened(field: "\(at).features.local", dimension: nil, modality: modality)
                 let global = given.global.values
                 if let problem = limits.features.problem(modality: modality, global: global, local: local, localCount: count, field: "\(at).features") {
@@ -331,7 +378,7 @@ extension ItemsRequest {
                 features = ItemFeatures(global: global, local: local, localCount: count)
             } else {
                 guard modality == .text, let caption = item.caption else {
-                    throw APIError.badRequest("\(at).features", "\(at).features is missing (only a text with a caption may leave it out)")
+                    throw APIError.badRequest("\(at).features", "\(at).features is missing (only a text with a caption or an image with its photo may leave it out)")
                 }
                 guard let encode else {
                     throw APIError(503, "\(at) has no features and the text encoder is not loaded; send features or run ops/setup",
@@ -340,7 +387,7 @@ extension ItemsRequest {
                 features = encode(caption)
             }
             return NewItem(modality: modality.rawValue, externalID: item.externalID, caption: item.caption,
-                           global: features.global, local: features.local, localCount: features.localCount)
+                           global: features.global, local: features.local, localCount: features.localCount, thumbnail: thumbnail)
         }
     }
 }

@@ -9,8 +9,12 @@ public struct NewItem: Sendable, Equatable {
     public var global: [Float]
     public var local: [Float]
     public var localCount: Int
+    /// An image's picture, stored with it.
+    public var thumbnail: StoredImage?
 
-    public init(modality: String, externalID: String, caption: String?, global: [Float], local: [Float], localCount: Int) {
+    public init(modality: String, externalID: String, caption: String?, global: [Float], local: [Float], localCount: Int,
+                thumbnail: StoredImage? = nil) {
+        self.thumbnail = thumbnail
         self.modality = modality
         self.externalID = externalID
         self.caption = caption
@@ -72,8 +76,12 @@ public enum ItemWriter {
                     INSERT INTO amber.items (modality, external_id, caption, source) VALUES ($1::amber.modality, $2, $3, $4)
                     ON CONFLICT (modality, external_id) DO NOTHING RETURNING item_id
                     """, [.text(item.modality), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
-                guard inserted.rowCount == 1 else { continue }
+                guard inserted.rowCount == 1 else {
+                    if let thumbnail = item.thumbnail, item.modality == "image" { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
+                    continue
+                }
                 let id = try inserted.value(Int64.self, column: "item_id")
+                if let thumbnail = item.thumbnail, item.modality == "image" { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
                 try db.execute("""
                     INSERT INTO amber.features (item_id, modality, global_dim, local_dim, local_count, global_type, local_type, global_vector, local_vectors)
                     VALUES ($1, $2::amber.modality, $3, $4, $5, 'float32', 'float32', $6, $7)

@@ -125,9 +125,9 @@ struct IngestCommand: ParsableCommand {
                 throw ValidationError("\(error) (photos before it are committed; a re-run continues from there)")
             }
             let r = summary.report
-            print(String(format: "encoded %d photos and %d captions (%d photos already in the database); added %d images, %d texts, %d feature rows, %d pairs in %.1fs (%.1f photos/s)",
+            print(String(format: "encoded %d photos and %d captions (%d photos already in the database); added %d images, %d texts, %d feature rows, %d pairs, %d thumbnails in %.1fs (%.1f photos/s)",
                          summary.photosEncoded, summary.captionsEncoded, summary.photosPresent, r.imagesAdded, r.textsAdded,
-                         r.featuresAdded, r.pairsAdded, summary.seconds, Double(summary.photosEncoded) / max(summary.seconds, 1e-9)))
+                         r.featuresAdded, r.pairsAdded, r.thumbnailsAdded, summary.seconds, Double(summary.photosEncoded) / max(summary.seconds, 1e-9)))
             if !summary.skipped.isEmpty {
                 print("skipped \(summary.skipped.count) undecodable photos: \(summary.skipped.prefix(10).joined(separator: ", "))\(summary.skipped.count > 10 ? ", …" : "")")
             }

@@ -129,7 +129,12 @@ struct PhotoIngest {
                     pairs.append(IngestPair(image: photo.file, text: PhotoCaptions.textID(photo.file, n), split: split))
                 }
             }
-            let dataset = IngestDataset(source: source, images: images, texts: texts, pairs: pairs, store: store)
+            var dataset = IngestDataset(source: source, images: images, texts: texts, pairs: pairs, store: store)
+            for (file, image) in decoded {
+                if let thumbnail = try? Thumbnail.make(image) {
+                    dataset.thumbnails[file] = StoredImage(width: thumbnail.width, height: thumbnail.height, bytes: thumbnail.jpeg)
+                }
+            }
             let report: IngestReport
             do {
                 report = try Ingestor.ingest(dataset, into: connection)
@@ -141,6 +146,7 @@ struct PhotoIngest {
             summary.report.textsAdded += report.textsAdded
             summary.report.featuresAdded += report.featuresAdded
             summary.report.pairsAdded += report.pairsAdded
+            summary.report.thumbnailsAdded += report.thumbnailsAdded
             summary.photosEncoded += decoded.count
             summary.captionsEncoded += keptTexts.count
         }

@@ -1,3 +1,4 @@
+import AmberImage
 import AmberCatalog
 import AmberSearch
 import AmberServer
@@ -46,6 +47,8 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var textModel: TextModelOptions
 
+    @OptionGroup var imageModel: ImageModelOptions
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535, got \(port)") }
         guard (1...10_000).contains(maxK) else { throw ValidationError("--max-k must be 1…10000, got \(maxK)") }
@@ -91,13 +94,20 @@ struct ServeCommand: AsyncParsableCommand {
             logger.warning("text queries are off: \(error)")
             encoder = nil
         }
+        let imageEncoder: EfficientNetLiteEncoder?
+        do {
+            imageEncoder = try imageModel.load()
+        } catch {
+            logger.warning("image queries and photo uploads are off: \(error)")
+            imageEncoder = nil
+        }
         let cluster = database.configuredURL == nil ? database.embedded : nil
         let startedCluster = try cluster?.start() ?? false
         defer { if startedCluster { try? cluster?.stop() } }
         let url = try database.serviceURL(ownerURL: database.configuredURL ?? cluster!.url)
         let client = PostgresClient(url: url, maximumConnections: 4, logger: logger)
         let cache = noGalleryCache ? nil : GalleryCache(directory: galleryCache ?? (database.resolvedHome as NSString).appendingPathComponent("cache/gallery"))
-        let service = QueryService(store: PostgresServingStore(client: client, logger: logger), textEncoder: encoder, limits: limits,
+        let service = QueryService(store: PostgresServingStore(client: client, logger: logger), textEncoder: encoder, imageEncoder: imageEncoder, limits: limits,
                                    cache: cache, codesFrom: prefilterFrom, logger: logger)
         if configuration.keys.isEmpty { logger.warning("no API keys configured: searches are open to anyone who can reach \(host):\(port), admin routes are off") }
         var app = buildApplication(service: service, configuration: configuration, logger: logger)

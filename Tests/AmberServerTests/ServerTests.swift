@@ -59,6 +59,8 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
             return (new.count, 0)
         }
     }
+    var pictures: [Int64: StoredImage] = [:]
+    func itemImage(_ itemID: Int64) async throws -> StoredImage? { lock.withLock { pictures[itemID] } }
     func bankSummary() async throws -> [BankSummary] {
         [BankSummary(runID: 1, modality: "image", entries: 10, distinctItems: 9, stalenessSteps: 3, meanAmbiguity: 0.5)]
     }

@@ -109,7 +109,7 @@ struct PhotoIngestCommandTests {
         let first = try runAmber(["ingest", folder.directory, "--database-url", url, "--chunk", "2"], environment: modelEnvironment)
         #expect(first.status == 0, "\(first.error)")
         #expect(first.output.contains("encoded 3 photos and 4 captions"), "\(first.output)")
-        #expect(first.output.contains("added 3 images, 4 texts, 7 feature rows, 4 pairs"), "\(first.output)")
+        #expect(first.output.contains("added 3 images, 4 texts, 7 feature rows, 4 pairs, 3 thumbnails"), "\(first.output)")
         let connection = try PostgresConnection(url: url)
         let features = try connection.execute("""
             SELECT i.modality::text AS modality, f.global_dim::bigint AS global_dim, f.local_count::bigint AS local_count, f.local_type::text AS local_type
@@ -120,6 +120,10 @@ struct PhotoIngestCommandTests {
         let splits = try connection.execute("SELECT split::text AS split, count(*)::int AS n FROM amber.pairs GROUP BY split ORDER BY split")
         #expect(try splits.column(String.self, 0).compactMap { $0 }.sorted() == ["dev", "train"])
         #expect(try features.column(String.self, 3).compactMap { $0 } == ["float16", "float16", "float16", "float16", "float16", "float16", "float16"])
+        let thumbnail = try connection.execute("SELECT width::bigint AS w, height::bigint AS h, bytes FROM amber.item_images ORDER BY item_id LIMIT 1")
+        #expect(try thumbnail.value(Int64.self, column: "w") == 64 && thumbnail.value(Int64.self, column: "h") == 48)
+        let jpeg = try thumbnail.value([UInt8].self, column: "bytes")
+        #expect(try ImageDecoder.decode(jpeg).width == 64)
         // Again: nothing to encode, nothing added.
         let second = try runAmber(["ingest", folder.directory, "--database-url", url], environment: modelEnvironment)
         #expect(second.output.contains("encoded 0 photos and 0 captions (3 photos already in the database)"), "\(second.output)")
@@ -137,6 +141,6 @@ struct PhotoIngestCommandTests {
         let skipped = try runAmber(["ingest", folder.directory, "--database-url", url, "--skip-bad-images"], environment: modelEnvironment)
         #expect(skipped.status == 0, "\(skipped.error)")
         #expect(skipped.output.contains("skipped 1 undecodable photos: photo3.jpg"), "\(skipped.output)")
-        #expect(skipped.output.contains("added 0 images, 1 texts, 1 feature rows, 1 pairs"), "\(skipped.output)")
+        #expect(skipped.output.contains("added 0 images, 1 texts, 1 feature rows, 1 pairs, 0 thumbnails"), "\(skipped.output)")
     }
 }

@@ -65,6 +65,8 @@ public struct IngestDataset: @unchecked Sendable {
     public let pairs: [IngestPair]
     /// Mapped files the feature blocks point into.
     let keepAlive: [Any]
+    /// Thumbnails of images (by external id), stored with them (`amber.item_images`).
+    public var thumbnails: [String: StoredImage] = [:]
 
     /// The images at `range` (positions in `images`), the pairs of those images and their texts:
     /// a slice to ingest on its own (e.g. in chunks, while a trainer runs).
@@ -74,8 +76,10 @@ public struct IngestDataset: @unchecked Sendable {
         let imageIDs = Set(kept.map(\.externalID))
         let keptPairs = pairs.filter { imageIDs.contains($0.imageExternalID) }
         let textIDs = Set(keptPairs.map(\.textExternalID))
-        return IngestDataset(source: source, images: kept, texts: texts.filter { textIDs.contains($0.externalID) },
-                             pairs: keptPairs, keepAlive: keepAlive)
+        var subset = IngestDataset(source: source, images: kept, texts: texts.filter { textIDs.contains($0.externalID) },
+                                   pairs: keptPairs, keepAlive: keepAlive)
+        subset.thumbnails = thumbnails.filter { imageIDs.contains($0.key) }
+        return subset
     }
 }
 

@@ -7,6 +7,7 @@ public struct IngestReport: Sendable, Equatable {
     public var textsAdded = 0
     public var featuresAdded = 0
     public var pairsAdded = 0
+    public var thumbnailsAdded = 0
     /// Rows sent (items + features + pairs), for rates.
     public var rowsSent = 0
     public var seconds = 0.0
@@ -122,6 +123,9 @@ public enum Ingestor {
                 ORDER BY s.ordinal
                 ON CONFLICT (image_id, text_id) DO NOTHING
                 """, [.int(txid)]).affectedRows
+            for (externalID, image) in dataset.thumbnails.sorted(by: { $0.key < $1.key }) {
+                report.thumbnailsAdded += try StoredImage.insert(image, forImage: externalID, on: connection)
+            }
             try connection.execute("DELETE FROM amber.ingest_stage_items WHERE txid = $1", [.int(txid)])
             try connection.execute("DELETE FROM amber.ingest_stage_pairs WHERE txid = $1", [.int(txid)])
         }

@@ -1,0 +1,1 @@
+DROP TABLE amber.item_images;
