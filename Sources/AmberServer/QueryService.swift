@@ -229,28 +229,19 @@ public final class QueryService: Sendable {
                             localCount: tokens)
     }
 
-    /// Decodes an uploaded image (base64 already undone) and encodes it: features as the
-    /// image encoder makes them and the thumbnail to store.
-    /// - Throws: ``APIError`` 400 naming `field` for bytes that are not an image this service
-    ///   takes, 503 without the image encoder.
-    public func imageFeatures(_ bytes: [UInt8], field: String) throws -> (features: ItemFeatures, thumbnail: StoredImage) {
+    /// Encodes a decoded upload: features as the image encoder makes them and the thumbnail to
+    /// store (nil when it cannot be made).
+    /// - Throws: ``APIError`` 503 naming `field` without the image encoder.
+    public func imageFeatures(_ image: RGBImage, field: String) throws -> (features: ItemFeatures, thumbnail: StoredImage?) {
         guard let imageEncoder else {
             throw APIError(503, "the image encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: field, retryAfter: 60)
-        }
-        let image: RGBImage
-        do {
-            image = try ImageDecoder.decode(bytes, limits: limits.image)
-        } catch {
-            throw APIError.badRequest(field, "\(field): \(error)")
         }
         let encoding = imageEncoder.encode(image)
         let local = encoding.localVectors
         let cells = min(local.shape[0], limits.features.maximumImageFragments)
         let features = ItemFeatures(global: encoding.globalVector.scalars, local: Array(local.scalars.prefix(cells * local.shape[1])),
                                     localCount: cells)
-        let small = try? Thumbnail.make(image)
-        let thumbnail = small.map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
-            ?? StoredImage(width: 1, height: 1, bytes: [])
+        let thumbnail = (try? Thumbnail.make(image)).map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
         return (features, thumbnail)
     }
 
@@ -299,8 +290,8 @@ public final class QueryService: Sendable {
             target = modality.other
             hits = engine.search(features, of: modality, options: search.options)
             described = "features (\(modality.rawValue))"
-        case .image(let bytes):
-            let features = try imageFeatures(bytes, field: "image").features
+        case .image(let image):
+            let features = try imageFeatures(image, field: "image").features
             guard features.global.count == dimensions.imageGlobal, features.local.count == features.localCount * dimensions.imageFragment else {
                 throw APIError(503, "the image encoder's vectors (\(features.global.count)) do not match the model's image features (\(dimensions.imageGlobal))",
                                field: "image", retryAfter: 60)

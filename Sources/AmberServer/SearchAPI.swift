@@ -39,6 +39,18 @@ func base64Bytes(_ text: String, field: String, maximum: Int) throws -> [UInt8] 
     return [UInt8](data)
 }
 
+/// An uploaded photo: base64 undone and decoded, so that bad bytes get a 400 whether or not
+/// the encoder is loaded.
+/// - Throws: ``APIError`` 400 naming `field`.
+func uploadedImage(_ text: String, field: String, limits: ServerLimits) throws -> RGBImage {
+    let bytes = try base64Bytes(text, field: field, maximum: limits.image.maximumBytes)
+    do {
+        return try ImageDecoder.decode(bytes, limits: limits.image)
+    } catch {
+        throw APIError.badRequest(field, "\(field): \(error)")
+    }
+}
+
 /// An error a client caused or must hear about: a status and a JSON body
 /// `{"error": {"message": …, "field": …}}` naming the offending field when there is one.
 public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -191,8 +203,8 @@ public struct ValidatedSearch: Sendable {
         case text(String)
         case item(Int64)
         case features(ItemFeatures, Modality)
-        /// JPEG or PNG bytes (decoded and encoded by the service).
-        case image([UInt8])
+        /// A decoded photo (encoded by the service).
+        case image(RGBImage)
     }
 
     public var query: Query
@@ -237,7 +249,7 @@ public struct ValidatedSearch: Sendable {
             return
         }
         if let image = request.image {
-            query = .image(try base64Bytes(image, field: "image", maximum: limits.image.maximumBytes))
+            query = .image(try uploadedImage(image, field: "image", limits: limits))
             self.target = target ?? .text
             return
         }
@@ -333,7 +345,7 @@ extension ItemsRequest {
     /// Checks every item; texts without features are encoded with `encode` when it is given.
     /// - Throws: ``APIError`` 400 naming the entry (503 when a text needs the missing encoder).
     public func validated(limits: ServerLimits, encode: ((String) -> ItemFeatures)?,
-                          encodeImage: (([UInt8], String) throws -> (features: ItemFeatures, thumbnail: StoredImage))? = nil) throws -> [NewItem] {
+                          encodeImage: ((RGBImage, String) throws -> (features: ItemFeatures, thumbnail: StoredImage?))? = nil) throws -> [NewItem] {
         guard !items.isEmpty else { throw APIError.badRequest("items", "items is empty") }
         guard items.count <= limits.maximumItemsPerRequest else {
             throw APIError.badRequest("items", "at most \(limits.maximumItemsPerRequest) items per request, got \(items.count)")
@@ -358,12 +370,12 @@ extension ItemsRequest {
             var thumbnail: StoredImage?
             var encodedImage: ItemFeatures?
             if let image = item.image {
-                let bytes = try base64Bytes(image, field: "\(at).image", maximum: limits.image.maximumBytes)
+                let decoded = try uploadedImage(image, field: "\(at).image", limits: limits)
                 guard let encodeImage else {
                     throw APIError(503, "\(at).image cannot be encoded: the image encoder is not loaded; run ops/setup", field: "\(at).image", retryAfter: 60)
                 }
-                let made = try encodeImage(bytes, "\(at).image")
-                thumbnail = made.thumbnail.bytes.isEmpty ? nil : made.thumbnail
+                let made = try encodeImage(decoded, "\(at).image")
+                thumbnail = made.thumbnail
                 encodedImage = made.features
             }
             let features: ItemFeatures

@@ -95,13 +95,16 @@ extension ServerTests {
         }
     }
 
-    @Test("Without the image encoder, image queries and uploads answer 503 naming the field", arguments: Transport.allCases)
+    @Test("Without the image encoder, photo queries answer 503 naming the field; bad bytes still 400", arguments: Transport.allCases)
     func imageWithoutEncoder(transport: Transport) async throws {
         let (service, _) = try await Self.service()
         let photo = try photoBase64(seed: 2)
         try await withTransport(transport, service) { send in
             let response = try await send("POST", "/v1/search", #"{"image": "\#(photo)"}"#, [:])
             #expect(response.status == 503 && (json(response.body)["error"] as? [String: Any])?["field"] as? String == "image", "\(response.body)")
+            // Bad bytes are a 400 whether or not the encoder is there.
+            let garbage = try await send("POST", "/v1/search", #"{"image": "aA=="}"#, [:])
+            #expect(garbage.status == 400 && (json(garbage.body)["error"] as? [String: Any])?["field"] as? String == "image", "\(garbage.body)")
         }
     }
 
