@@ -9,7 +9,7 @@ struct TextBenchCommand: ParsableCommand {
         abstract: "Native text encoder: single-caption latency, batched throughput, share of time in BLAS."
     )
 
-    @Option(help: "Captions file (default: ../shared/data/flickr8k-800/caps.txt when present, else built-in sentences).")
+    @Option(help: "Captions file, one per line, or a .tsv whose last column is the caption (default: ../shared/data/flickr8k/captions.tsv when present, else built-in sentences).")
     var captions: String?
 
     @Option(help: "Captions timed one at a time.")
@@ -28,8 +28,11 @@ struct TextBenchCommand: ParsableCommand {
 
     func run() throws {
         if let threads { BLASThreads.count = threads }
-        let path = captions ?? "../shared/data/flickr8k-800/caps.txt"
+        let path = captions ?? "../shared/data/flickr8k/captions.tsv"
         var texts = (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").map(String.init) ?? []
+        if path.hasSuffix(".tsv") {
+            texts = texts.dropFirst().compactMap { $0.split(separator: "\t", omittingEmptySubsequences: false).last.map(String.init) }
+        }
         if texts.isEmpty {
             texts = ["A dog catches a frisbee in the park .", "Two children play football on a sunny beach .",
                      "A man in a red jacket climbs a snowy mountain .", "A black cat sleeps on a wooden chair ."]

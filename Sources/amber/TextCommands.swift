@@ -55,7 +55,7 @@ struct TextParityCommand: ParsableCommand {
     )
 
     @Option(help: "Dataset directory with caps.txt, caps_tokens.npy, caps_tok_offsets.npy, caps_global.npy.")
-    var data: String = "../shared/data/flickr8k-800"
+    var data: String = "../shared/data/flickr8k/reference-dev100"
 
     @OptionGroup var textModel: TextModelOptions
 
