@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "AmberImage", "amber"],
+            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "AmberImage", "AmberServer", "AmberSearch", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

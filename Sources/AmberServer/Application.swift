@@ -334,6 +334,9 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         }
         do {
             let (added, existing) = try await store.addItems(items)
+            // Searchable at once on this replica (the others grow on amber_new_items); only the
+            // new items are encoded. Without a model yet there is nothing to grow.
+            if added > 0, service.engine != nil { _ = try? await service.reload() }
             return JSONBody(value: WriteResponse(added: added, existing: existing))
         } catch let error as ItemWriteError {
             throw APIError.badRequest(error.field, error.description)

@@ -6,7 +6,8 @@ import ServiceLifecycle
 /// Keeps the query service on the promoted model and the stored items: loads it at start
 /// (retrying while the database is unreachable), then reloads whenever `amber.promote_model`
 /// notifies `amber_model_promoted`, and grows the galleries when pairs arrive
-/// (`amber_new_pairs`, sent by every pair insert; items arrive with their pairs). A reload builds
+/// (`amber_new_pairs`, sent by every pair insert) or items alone (`amber_new_items`, sent by
+/// `POST /v1/items`). A reload builds
 /// the new engine beside the old one and swaps it in whole; queries in flight finish on the
 /// engine they started with.
 public struct ModelWatcher: Service {
@@ -30,7 +31,7 @@ public struct ModelWatcher: Service {
     }
 
     private func watch() async throws {
-        let listener = PostgresListener(url: url, channels: ["amber_model_promoted", "amber_new_pairs"])
+        let listener = PostgresListener(url: url, channels: ["amber_model_promoted", "amber_new_pairs", "amber_new_items"])
         while !Task.isCancelled {
             do {
                 try await listener.connect()

@@ -154,11 +154,12 @@ public struct SearchRequest: Decodable, Sendable {
         prefilter = try c.wholeNumber(Int.self, forKey: .prefilter)
     }
 
-    public init(text: String? = nil, itemID: Int64? = nil, features: Features? = nil, target: String? = nil,
+    public init(text: String? = nil, itemID: Int64? = nil, features: Features? = nil, image: String? = nil, target: String? = nil,
                 k: Int? = nil, rerank: Int? = nil, alpha: Float? = nil, prefilter: Int? = nil) {
         self.text = text
         self.itemID = itemID
         self.features = features
+        self.image = image
         self.target = target
         self.k = k
         self.rerank = rerank

@@ -89,6 +89,8 @@ public enum ItemWriter {
                           .int32(Int32(item.localCount)), .bytes(littleEndian(item.global)), .bytes(littleEndian(item.local))])
                 added += 1
             }
+            // Query servers grow their galleries on this (an item need not wait for its pairs).
+            if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', $1)", [.text(String(added))]) }
             return (added, items.count - added)
         }
     }

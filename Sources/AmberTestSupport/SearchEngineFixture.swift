@@ -27,11 +27,11 @@ public enum SearchEngineFixture {
                              tokenOffsets: offsets, imageOfText: imageOfText, captions: (0..<T).map { "caption \($0)" })
     }
 
-    public static func model(alpha: Float, beta: Float) -> TrainedModel {
+    public static func model(alpha: Float, beta: Float,
+                             dimensions: TrainedModel.Dimensions = TrainedModel.Dimensions(imageGlobal: 12, imageFragment: 12, textGlobal: 8, textFragment: 8)) -> TrainedModel {
         var encoder = ModalityEncoder.Configuration()
         encoder.jointDimension = 64
         var generator = RandomGenerator(seed: 3)
-        let dimensions = TrainedModel.Dimensions(imageGlobal: 12, imageFragment: 12, textGlobal: 8, textFragment: 8)
         let model = dimensions.makeModel(encoder, generator: &generator)
         let bank = QuerybankNormalization(beta: beta, imageQueries: Tensor.randomNormal([30, 64], using: &generator).l2Normalized(axis: -1),
                                           textQueries: Tensor.randomNormal([40, 64], using: &generator).l2Normalized(axis: -1))

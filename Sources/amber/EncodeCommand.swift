@@ -25,11 +25,7 @@ struct EncodeCommand: ParsableCommand {
     @Option(help: "Where to write the layout.")
     var output: String
 
-    @Option(help: "The captions file (default: as amber ingest finds it).")
-    var captions: String?
-
-    @Option(help: "The folder of image files (default: DIR/images when present, else DIR).")
-    var imageDirectory: String?
+    @OptionGroup var photoFolder: PhotoFolderOptions
 
     @Option(help: "Only these photos (positions in the captions file, START:END), e.g. 0:100.")
     var images: String?
@@ -39,24 +35,8 @@ struct EncodeCommand: ParsableCommand {
     @OptionGroup var textModel: TextModelOptions
 
     func run() throws {
-        guard let captionsFile = captions ?? PhotoCaptions.findCaptionsFile(in: directory) else {
-            throw ValidationError("\(directory): no captions file (captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or one *.json); name it with --captions")
-        }
-        var photos: PhotoCaptions
-        let splits: [String: Split]
-        do {
-            photos = try PhotoCaptions.read(captionsFile: captionsFile, imageDirectory: imageDirectory ?? PhotoCaptions.findImageDirectory(in: directory))
-            splits = try photos.splits(listDirectory: URL(fileURLWithPath: captionsFile).deletingLastPathComponent().path)
-        } catch let error as IngestError {
-            throw ValidationError("\(error)")
-        }
-        if let images {
-            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
-            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end, start < photos.photos.count else {
-                throw ValidationError("--images must be START:END with 0 ≤ START < END and START below \(photos.photos.count), got '\(images)'")
-            }
-            photos = photos.subset(start..<end)
-        }
+        let (photos, splits) = try photoFolder.read(directory, images: images)
+        let captionsFile = photos.captionsFile
         let perPhoto = photos.photos[0].captions.count
         if let odd = photos.photos.first(where: { $0.captions.count != perPhoto }) {
             throw ValidationError("\(captionsFile): \(odd.file) has \(odd.captions.count) captions and \(photos.photos[0].file) \(perPhoto); the global/local layout needs the same number for every photo (amber ingest takes any)")

@@ -36,14 +36,7 @@ struct IngestCommand: ParsableCommand {
     @Option(help: "Only these images (positions in the directory, START:END, END excluded) with their captions and pairs, e.g. 0:100.")
     var images: String?
 
-    @Option(help: "Photos: the captions file (default: captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or the one *.json in the directory).")
-    var captions: String?
-
-    @Option(help: "Photos: the folder of image files (default: DIR/images when present, else DIR).")
-    var imageDirectory: String?
-
-    @Option(help: "Photos: the captions file's format (flickr-token, tsv, csv, coco; default: from its name and first line).")
-    var format: String?
+    @OptionGroup var photoFolder: PhotoFolderOptions
 
     @Option(help: "Photos: photos encoded and committed together.")
     var chunk: Int = 128
@@ -65,47 +58,14 @@ struct IngestCommand: ParsableCommand {
         if let devStart, devStart < 0 { throw ValidationError("--dev-start must not be negative, got \(devStart)") }
         if let testStart, testStart < 0 { throw ValidationError("--test-start must not be negative, got \(testStart)") }
         guard (1...4096).contains(chunk) else { throw ValidationError("--chunk must be 1…4096, got \(chunk)") }
-        if let format, photoFormat(format) == nil {
-            throw ValidationError("--format must be flickr-token, tsv, csv or coco, got '\(format)'")
-        }
     }
 
-    func photoFormat(_ name: String) -> PhotoCaptions.Format? {
-        switch name.lowercased() {
-        case "flickr-token", "token", "flickr": .flickrToken
-        case "tsv": .tsv
-        case "csv": .csv
-        case "coco", "json": .coco
-        default: nil
-        }
-    }
-
-    var isPhotoDirectory: Bool { captions != nil || imageDirectory != nil || PhotoCaptions.looksLikePhotoDirectory(directory) }
+    var isPhotoDirectory: Bool { photoFolder.given || PhotoCaptions.looksLikePhotoDirectory(directory) }
 
     func runPhotos() throws {
         let readStart = Date()
-        guard let captionsFile = captions ?? PhotoCaptions.findCaptionsFile(in: directory) else {
-            throw ValidationError("\(directory): no captions file (captions.tsv, captions.csv, Flickr8k.token.txt, captions.txt or one *.json); name it with --captions")
-        }
-        let imageFolder = imageDirectory ?? PhotoCaptions.findImageDirectory(in: directory)
-        var photos: PhotoCaptions
-        let splits: [String: Split]
-        do {
-            photos = try PhotoCaptions.read(captionsFile: captionsFile, imageDirectory: imageFolder, format: format.flatMap(photoFormat))
-            splits = try photos.splits(listDirectory: URL(fileURLWithPath: captionsFile).deletingLastPathComponent().path)
-        } catch let error as IngestError {
-            throw ValidationError("\(error)")
-        }
-        if let images {
-            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
-            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end else {
-                throw ValidationError("--images must be START:END with 0 ≤ START < END, got '\(images)'")
-            }
-            guard start < photos.photos.count else {
-                throw ValidationError("--images \(images): \(captionsFile) names \(photos.photos.count) photos")
-            }
-            photos = photos.subset(start..<end)
-        }
+        let (photos, splits) = try photoFolder.read(directory, images: images)
+        let captionsFile = photos.captionsFile
         let captionCount = photos.photos.reduce(0) { $0 + $1.captions.count }
         let counts = Dictionary(grouping: photos.photos, by: { splits[$0.file] ?? .train }).mapValues(\.count)
         FileHandle.standardError.write(Data(String(format: "read %d photos with %d captions from %@ (%@; train %d, dev %d, test %d) in %.1fs\n",
@@ -144,14 +104,7 @@ struct IngestCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         if let images {
-            let bounds = images.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
-            guard bounds.count == 2, let start = bounds[0], let end = bounds[1], start >= 0, start < end else {
-                throw ValidationError("--images must be START:END with 0 ≤ START < END, got '\(images)'")
-            }
-            guard start < dataset.images.count else {
-                throw ValidationError("--images \(images): \(directory) has \(dataset.images.count) images")
-            }
-            dataset = dataset.subset(images: start..<end)
+            dataset = dataset.subset(images: try imageRange(images, count: dataset.images.count, in: directory))
         }
         FileHandle.standardError.write(Data(String(format: "read and validated %d images, %d texts, %d pairs in %.1fs\n",
                                                    dataset.images.count, dataset.texts.count, dataset.pairs.count,

@@ -52,6 +52,7 @@ extension ServerTests {
     @Test("Image search: a photo query ranks captions as its encoded features do, or images with target image; uploads keep a thumbnail", arguments: Transport.allCases)
     func imageQueriesAndUploads(transport: Transport) async throws {
         let (service, store) = try await Self.imageService()
+        store.galleryTakesItems = true
         let keys = try APIKeys(configuration: "read:reader-key-0123456789, admin:admin-key-0123456789")
         let admin = ["Authorization": "Bearer admin-key-0123456789"], reader = ["Authorization": "Bearer reader-key-0123456789"]
         let photo = try photoBase64(seed: 1)
@@ -72,9 +73,10 @@ extension ServerTests {
             #expect(byFeatures.status == 200, "\(byFeatures.body)")
             let ids = { (body: String) in ((json(body)["results"] as? [[String: Any]]) ?? []).compactMap { $0["item_id"] as? Int } }
             #expect(ids(byImage.body).count == 8 && ids(byImage.body) == ids(byFeatures.body))
-            // Similar images: the image gallery.
+            // Similar images: the image gallery, where the upload is searchable at once (first: itself).
             let similar = try await send("POST", "/v1/search", #"{"image": "\#(photo)", "target": "image", "k": 3}"#, reader)
             #expect(similar.status == 200 && json(similar.body)["target"] as? String == "image", "\(similar.body)")
+            #expect(((json(similar.body)["results"] as? [[String: Any]])?.first?["external_id"] as? String) == "upload.jpg", "\(similar.body)")
             #expect(((json(similar.body)["results"] as? [[String: Any]]) ?? []).allSatisfy { $0["caption"] == nil || $0["caption"] is NSNull })
             // Bad uploads and queries name the field.
             let notImage = Data("just some text, not a photo".utf8).base64EncodedString()

@@ -43,10 +43,20 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     }
     var items: [NewItem] = []
     var pairs: [NewPair] = []
+    /// When set, stored items also join the galleries (as the PostgreSQL store's do).
+    var galleryTakesItems = false
     func addItems(_ new: [NewItem]) async throws -> (added: Int, existing: Int) {
         lock.withLock {
             let fresh = new.filter { item in !items.contains { $0.modality == item.modality && $0.externalID == item.externalID } }
             items += fresh
+            if galleryTakesItems {
+                for item in fresh {
+                    let id = 10_000 + Int64(items.count) + Int64(images.count + texts.count)
+                    let entry = (GalleryItem(itemID: id, externalID: item.externalID, caption: item.caption),
+                                 ItemFeatures(global: item.global, local: item.local, localCount: item.localCount))
+                    if item.modality == "image" { images.append(entry) } else { texts.append(entry) }
+                }
+            }
             return (fresh.count, new.count - fresh.count)
         }
     }

@@ -1,5 +1,8 @@
 import AmberImage
+import AmberModel
+import AmberServer
 @testable import AmberStore
+import AmberTestSupport
 import AmberTensor
 import Foundation
 import Testing
@@ -166,5 +169,46 @@ struct EncodeCommandTests {
         try folder.write("captions.tsv", "image\tcaption\nphoto0.jpg\tA red dog\nphoto0.jpg\tA dog runs\nphoto1.jpg\tTwo cats\n")
         let uneven = try runAmber(["encode", folder.directory, "--output", output], environment: modelEnvironment)
         #expect(uneven.status != 0 && uneven.error.contains("photo1.jpg has 1 captions"), "\(uneven.error)")
+    }
+}
+
+@Suite("Photos end to end: amber ingest, then the query service over PostgreSQL")
+struct PhotoSearchEndToEndTests {
+    @Test("A photo sent as a query ranks the captions as the same photo ingested by amber ingest does; its thumbnail is served")
+    func photoQueryMatchesTheIngestedPhoto() async throws {
+        let folder = try PhotoFolder(photos: 3)
+        defer { folder.remove() }
+        try folder.write("captions.tsv", "image\tcaption\nphoto0.jpg\tA red dog\nphoto0.jpg\tA dog runs\nphoto1.jpg\tTwo cats\nphoto1.jpg\tCats sleep\nphoto2.jpg\tA bird\nphoto2.jpg\tA bird sings\n")
+        let url = try TestDatabase.fresh(migrated: true)
+        let ingest = try runAmber(["ingest", folder.directory, "--database-url", url], environment: modelEnvironment)
+        #expect(ingest.status == 0, "\(ingest.error)")
+        // A model of the encoders' dimensions, promoted.
+        let model = SearchEngineFixture.model(alpha: 0.5, beta: 10, dimensions: TrainedModel.Dimensions(
+            imageGlobal: 1280, imageFragment: 1280, textGlobal: 384, textFragment: 384))
+        let file = folder.directory + "/model.safetensors"
+        try model.write(to: file)
+        let add = try runAmber(["models", "add", file, "--promote", "--database-url", url])
+        #expect(add.status == 0, "\(add.error)")
+
+        let client = PostgresClient(url: url)
+        let imageEncoder = try EfficientNetLiteEncoder(directory: modelEnvironment["AMBER_IMAGE_MODEL"]!)
+        let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil, imageEncoder: imageEncoder)
+        #expect(try await service.reload() != nil)
+        let connection = try PostgresConnection(url: url)
+        let photoID = try connection.execute("SELECT item_id FROM amber.items WHERE modality = 'image' AND external_id = 'photo0.jpg'")
+            .value(Int64.self, column: "item_id")
+        let bytes = try #require(FileManager.default.contents(atPath: folder.images + "/photo0.jpg"))
+        let byPhoto = try service.search(SearchRequest(image: bytes.base64EncodedString(), k: 6, rerank: 6))
+        let byItem = try service.search(SearchRequest(itemID: photoID, k: 6, rerank: 6))
+        #expect(byPhoto.target == "text" && byPhoto.results.count == 6)
+        #expect(byPhoto.results.map(\.itemID) == byItem.results.map(\.itemID))
+        for (a, b) in zip(byPhoto.results, byItem.results) {
+            #expect(abs(a.fused - b.fused) < 1e-3, "\(a.externalID): \(a.fused) by photo, \(b.fused) as the stored item (float16 features)")
+        }
+        // Similar photos: the photo itself first.
+        let similar = try service.search(SearchRequest(image: bytes.base64EncodedString(), target: "image", k: 3))
+        #expect(similar.results.first?.externalID == "photo0.jpg")
+        let picture = try await PostgresServingStore(client: client).itemImage(photoID)
+        #expect(picture?.width == 64 && picture?.height == 48)
     }
 }

@@ -310,7 +310,7 @@ public final class EncodedFeatureStore: @unchecked Sendable {
         let bytes = ElementEncoding.encode(Tensor(shape: [values.count], scalars: values),
                                            as: elementType == .float16 ? .float16 : .float32)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
-        buffer.copyMemory(from: UnsafeRawBufferPointer(start: bytes, count: bytes.count))
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
         buffers.append(buffer)
         return FeatureBlock(elementType: elementType, rows: rows, dimension: dimension,
                             bytes: UnsafeRawBufferPointer(rebasing: buffer[0..<bytes.count]))
