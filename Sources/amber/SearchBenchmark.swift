@@ -18,6 +18,10 @@ struct SearchBenchCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Cosine of each query to the gallery item it is drawn from (query = c·item + √(1−c²)·random direction); one run per value.")
     var queryCosine: [Float] = [0.5]
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(help: "Python with faiss-cpu and numpy: runs ops/dev/faiss_bench.py on the same gallery and queries (exported to --export-directory) after Amber, same thread count.")
+    var reference: String?
+    @Option(help: "Where --reference's gallery.npy and queries.npy are written (float32; items × dimension × 4 bytes).")
+    var exportDirectory: String = "/tmp/amber-search-bench"
 
     func validate() throws {
         guard items >= 10, dimension >= 64, dimension % 64 == 0, queries >= 1, clusters >= 1 else {
@@ -32,6 +36,10 @@ struct SearchBenchCommand: ParsableCommand {
         var generator = RandomGenerator(seed: seed)
         var values = SyntheticGallery.embeddings(items: items, dimension: D, clusters: clusters, spread: spread, generator: &generator)
         let index = GalleryIndex(itemIDs: (0..<items).map(Int64.init), embeddings: values, dimension: D, withCodes: true)
+        if reference != nil {
+            try FileManager.default.createDirectory(atPath: exportDirectory, withIntermediateDirectories: true)
+            try NumpyFile.write(Tensor(shape: [items, D], scalars: values), to: exportDirectory + "/gallery.npy")
+        }
         values = []
         print(String(format: "built in %.1f s (embeddings %.2f GB, codes %.0f MB)", Date().timeIntervalSince(started),
                      Double(items * D * 4) / 1e9, Double(items * D / 8) / 1e6))
@@ -41,6 +49,12 @@ struct SearchBenchCommand: ParsableCommand {
             }
             print(String(format: "queries at cosine %.2f to a gallery item:", cosine))
             run(index, queryVectors)
+            if let reference {
+                try NumpyFile.write(Tensor(shape: [queryVectors.count, D], scalars: queryVectors.flatMap { $0 }), to: exportDirectory + "/queries.npy")
+                print("  FAISS, same gallery and queries (\(ProcessInfo.processInfo.activeProcessorCount) threads):")
+                try runReference(python: reference, script: "ops/dev/faiss_bench.py",
+                                 arguments: [exportDirectory, String(ProcessInfo.processInfo.activeProcessorCount)])
+            }
         }
     }
 
