@@ -330,7 +330,9 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         let items = try await work.run {
             try decode(ItemsRequest.self, body).validated(limits: limits, encode: service.textEncoder.map { encoder in
                 { caption in service.features(of: caption, encoder: encoder) }
-            }, encodeImage: service.imageEncoder == nil ? nil : { image, field in try service.imageFeatures(image, field: field) })
+            }, encodeImage: service.imageEncoder == nil ? nil : { image, field in
+                (try service.imageFeatures(image, field: field), StoredImage.thumbnail(of: image))
+            })
         }
         do {
             let (added, existing) = try await store.addItems(items)

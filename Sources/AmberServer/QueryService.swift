@@ -28,6 +28,13 @@ public protocol ServingStore: Sendable {
     func itemImage(_ itemID: Int64) async throws -> StoredImage?
 }
 
+extension StoredImage {
+    /// The picture kept for a photo (``Thumbnail``: ≤ 256 px JPEG); nil if it cannot be made.
+    public static func thumbnail(of image: RGBImage) -> StoredImage? {
+        (try? Thumbnail.make(image)).map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
+    }
+}
+
 extension ServingStore {
     public func itemImage(_ itemID: Int64) async throws -> StoredImage? { nil }
 }
@@ -229,20 +236,17 @@ public final class QueryService: Sendable {
                             localCount: tokens)
     }
 
-    /// Encodes a decoded upload: features as the image encoder makes them and the thumbnail to
-    /// store (nil when it cannot be made).
+    /// The features of a decoded photo as the image encoder makes them.
     /// - Throws: ``APIError`` 503 naming `field` without the image encoder.
-    public func imageFeatures(_ image: RGBImage, field: String) throws -> (features: ItemFeatures, thumbnail: StoredImage?) {
+    public func imageFeatures(_ image: RGBImage, field: String) throws -> ItemFeatures {
         guard let imageEncoder else {
             throw APIError(503, "the image encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: field, retryAfter: 60)
         }
         let encoding = imageEncoder.encode(image)
         let local = encoding.localVectors
         let cells = min(local.shape[0], limits.features.maximumImageFragments)
-        let features = ItemFeatures(global: encoding.globalVector.scalars, local: Array(local.scalars.prefix(cells * local.shape[1])),
-                                    localCount: cells)
-        let thumbnail = (try? Thumbnail.make(image)).map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
-        return (features, thumbnail)
+        return ItemFeatures(global: encoding.globalVector.scalars, local: Array(local.scalars.prefix(cells * local.shape[1])),
+                            localCount: cells)
     }
 
     /// Answers a checked search on the current engine.
@@ -291,7 +295,7 @@ public final class QueryService: Sendable {
             hits = engine.search(features, of: modality, options: search.options)
             described = "features (\(modality.rawValue))"
         case .image(let image):
-            let features = try imageFeatures(image, field: "image").features
+            let features = try imageFeatures(image, field: "image")
             guard features.global.count == dimensions.imageGlobal, features.local.count == features.localCount * dimensions.imageFragment else {
                 throw APIError(503, "the image encoder's vectors (\(features.global.count)) do not match the model's image features (\(dimensions.imageGlobal))",
                                field: "image", retryAfter: 60)

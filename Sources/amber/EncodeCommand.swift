@@ -57,7 +57,11 @@ struct EncodeCommand: ParsableCommand {
         bar.update(phase: "photos", done: 0, total: ordered.count, unit: "photos")
         for start in stride(from: 0, to: ordered.count, by: chunk) {
             let part = ordered[start ..< min(start + chunk, ordered.count)]
-            let decoded = try part.map { try decodeImageFile(photos.imageDirectory + "/" + $0.file) }
+            // Cut to the network's size at once (as the encoder would): no chunk of originals in memory.
+            let size = imageEncoder.architecture.imageSize
+            let decoded = try part.map {
+                Resample.bicubic(try decodeImageFile(photos.imageDirectory + "/" + $0.file), width: size, height: size)
+            }
             for encoding in imageEncoder.encode(decoded) {
                 cells = encoding.localVectors.shape[0]
                 imageWidth = encoding.localVectors.shape[1]

