@@ -1,4 +1,9 @@
 import CImageCodecs
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An 8-bit RGB image: `width × height × 3` bytes, interleaved, row-major.
 public struct RGBImage: Sendable, Equatable {
@@ -37,6 +42,8 @@ public struct ImageError: Error, Equatable, Sendable, CustomStringConvertible {
         case tooLarge
         /// Not JPEG or PNG, or a variant of them this decoder does not take.
         case unsupported
+        /// A file that cannot be opened or read.
+        case unreadable
     }
 
     public let kind: Kind
@@ -52,6 +59,7 @@ public struct ImageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corrupt: "not a readable image: \(problem)"
         case .tooLarge: "image too large: \(problem)"
         case .unsupported: "unsupported image: \(problem)"
+        case .unreadable: "image file \(problem)"
         }
     }
 }
@@ -86,6 +94,46 @@ public enum ImageDecoder {
         if head.count >= 3, head[0] == 0xFF, head[1] == 0xD8, head[2] == 0xFF { return .jpeg }
         if head == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] { return .png }
         return nil
+    }
+
+    /// Reads and decodes the JPEG or PNG file at `path`; its size is checked against the limit
+    /// before any of it is read, so a huge file is refused without being loaded.
+    /// - Throws: ``ImageError`` (`.unreadable` when the file cannot be opened or read).
+    public static func decode(file path: String, limits: ImageLimits = .standard) throws(ImageError) -> RGBImage {
+        try decode(readFile(path, limits: limits), limits: limits)
+    }
+
+    /// The bytes of the file at `path`, at most `limits.maximumBytes` of them.
+    /// - Throws: ``ImageError``: `.tooLarge` past the limit, `.unreadable` when it cannot be read.
+    public static func readFile(_ path: String, limits: ImageLimits = .standard) throws(ImageError) -> [UInt8] {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ImageError(.unreadable, "cannot be opened (\(String(cString: strerror(errno))))") }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
+            throw ImageError(.unreadable, "is not a regular file")
+        }
+        guard Int(status.st_size) <= limits.maximumBytes else {
+            throw ImageError(.tooLarge, "\(status.st_size) bytes, more than the \(limits.maximumBytes) allowed")
+        }
+        // The size it has, plus one byte to notice a file that grows while it is read.
+        var bytes = [UInt8](repeating: 0, count: Int(status.st_size) + 1)
+        var count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { buffer -> Int in
+                guard let base = buffer.baseAddress else { return 0 }
+                return read(descriptor, base + count, buffer.count - count)
+            }
+            if n == 0 { break }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ImageError(.unreadable, "cannot be read (\(String(cString: strerror(errno))))")
+            }
+            count += n
+        }
+        guard count <= Int(status.st_size) else { throw ImageError(.unreadable, "changed while it was read") }
+        bytes.removeSubrange(count...)
+        return bytes
     }
 
     /// Decodes a JPEG or PNG.

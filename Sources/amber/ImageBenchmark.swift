@@ -43,8 +43,7 @@ struct ImageBenchCommand: ParsableCommand {
         guard !names.isEmpty else { throw ValidationError("\(images): no JPEG or PNG files") }
         let files = (0..<max(batched, single)).map { images + "/" + names[$0 % names.count] }
         let bytes = try files.map { path -> [UInt8] in
-            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(path): cannot be read") }
-            return [UInt8](data)
+            do { return try ImageDecoder.readFile(path) } catch { throw ValidationError("\(path): \(error)") }
         }
         print("amber bench image")
         print("machine: \(MachineDescription.current); OpenBLAS threads \(BLASThreads.count)")

@@ -16,11 +16,8 @@ struct ImageModelOptions: ParsableArguments {
 
 /// Reads and decodes one image file; errors name the file.
 func decodeImageFile(_ path: String, limits: ImageLimits = .standard) throws -> RGBImage {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw ValidationError("\(path): cannot be read")
-    }
     do {
-        return try ImageDecoder.decode([UInt8](data), limits: limits)
+        return try ImageDecoder.decode(file: path, limits: limits)
     } catch {
         throw ValidationError("\(path): \(error)")
     }

@@ -44,6 +44,12 @@ struct IngestCommand: ParsableCommand {
     @Flag(help: "Photos: skip (and list) image files that cannot be decoded instead of stopping at the first.")
     var skipBadImages = false
 
+    @Option(help: "Photos: put this before every external id (file names are only unique within a folder), e.g. 'shop-a/'.")
+    var idPrefix: String = ""
+
+    @Option(help: "Photos: the source label stored with the items (default: the folder's name).")
+    var source: String?
+
     @OptionGroup var imageModel: ImageModelOptions
 
     @OptionGroup var textModel: TextModelOptions
@@ -58,6 +64,12 @@ struct IngestCommand: ParsableCommand {
         if let devStart, devStart < 0 { throw ValidationError("--dev-start must not be negative, got \(devStart)") }
         if let testStart, testStart < 0 { throw ValidationError("--test-start must not be negative, got \(testStart)") }
         guard (1...4096).contains(chunk) else { throw ValidationError("--chunk must be 1…4096, got \(chunk)") }
+        for (name, value) in [("--id-prefix", idPrefix), ("--source", source ?? "x")] {
+            guard value.utf8.count <= 200, !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                throw ValidationError("\(name) must be at most 200 bytes without control characters")
+            }
+        }
+        if source?.isEmpty == true { throw ValidationError("--source must not be empty") }
     }
 
     var isPhotoDirectory: Bool { photoFolder.given || PhotoCaptions.looksLikePhotoDirectory(directory) }
@@ -77,7 +89,9 @@ struct IngestCommand: ParsableCommand {
         try database.withDatabase { url in
             let connection = try PostgresConnection(url: url)
             if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection) }
-            let ingest = PhotoIngest(photos: photos, splits: splits, chunkSize: chunk, skipBadImages: skipBadImages, limits: .standard)
+            var ingest = PhotoIngest(photos: photos, splits: splits, chunkSize: chunk, skipBadImages: skipBadImages, limits: .standard,
+                                     idPrefix: idPrefix, source: source ?? PhotoIngest.defaultSource(of: photos))
+            if source == nil { ingest.legacySources = [PhotoIngest.legacySource(of: photos)] }
             let summary: PhotoIngest.Summary
             do {
                 summary = try ingest.run(on: connection, images: imageEncoder, texts: textEncoder)

@@ -77,6 +77,22 @@ struct PhotoIngest {
     let chunkSize: Int
     let skipBadImages: Bool
     let limits: ImageLimits
+    /// Put before every external id (photo file names are only unique within a folder).
+    var idPrefix = ""
+    /// `items.source` of what this folder adds.
+    let source: String
+    /// Labels earlier versions stored for this folder (the parent of a flat photo folder).
+    var legacySources: Set<String> = []
+
+    /// The source label of a folder: its name (the folder holding the captions file).
+    static func defaultSource(of photos: PhotoCaptions) -> String {
+        URL(fileURLWithPath: photos.captionsFile).deletingLastPathComponent().standardizedFileURL.lastPathComponent
+    }
+
+    /// What versions before 0.9 stored: the name of the image folder's parent.
+    static func legacySource(of photos: PhotoCaptions) -> String {
+        URL(fileURLWithPath: photos.imageDirectory).standardizedFileURL.deletingLastPathComponent().lastPathComponent
+    }
 
     struct Summary {
         var photosEncoded = 0, captionsEncoded = 0, photosPresent = 0, skipped: [String] = []
@@ -84,30 +100,63 @@ struct PhotoIngest {
         var seconds = 0.0
     }
 
-    /// External ids of items that already have features, per modality.
-    /// External ids of items that already have features: images, and texts with their captions.
-    static func encodedItems(on connection: PostgresConnection) throws -> (images: Set<String>, texts: [String: String]) {
-        let result = try connection.execute("""
-            SELECT i.modality::text AS modality, i.external_id, i.caption FROM amber.items i
-            JOIN amber.features f ON f.item_id = i.item_id
-            """)
-        var images = Set<String>(), texts: [String: String] = [:]
-        for row in 0..<result.rowCount {
-            guard let modality = try result.decode(String.self, row: row, column: "modality"),
-                  let id = try result.decode(String.self, row: row, column: "external_id") else { continue }
-            if modality == "image" { images.insert(id) } else { texts[id] = try result.decode(String.self, row: row, column: "caption") ?? "" }
-        }
-        return (images, texts)
+    /// Items already stored with features: images (id → source) and texts (id → caption, source).
+    struct Stored {
+        var images: [String: String] = [:]
+        var texts: [String: (caption: String, source: String)] = [:]
+        /// Pairs by image and text external id.
+        var pairs: Set<String> = []
+        static func pairKey(_ image: String, _ text: String) -> String { image + "\u{1F}" + text }
     }
 
-    /// A caption whose id (photo#n, its position among the photo's captions) is stored with
-    /// another text: the file was edited in place. Refused before anything is written.
-    func checkStoredCaptions(_ stored: [String: String]) throws {
+    static func stored(on connection: PostgresConnection) throws -> Stored {
+        var stored = Stored()
+        let items = try connection.execute("""
+            SELECT i.modality::text AS modality, i.external_id, i.caption, i.source FROM amber.items i
+            JOIN amber.features f ON f.item_id = i.item_id
+            """)
+        for row in 0..<items.rowCount {
+            guard let modality = try items.decode(String.self, row: row, column: "modality"),
+                  let id = try items.decode(String.self, row: row, column: "external_id") else { continue }
+            let source = try items.decode(String.self, row: row, column: "source") ?? ""
+            if modality == "image" {
+                stored.images[id] = source
+            } else {
+                stored.texts[id] = (try items.decode(String.self, row: row, column: "caption") ?? "", source)
+            }
+        }
+        let pairs = try connection.execute("""
+            SELECT im.external_id AS image, tx.external_id AS text FROM amber.pairs p
+            JOIN amber.items im ON im.item_id = p.image_id JOIN amber.items tx ON tx.item_id = p.text_id
+            """)
+        for row in 0..<pairs.rowCount {
+            guard let image = try pairs.decode(String.self, row: row, column: "image"),
+                  let text = try pairs.decode(String.self, row: row, column: "text") else { continue }
+            stored.pairs.insert(Stored.pairKey(image, text))
+        }
+        return stored
+    }
+
+    /// The external id of a photo's image item and of its `n`th caption.
+    func imageID(_ file: String) -> String { idPrefix + file }
+    func textID(_ file: String, _ n: Int) -> String { PhotoCaptions.textID(imageID(file), n) }
+
+    /// Refuses, before anything is written, a folder whose photos or captions collide with stored
+    /// items of another source (another catalogue's IMG_0001.jpg), and captions edited in place.
+    func checkStored(_ stored: Stored) throws {
+        func sameSource(_ other: String) -> Bool { other == source || legacySources.contains(other) }
         for photo in photos.photos {
+            if let other = stored.images[imageID(photo.file)], !sameSource(other) {
+                throw IngestError(file: photos.captionsFile, "\(photo.file): an image '\(imageID(photo.file))' from source '\(other)' is stored, and this folder is source '\(source)'. If it is another catalogue, give this folder's items their own ids with --id-prefix (e.g. --id-prefix \(source)/); if it is the same folder under a new name, say --source \(other)")
+            }
             for (n, caption) in photo.captions.enumerated() {
-                let id = PhotoCaptions.textID(photo.file, n)
-                if let existing = stored[id], existing != caption {
-                    throw IngestError(file: photos.captionsFile, "caption \(n + 1) of \(photo.file) ('\(caption)') differs from the stored \(id) ('\(existing)'): captions are identified by their position among a photo's captions, so add new ones after the existing ones")
+                let id = textID(photo.file, n)
+                guard let existing = stored.texts[id] else { continue }
+                if !sameSource(existing.source) {
+                    throw IngestError(file: photos.captionsFile, "caption \(n + 1) of \(photo.file): a text '\(id)' from source '\(existing.source)' is stored, and this folder is source '\(source)'; give this folder's items their own ids with --id-prefix")
+                }
+                if existing.caption != caption {
+                    throw IngestError(file: photos.captionsFile, "caption \(n + 1) of \(photo.file) ('\(caption)') differs from the stored \(id) ('\(existing.caption)'): captions are identified by their position among a photo's captions, so add new ones after the existing ones")
                 }
             }
         }
@@ -116,9 +165,8 @@ struct PhotoIngest {
     func run(on connection: PostgresConnection, images imageEncoder: EfficientNetLiteEncoder, texts textEncoder: MiniLMEncoder) throws -> Summary {
         let started = Date()
         var summary = Summary()
-        let present = try Self.encodedItems(on: connection)
-        try checkStoredCaptions(present.texts)
-        let source = URL(fileURLWithPath: photos.imageDirectory).deletingLastPathComponent().lastPathComponent
+        let present = try Self.stored(on: connection)
+        try checkStored(present)
         let bar = ProgressBar(label: "ingest")
         let total = photos.photos.count
         var done = 0
@@ -131,15 +179,20 @@ struct PhotoIngest {
                 done += chunk.count
                 bar.update(phase: "photos", done: done, total: total, unit: "photos")
             }
-            let pendingImages = chunk.filter { !present.images.contains($0.file) }
-            var pendingTexts: [(id: String, caption: String)] = []
+            let pendingImages = chunk.filter { present.images[imageID($0.file)] == nil }
+            var pendingTexts: [(file: String, id: String, caption: String)] = []
+            var missingPairs = false
             for photo in chunk {
-                for (n, caption) in photo.captions.enumerated() where present.texts[PhotoCaptions.textID(photo.file, n)] == nil {
-                    pendingTexts.append((PhotoCaptions.textID(photo.file, n), caption))
+                for (n, caption) in photo.captions.enumerated() {
+                    let id = textID(photo.file, n)
+                    if present.texts[id] == nil { pendingTexts.append((photo.file, id, caption)) }
+                    if !present.pairs.contains(Stored.pairKey(imageID(photo.file), id)) { missingPairs = true }
                 }
             }
             summary.photosPresent += chunk.count - pendingImages.count
-            if pendingImages.isEmpty && pendingTexts.isEmpty { continue }
+            // A chunk whose items and pairs are all stored is done; one with items but not all
+            // their pairs (pairs deleted since) writes the pairs again.
+            if pendingImages.isEmpty && pendingTexts.isEmpty && !missingPairs { continue }
 
             // Decode; a bad file stops the ingest (chunks before it stay committed) unless skipped.
             // Each photo is cut to the network's input size and its thumbnail made as soon as it is
@@ -150,12 +203,9 @@ struct PhotoIngest {
             for photo in pendingImages {
                 let path = photos.imageDirectory + "/" + photo.file
                 do {
-                    guard let data = FileManager.default.contents(atPath: path) else {
-                        throw IngestError(file: path, "cannot be read")
-                    }
                     do {
-                        let image = try ImageDecoder.decode([UInt8](data), limits: limits)
-                        thumbnails[photo.file] = StoredImage.thumbnail(of: image)
+                        let image = try ImageDecoder.decode(file: path, limits: limits)
+                        thumbnails[imageID(photo.file)] = StoredImage.thumbnail(of: image)
                         decoded.append((photo.file, Resample.bicubic(image, width: size, height: size)))
                     } catch {
                         throw IngestError(file: path, "\(error)")
@@ -175,15 +225,15 @@ struct PhotoIngest {
             var images: [IngestImage] = []
             for ((file, _), encoding) in zip(decoded, imageEncodings) {
                 let local = encoding.localVectors
-                images.append(IngestImage(externalID: file, encoded: IngestFeatures(
+                images.append(IngestImage(externalID: imageID(file), encoded: IngestFeatures(
                     encodedGlobal: store.block(encoding.globalVector.scalars, rows: 1, dimension: local.shape[1], as: .float32),
                     local: store.block(local.scalars, rows: local.shape[0], dimension: local.shape[1], as: .float16))))
             }
             // Photos already encoded are named without features: their rows exist.
-            for photo in chunk where present.images.contains(photo.file) {
-                images.append(IngestImage(externalID: photo.file))
+            for photo in chunk where present.images[imageID(photo.file)] != nil {
+                images.append(IngestImage(externalID: imageID(photo.file)))
             }
-            let keptTexts = pendingTexts.filter { !skipped.contains(String($0.id[..<($0.id.lastIndex(of: "#") ?? $0.id.endIndex)])) }
+            let keptTexts = pendingTexts.filter { !skipped.contains($0.file) }
             let textEncodings = textEncoder.encode(keptTexts.map(\.caption))
             var texts: [IngestText] = []
             for (text, encoding) in zip(keptTexts, textEncodings) {
@@ -192,12 +242,13 @@ struct PhotoIngest {
                     encodedGlobal: store.block(encoding.sentenceVector.scalars, rows: 1, dimension: tokens.shape[1], as: .float32),
                     local: store.block(tokens.scalars, rows: tokens.shape[0], dimension: tokens.shape[1], as: .float16))))
             }
-            let keptIDs = Set(keptTexts.map(\.id))
+            // Every pair of the chunk's photos that were not skipped: the new ones, and stored
+            // ones again (ON CONFLICT DO NOTHING), so pairs missing from stored items come back.
             var pairs: [IngestPair] = []
             for photo in chunk where !skipped.contains(photo.file) {
                 let split = splits[photo.file] ?? PhotoCaptions.defaultSplit(photo.file)
-                for n in photo.captions.indices where keptIDs.contains(PhotoCaptions.textID(photo.file, n)) {
-                    pairs.append(IngestPair(image: photo.file, text: PhotoCaptions.textID(photo.file, n), split: split))
+                for n in photo.captions.indices {
+                    pairs.append(IngestPair(image: imageID(photo.file), text: textID(photo.file, n), split: split))
                 }
             }
             var dataset = IngestDataset(source: source, images: images, texts: texts, pairs: pairs, store: store)

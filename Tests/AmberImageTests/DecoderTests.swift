@@ -36,6 +36,35 @@ enum TestPNG {
         return out + be32(b << 16 | a)
     }
 
+    /// A zlib stream of `1 + 258 × matches` copies of `byte` (below 144) in one fixed-Huffman block
+    /// (the literal, then length-258 distance-1 copies): about 160 : 1, for decompression bombs.
+    static func zlibRepeated(_ byte: UInt8, matches: Int) -> (stream: [UInt8], count: Int) {
+        var out: [UInt8] = [0x78, 0x01]
+        var accumulator: UInt64 = 0, bits = 0
+        func put(_ value: UInt64, _ count: Int) {   // LSB first
+            accumulator |= value << UInt64(bits)
+            bits += count
+            while bits >= 8 { out.append(UInt8(accumulator & 255)); accumulator >>= 8; bits -= 8 }
+        }
+        func code(_ value: UInt64, _ count: Int) {   // Huffman codes go MSB first
+            var reversed: UInt64 = 0
+            for i in 0..<count where value >> UInt64(i) & 1 == 1 { reversed |= 1 << UInt64(count - 1 - i) }
+            put(reversed, count)
+        }
+        put(1, 1); put(1, 2)        // final block, fixed Huffman
+        code(0x30 + UInt64(byte), 8)   // the literal
+        for _ in 0..<matches {
+            code(0xC5, 8)           // length code 285: 258
+            code(0, 5)              // distance code 0: 1
+        }
+        code(0, 7)                  // end of block
+        if bits > 0 { put(0, 8 - bits) }
+        let count = 1 + 258 * matches
+        let n = UInt64(count), v = UInt64(byte)
+        let a = (1 + n * v) % 65_521, b = (n + v * (n * (n + 1) / 2 % 65_521)) % 65_521
+        return (out + be32(UInt32(b << 16 | a)), count)
+    }
+
     /// `rows`: each row's packed bytes (without the filter byte).
     static func encode(width: Int, height: Int, depth: UInt8, colour: UInt8, rows: [[UInt8]],
                        extra: [[UInt8]] = []) -> [UInt8] {
@@ -144,6 +173,40 @@ struct DecoderTests {
         #expect(throws: ImageError.self) { try ImageDecoder.decode(image, limits: small) }
         let tight = ImageLimits(maximumPixels: 1_000_000, maximumBytes: 10, maximumScans: 10)
         do { _ = try ImageDecoder.decode(image, limits: tight) } catch { #expect(error.kind == .tooLarge) }
+    }
+
+    @Test("A PNG's text and profile chunks are skipped unread: 120 zTXt chunks of 15 MB each do not inflate")
+    func pngChunkBomb() throws {
+        // Text of 15.7 million 'A's (libpng keeps zTXt text up to its first NUL: zeros would not do).
+        let letters = TestPNG.zlibRepeated(UInt8(ascii: "A"), matches: 61_000)
+        #expect(letters.count > 15_000_000 && letters.stream.count < 110_000)
+        let text = TestPNG.chunk("zTXt", Array("Comment".utf8) + [0, 0] + letters.stream)
+        let profile = TestPNG.chunk("iCCP", Array("icc".utf8) + [0, 0] + letters.stream)
+        let png = TestPNG.encode(width: 3, height: 2, depth: 8, colour: 0, rows: [[1, 2, 3], [4, 5, 6]],
+                                 extra: [profile] + Array(repeating: text, count: 120))
+        #expect(png.count < ImageLimits.standard.maximumBytes)
+        func peakResidentBytes() -> Int {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return usage.ru_maxrss * 1024
+        }
+        let before = peakResidentBytes()
+        let image = try ImageDecoder.decode(png)
+        // Held as text, the chunks would be 1.8 GB at once; skipped, the peak does not move by a
+        // tenth of that.
+        #expect(peakResidentBytes() - before < 180_000_000)
+        #expect(image.width == 3 && image.height == 2 && image.pixels == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6])
+        // An unknown critical chunk is still refused, as PNG requires.
+        let critical = TestPNG.encode(width: 1, height: 1, depth: 8, colour: 0, rows: [[7]], extra: [TestPNG.chunk("QQQQ", [1])])
+        #expect(throws: ImageError.self) { try ImageDecoder.decode(critical) }
+    }
+
+    @Test("A PNG wider than libpng's default limit is refused as too large, naming its size")
+    func widePNG() throws {
+        let wide = TestPNG.encode(width: 3_000_000, height: 20, depth: 8, colour: 0, rows: [])
+        do { _ = try ImageDecoder.decode(wide); Issue.record("a 60-megapixel PNG decoded") } catch {
+            #expect(error.kind == .tooLarge && error.description.contains("3000000"))
+        }
     }
 
     @Test("Fuzz: 2,000 seeded mutations of valid JPEG and PNG files decode or throw, and never crash")

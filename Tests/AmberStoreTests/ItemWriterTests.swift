@@ -25,6 +25,23 @@ struct ItemWriterTests {
         #expect(try db.execute("SELECT split::text AS s FROM amber.pairs").value(String.self, column: "s") == "dev")
     }
 
+    @Test func aPictureIsKeptOnlyWithTheItemItCameWith() throws {
+        let db = try PostgresConnection(url: try TestDatabase.fresh(migrated: true))
+        let picture = StoredImage(width: 2, height: 1, bytes: [0xFF, 0xD8, 0xFF, 0xD9])
+        try ItemWriter.write([Self.image], on: db)
+        var again = Self.image
+        again.thumbnail = picture
+        // The same id again with a picture: the stored item keeps its features and gets no
+        // picture (this one need not be the photo its features came from).
+        #expect(try ItemWriter.write([again], on: db) == (0, 1))
+        #expect(try count(db, "amber.item_images") == 0)
+        var fresh = again
+        fresh.externalID = "d.jpg"
+        #expect(try ItemWriter.write([fresh], on: db) == (1, 0))
+        let stored = try db.execute("SELECT i.external_id, m.width FROM amber.item_images m JOIN amber.items i USING (item_id)")
+        #expect(try stored.rowCount == 1 && stored.value(String.self, column: "external_id") == "d.jpg")
+    }
+
     @Test func aBadEntryNamesItselfAndNothingIsWritten() throws {
         let db = try PostgresConnection(url: try TestDatabase.fresh(migrated: true))
         try ItemWriter.write([Self.image], on: db)

@@ -53,7 +53,12 @@ struct PhotoCaptionsTests {
         #expect(tsv.photos.map(\.split) == [.train, .dev])
         try folder.write("captions.csv", "file_name,caption\nphoto0.jpg,\"A red dog, seen \"\"up close\"\"\"\nphoto1.jpg,\"Two\ncats\"\n")
         let csv = try PhotoCaptions.read(captionsFile: folder.directory + "/captions.csv", imageDirectory: folder.images)
-        #expect(csv.photos.map(\.captions) == [["A red dog, seen \"up close\""], ["Two\ncats"]])
+        // A line break inside a quoted field becomes a space: a caption is one line.
+        #expect(csv.photos.map(\.captions) == [["A red dog, seen \"up close\""], ["Two cats"]])
+        // A spreadsheet's byte-order mark before the header.
+        try folder.write("bom.csv", "\u{FEFF}image,caption\nphoto1.jpg,Two cats\n")
+        let bom = try PhotoCaptions.read(captionsFile: folder.directory + "/bom.csv", imageDirectory: folder.images)
+        #expect(bom.photos == [.init(file: "photo1.jpg", captions: ["Two cats"], split: nil)])
         try folder.write("captions.json", #"{"images": [{"id": 7, "file_name": "photo1.jpg"}, {"id": 9, "file_name": "photo2.jpg"}], "annotations": [{"image_id": 9, "caption": " A bird. "}, {"image_id": 7, "caption": "Two cats"}, {"image_id": 9, "caption": "A bird flies"}]}"#)
         let coco = try PhotoCaptions.read(captionsFile: folder.directory + "/captions.json", imageDirectory: folder.images)
         #expect(coco.format == .coco)
@@ -80,6 +85,8 @@ struct PhotoCaptionsTests {
         #expect(problem("f.txt", "photo0.jpg#0\tA dog\nphoto0.jpg A cat\n").contains("f.txt:2: expected"))
         #expect(problem("g.json", #"{"images": []}"#).contains("not COCO captions JSON"))
         #expect(problem("h.csv", "image,caption\nphoto0.jpg,\"open\n").contains("not closed"))
+        // The line of a row after a caption that spans lines is the line it starts on.
+        #expect(problem("k.csv", "image,caption\nphoto0.jpg,\"two\nlines\"\nphoto1.jpg\n").contains("k.csv:4: has 1 fields"))
         #expect(problem("i.tsv", "image\tcaption\nphoto0.jpg\tA\u{0}dog\n").contains("NUL"))
         #expect(problem("j.tsv", "image\tcaption\n").contains("names no photos"))
     }
@@ -146,6 +153,39 @@ struct PhotoIngestCommandTests {
         #expect(skipped.status == 0, "\(skipped.error)")
         #expect(skipped.output.contains("skipped 1 undecodable photos: photo3.jpg"), "\(skipped.output)")
         #expect(skipped.output.contains("added 0 images, 1 texts, 1 feature rows, 1 pairs, 0 thumbnails"), "\(skipped.output)")
+    }
+}
+
+extension PhotoIngestCommandTests {
+    @Test("File names are unique only within a folder: another folder's photo0.jpg is refused unless it has an id prefix; lost pairs come back on a re-run")
+    func foldersDoNotCollide() throws {
+        let first = try PhotoFolder(photos: 2), second = try PhotoFolder(photos: 1)
+        defer { first.remove(); second.remove() }
+        try first.write("captions.tsv", "image\tcaption\nphoto0.jpg\tA red dog\nphoto1.jpg\tTwo cats\n")
+        try second.write("captions.tsv", "image\tcaption\nphoto0.jpg\tA red dog\n")
+        let url = try TestDatabase.fresh(migrated: true)
+        let a = try runAmber(["ingest", first.directory, "--database-url", url], environment: modelEnvironment)
+        #expect(a.status == 0, "\(a.error)")
+        // Same name, same caption, another folder: not taken for the stored photo.
+        let b = try runAmber(["ingest", second.directory, "--database-url", url], environment: modelEnvironment)
+        #expect(b.status != 0 && b.error.contains("photo0.jpg") && b.error.contains("--id-prefix"), "\(b.error)")
+        let prefixed = try runAmber(["ingest", second.directory, "--database-url", url, "--id-prefix", "shop-b/"], environment: modelEnvironment)
+        #expect(prefixed.status == 0, "\(prefixed.error)")
+        #expect(prefixed.output.contains("added 1 images, 1 texts, 2 feature rows, 1 pairs, 1 thumbnails"), "\(prefixed.output)")
+        let connection = try PostgresConnection(url: url)
+        let ids = try connection.execute("SELECT external_id FROM amber.items WHERE source = $1 ORDER BY external_id",
+                                         [.text(URL(fileURLWithPath: second.directory).lastPathComponent)])
+        #expect(try ids.column(String.self, 0).compactMap { $0 } == ["shop-b/photo0.jpg", "shop-b/photo0.jpg#0"])
+        // Pairs deleted since (by an operator): a re-run of the folder writes them again, and only them.
+        try connection.execute("DELETE FROM amber.pairs p USING amber.items i WHERE i.item_id = p.image_id AND i.external_id = 'photo1.jpg'")
+        let again = try runAmber(["ingest", first.directory, "--database-url", url], environment: modelEnvironment)
+        #expect(again.output.contains("encoded 0 photos and 0 captions (2 photos already in the database)"), "\(again.output)")
+        #expect(again.output.contains("added 0 images, 0 texts, 0 feature rows, 1 pairs"), "\(again.output)")
+        // The same folder under another source label is refused too, and --source names it.
+        let renamed = try runAmber(["ingest", first.directory, "--database-url", url, "--source", "elsewhere"], environment: modelEnvironment)
+        #expect(renamed.status != 0 && renamed.error.contains("--source"), "\(renamed.error)")
+        let bad = try runAmber(["ingest", first.directory, "--database-url", url, "--id-prefix", "a\u{7}b"], environment: modelEnvironment)
+        #expect(bad.status != 0 && bad.error.contains("--id-prefix"), "\(bad.error)")
     }
 }
 

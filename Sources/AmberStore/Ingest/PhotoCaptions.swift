@@ -85,13 +85,14 @@ public struct PhotoCaptions: Sendable {
         guard let data = FileManager.default.contents(atPath: captionsFile) else {
             throw IngestError(file: captionsFile, "missing or unreadable")
         }
-        guard let text = String(data: data, encoding: .utf8) else { throw IngestError(file: captionsFile, "is not UTF-8 text") }
+        guard var text = String(data: data, encoding: .utf8) else { throw IngestError(file: captionsFile, "is not UTF-8 text") }
+        if text.first == "\u{FEFF}" { text.removeFirst() }   // a byte-order mark (spreadsheets write one)
         let format = given ?? detectFormat(path: captionsFile, text: text)
         var photos: [Photo]
         switch format {
         case .flickrToken: photos = try parseToken(text, file: captionsFile)
-        case .tsv: photos = try parseTable(rows: Self.lines(text).map {
-            $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        case .tsv: photos = try parseTable(rows: Self.lines(text).enumerated().map {
+            ($0.element.split(separator: "\t", omittingEmptySubsequences: false).map(String.init), $0.offset + 1)
         }, file: captionsFile)
         case .csv: photos = try parseTable(rows: try csvRows(text, file: captionsFile), file: captionsFile)
         case .coco: photos = try parseCOCO(data, file: captionsFile)
@@ -174,8 +175,28 @@ public struct PhotoCaptions: Sendable {
         return try group(rows, file: file)
     }
 
-    static func parseTable(rows: [[String]], file: String) throws -> [Photo] {
-        guard let header = rows.first else { throw IngestError(file: file, "is empty") }
+    /// A caption on one line: line breaks and tabs inside a (quoted CSV) field become spaces, so
+    /// that every caption is one line of `caps.txt` and of a log.
+    static func oneLine(_ field: String) -> String {
+        let trimmed = field.trimmingCharacters(in: .whitespaces)
+        guard trimmed.contains(where: { $0.isNewline || $0 == "\t" }) else { return trimmed }
+        var out = ""
+        var inBreak = false
+        for c in trimmed.trimmingCharacters(in: .whitespacesAndNewlines) {
+            if c.isNewline || c == "\t" {
+                if !inBreak { out.append(" ") }
+                inBreak = true
+            } else {
+                inBreak = false
+                out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// `rows`: each row's fields and the line it starts on.
+    static func parseTable(rows: [(fields: [String], line: Int)], file: String) throws -> [Photo] {
+        guard let header = rows.first?.fields else { throw IngestError(file: file, "is empty") }
         let names = header.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         func column(_ candidates: [String]) -> Int? { names.firstIndex { candidates.contains($0) } }
         guard let imageColumn = column(["image", "file", "filename", "file_name", "image_name"]),
@@ -184,23 +205,22 @@ public struct PhotoCaptions: Sendable {
         }
         let splitColumn = column(["split"])
         var parsed: [(file: String, caption: String, split: Split?, line: Int)] = []
-        for (offset, row) in rows.dropFirst().enumerated() {
-            let line = offset + 2
+        for (row, line) in rows.dropFirst() {
             if row.count == 1 && row[0].trimmingCharacters(in: .whitespaces).isEmpty { continue }
             guard row.count == header.count else {
                 throw IngestError(file: file, line: line, "has \(row.count) fields; the header has \(header.count)")
             }
             let split = try splitColumn.map { try parseSplit(row[$0], file: file, line: line) } ?? nil
-            parsed.append((row[imageColumn].trimmingCharacters(in: .whitespaces),
-                           row[captionColumn].trimmingCharacters(in: .whitespaces), split, line))
+            parsed.append((row[imageColumn].trimmingCharacters(in: .whitespaces), oneLine(row[captionColumn]), split, line))
         }
         return try group(parsed, file: file)
     }
 
-    /// RFC 4180 fields: commas separate, double quotes enclose, `""` inside quotes is a quote.
-    static func csvRows(_ text: String, file: String) throws -> [[String]] {
-        var rows: [[String]] = [], row: [String] = [], field = ""
-        var quoted = false, line = 1
+    /// RFC 4180 fields: commas separate, double quotes enclose, `""` inside quotes is a quote;
+    /// each row with the line it starts on (a quoted field may span lines).
+    static func csvRows(_ text: String, file: String) throws -> [(fields: [String], line: Int)] {
+        var rows: [(fields: [String], line: Int)] = [], row: [String] = [], field = ""
+        var quoted = false, line = 1, rowLine = 1
         var characters = text.makeIterator()
         var pending: Character? = nil
         while let c = pending ?? characters.next() {
@@ -219,13 +239,14 @@ public struct PhotoCaptions: Sendable {
             switch c {
             case "\"" where field.isEmpty: quoted = true
             case ",": row.append(field); field = ""
-            case "\n", "\r\n": row.append(field); rows.append(row); row = []; field = ""; line += 1
+            case "\n", "\r\n":
+                row.append(field); rows.append((row, rowLine)); row = []; field = ""; line += 1; rowLine = line
             case "\r": continue
             default: field.append(c)
             }
         }
         if quoted { throw IngestError(file: file, line: line, "a quoted field is not closed") }
-        if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
+        if !field.isEmpty || !row.isEmpty { row.append(field); rows.append((row, rowLine)) }
         return rows
     }
 
