@@ -35,6 +35,45 @@ public struct RelationGraph: Sendable {
     /// The four blocks' weights before row normalisation, as a `[2B, 2B]` matrix
     /// (rows/columns `0..<B` images, `B..<2B` texts), keeping the top `k` per row and block.
     public static func adjacency(images: Tensor, texts: Tensor, neighbours k: Int) -> Tensor {
+        let B = images.shape[0], D = images.shape[1], N = 2 * B
+        let x = Tensor.concatenate([images.detached, texts.detached], axis: 0)
+        let normalized = withoutGradients { x.l2Normalized(axis: -1) }
+        // Every pair's weight once (both are symmetric): exp(−distance) within a modality, the
+        // positive part of the cosine across.
+        var value = [Float](repeating: 0, count: N * N)
+        x.withUnsafeBufferPointer { xs in
+            normalized.withUnsafeBufferPointer { us in
+                guard let xp = xs.baseAddress, let up = us.baseAddress else { return }
+                for a in 0..<N {
+                    for b in (a + 1)..<max(N, a + 1) {
+                        let sameModality = (a < B) == (b < B)
+                        let v = sameModality
+                            ? expf(-VectorMath.squaredDistance(xp + a * D, xp + b * D, count: D).squareRoot())
+                            : max(VectorMath.dot(up + a * D, up + b * D, count: D), 0)
+                        value[a * N + b] = v
+                        value[b * N + a] = v
+                    }
+                }
+            }
+        }
+        // The k strongest of each row in each block (ties: the lower index).
+        var weights = [Float](repeating: 0, count: N * N)
+        var candidates: [(Float, Int)] = []
+        candidates.reserveCapacity(B)
+        for a in 0..<N {
+            for blockStart in [0, B] {
+                candidates.removeAll(keepingCapacity: true)
+                for b in blockStart..<(blockStart + B) where b != a { candidates.append((value[a * N + b], b)) }
+                candidates.sort { $0.0 > $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+                for (v, b) in candidates.prefix(k) { weights[a * N + b] = v }
+            }
+        }
+        return Tensor(shape: [N, N], scalars: weights)
+    }
+
+    /// The adjacency as first written (one scalar loop per pair): the reference the fast one is
+    /// tested against.
+    static func naiveAdjacency(images: Tensor, texts: Tensor, neighbours k: Int) -> Tensor {
         let B = images.shape[0], D = images.shape[1]
         let x = Tensor.concatenate([images.detached, texts.detached], axis: 0).scalars
         let normalized = withoutGradients { Tensor.concatenate([images, texts], axis: 0).l2Normalized(axis: -1).scalars }

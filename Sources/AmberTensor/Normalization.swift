@@ -10,6 +10,27 @@ extension Tensor {
         let result = Tensor(uninitializedShape: shape)
         var norms = [Float](repeating: 0, count: outer * inner)
         let input = pointer, out = result.pointer
+        if inner == 1 {
+            // Along the last axis (rows of embeddings): contiguous, 16 lanes at a time.
+            for o in 0..<outer {
+                let row = input + o * extent, target = out + o * extent
+                let norm = Swift.max(VectorMath.dot(row, row, count: extent).squareRoot(), epsilon)
+                norms[o] = norm
+                let scale = 1 / norm
+                for e in 0..<extent { target[e] = row[e] * scale }
+            }
+            return Tensor.record(result, inputs: [self]) { g in
+                let grad = Tensor(uninitializedShape: g.shape)
+                let pg = g.pointer, py = result.pointer, pd = grad.pointer
+                for o in 0..<outer {
+                    let gr = pg + o * extent, yr = py + o * extent, dr = pd + o * extent
+                    let norm = norms[o], scale = 1 / norm
+                    let dot = norm > epsilon ? VectorMath.dot(gr, yr, count: extent) : 0
+                    for e in 0..<extent { dr[e] = (gr[e] - yr[e] * dot) * scale }
+                }
+                return [grad]
+            }
+        }
         for o in 0..<outer {
             for j in 0..<inner {
                 let base = o * extent * inner + j

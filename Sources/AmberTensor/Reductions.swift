@@ -116,6 +116,9 @@ extension Tensor {
         let values = Tensor(uninitializedShape: outShape)
         var indices = [Int](repeating: 0, count: outer * k * inner)
         let input = pointer, out = values.pointer
+        if k <= 2 && inner >= 8 {
+            Self.topOneOrTwo(input, out, &indices, k: k, outer: outer, extent: extent, inner: inner)
+        } else {
         var best = [Int](repeating: 0, count: k)
         for o in 0..<outer {
             for j in 0..<inner {
@@ -139,6 +142,7 @@ extension Tensor {
                 }
             }
         }
+        }
         let sourceShape = shape
         let frozenIndices = indices
         let recorded = Tensor.record(values, inputs: [self]) { g in
@@ -155,6 +159,61 @@ extension Tensor {
             return [grad]
         }
         return TopK(values: recorded, indices: indices)
+    }
+
+    /// The largest (k = 1) or two largest (k = 2) values along an axis with `inner` ≥ 8
+    /// contiguous positions after it (e.g. max-2 pooling over fragments, `[B, n, D]` along n):
+    /// one pass over the axis keeps a running best and second best per position, so the loop
+    /// over positions vectorises. Same values, indices and ties as the insertion above (the
+    /// first `k` entries fill the buffer whatever they are; later ones enter when strictly larger).
+    private static func topOneOrTwo(_ input: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ indices: inout [Int],
+                                    k: Int, outer: Int, extent: Int, inner: Int) {
+        var first = [Int32](repeating: 0, count: inner), second = [Int32](repeating: 0, count: inner)
+        first.withUnsafeMutableBufferPointer { firstBuffer in
+            second.withUnsafeMutableBufferPointer { secondBuffer in
+                guard let i1 = firstBuffer.baseAddress, let i2 = secondBuffer.baseAddress else { return }
+                for o in 0..<outer {
+                    let base = input + o * extent * inner
+                    let v1 = out + o * k * inner
+                    for j in 0..<inner { v1[j] = base[j]; i1[j] = 0 }
+                    if k == 1 {
+                        for e in 1..<extent {
+                            let row = base + e * inner, index = Int32(e)
+                            for j in 0..<inner {
+                                let v = row[j], a = v1[j]
+                                let greater = v > a
+                                v1[j] = greater ? v : a
+                                i1[j] = greater ? index : i1[j]
+                            }
+                        }
+                    } else {
+                        let v2 = v1 + inner
+                        let row = base + inner
+                        for j in 0..<inner {
+                            let v = row[j], a = v1[j]
+                            let greater = v > a
+                            v2[j] = greater ? a : v
+                            i2[j] = greater ? 0 : 1
+                            v1[j] = greater ? v : a
+                            i1[j] = greater ? 1 : 0
+                        }
+                        for e in 2..<extent {
+                            let row = base + e * inner, index = Int32(e)
+                            for j in 0..<inner {
+                                let v = row[j], a = v1[j], b = v2[j]
+                                let aboveSecond = v > b, aboveFirst = aboveSecond && v > a   // (NaN kept second blocks entry)
+                                v2[j] = aboveFirst ? a : (aboveSecond ? v : b)
+                                i2[j] = aboveFirst ? i1[j] : (aboveSecond ? index : i2[j])
+                                v1[j] = aboveFirst ? v : a
+                                i1[j] = aboveFirst ? index : i1[j]
+                            }
+                        }
+                        for j in 0..<inner { indices[(o * k + 1) * inner + j] = Int(i2[j]) }
+                    }
+                    for j in 0..<inner { indices[o * k * inner + j] = Int(i1[j]) }
+                }
+            }
+        }
     }
 
     /// `softmax(x)_i = exp(x_i) / Σ_j exp(x_j)` along `axis`.

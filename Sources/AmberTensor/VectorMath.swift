@@ -8,7 +8,7 @@
 
 typealias Lanes = SIMD8<Float>
 
-enum VectorMath {
+public enum VectorMath {
     @inline(__always)
     static func exp(_ x: Lanes) -> Lanes {
         // Written with masks and `replacing`, which compile to compare + blend; `clamped`,
@@ -61,6 +61,54 @@ enum VectorMath {
     @inline(__always)
     static func sigmoid(_ x: Lanes) -> Lanes {
         1 / (1 + exp(-x))
+    }
+
+    /// `Σ a_i b_i` with two 8-lane accumulators (so the sum is not one serial chain).
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var low = Lanes(), high = Lanes()
+        var i = 0
+        while i + 16 <= count {
+            low += UnsafeRawPointer(a + i).loadUnaligned(as: Lanes.self) * UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            high += UnsafeRawPointer(a + i + 8).loadUnaligned(as: Lanes.self) * UnsafeRawPointer(b + i + 8).loadUnaligned(as: Lanes.self)
+            i += 16
+        }
+        if i + 8 <= count {
+            low += UnsafeRawPointer(a + i).loadUnaligned(as: Lanes.self) * UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            i += 8
+        }
+        var total = (low + high).sum()
+        while i < count {
+            total += a[i] * b[i]
+            i += 1
+        }
+        return total
+    }
+
+    /// `Σ (a_i − b_i)²`, as ``dot(_:_:count:)``.
+    @inline(__always)
+    public static func squaredDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var low = Lanes(), high = Lanes()
+        var i = 0
+        while i + 16 <= count {
+            let d0 = UnsafeRawPointer(a + i).loadUnaligned(as: Lanes.self) - UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            let d1 = UnsafeRawPointer(a + i + 8).loadUnaligned(as: Lanes.self) - UnsafeRawPointer(b + i + 8).loadUnaligned(as: Lanes.self)
+            low += d0 * d0
+            high += d1 * d1
+            i += 16
+        }
+        if i + 8 <= count {
+            let d = UnsafeRawPointer(a + i).loadUnaligned(as: Lanes.self) - UnsafeRawPointer(b + i).loadUnaligned(as: Lanes.self)
+            low += d * d
+            i += 8
+        }
+        var total = (low + high).sum()
+        while i < count {
+            let d = a[i] - b[i]
+            total += d * d
+            i += 1
+        }
+        return total
     }
 
     /// Applies `lanes` to 8 elements at a time and `scalar` to the tail.

@@ -96,7 +96,8 @@ struct ImageBenchCommand: ParsableCommand {
 
 /// Runs a peer's benchmark script (in `ops/dev`, found from the working directory or the
 /// checkout) with `python` after Amber's own numbers are printed.
-func runReference(python: String, script relative: String, arguments: [String]) throws {
+/// As ``runReference(python:script:arguments:)``, also returning what the script printed.
+func runReferenceCapturing(python: String, script relative: String, arguments: [String]) throws -> String {
     let script = FileManager.default.fileExists(atPath: relative) ? relative
         : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent(relative).path
@@ -104,7 +105,17 @@ func runReference(python: String, script relative: String, arguments: [String]) 
     let process = Process()
     process.executableURL = URL(fileURLWithPath: python)
     process.arguments = [script] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
     try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
+    let output = String(decoding: data, as: UTF8.self)
+    print(output, terminator: "")
     guard process.terminationStatus == 0 else { throw ValidationError("\(python) \(script) exited with \(process.terminationStatus)") }
+    return output
+}
+
+func runReference(python: String, script relative: String, arguments: [String]) throws {
+    _ = try runReferenceCapturing(python: python, script: relative, arguments: arguments)
 }

@@ -25,6 +25,21 @@ struct RelationGraphTests {
         }
     }
 
+    @Test func theFastAdjacencyIsTheNaiveOne() {
+        var generator = RandomGenerator(seed: 9)
+        for (B, D) in [(5, 3), (16, 37), (32, 64)] {
+            let images = Tensor.randomNormal([B, D], using: &generator) * 0.2, texts = Tensor.randomNormal([B, D], using: &generator) * 0.2
+            for k in [1, B / 2, B - 1] {
+                let fast = RelationGraph.adjacency(images: images, texts: texts, neighbours: k)
+                let naive = RelationGraph.naiveAdjacency(images: images, texts: texts, neighbours: k)
+                #expect(fast.shape == naive.shape)
+                for (f, n) in zip(fast.scalars, naive.scalars) {
+                    #expect((f == 0) == (n == 0) && abs(f - n) <= 1e-5 * max(1, abs(n)), "B \(B) D \(D) k \(k)")
+                }
+            }
+        }
+    }
+
     @Test func layersMatchTheFormulaAndGradients() {
         var generator = RandomGenerator(seed: 4)
         let graph = RelationGraph(dimension: 3, generator: &generator)

@@ -108,6 +108,39 @@ struct ReductionTests {
         expectGradients([s], epsilon: 1e-3) { $0[0].topK(k, axis: axis).values }
     }
 
+    @Test("top-1 and top-2 over an axis with ≥ 8 positions after it (the vectorised pass) match the insertion rule: ties, NaN, −∞", arguments: [1, 2])
+    func topOneOrTwoWithManyInnerPositions(k: Int) {
+        let (outer, extent, inner) = (3, 6, 21)
+        var generator = RandomGenerator(seed: 12)
+        let choices: [Float] = [0, 1, 1, 2, 2, 2, -.infinity, .nan, -1, 3]
+        let values = (0..<(outer * extent * inner)).map { _ in choices[Int(generator.nextUniform() * Float(choices.count)) % choices.count] }
+        let x = Tensor(shape: [outer, extent, inner], scalars: values)
+        let top = x.topK(k, axis: 1)
+        for o in 0..<outer {
+            for j in 0..<inner {
+                // The rule: the first k fill the buffer; a later value enters when strictly
+                // larger than the last kept one, and moves up past strictly smaller ones.
+                var kept: [Int] = []
+                for e in 0..<extent {
+                    let v = values[(o * extent + e) * inner + j]
+                    if kept.count == k && !(v > values[(o * extent + kept[k - 1]) * inner + j]) { continue }
+                    if kept.count == k { kept.removeLast() }
+                    var position = kept.count
+                    while position > 0 && v > values[(o * extent + kept[position - 1]) * inner + j] { position -= 1 }
+                    kept.insert(e, at: position)
+                }
+                for r in 0..<k {
+                    let at = (o * k + r) * inner + j
+                    #expect(top.indices[at] == kept[r], "o \(o) j \(j) rank \(r)")
+                    let expected = values[(o * extent + kept[r]) * inner + j]
+                    #expect(top.values.scalars[at] == expected || (expected.isNaN && top.values.scalars[at].isNaN))
+                }
+            }
+        }
+        let smooth = separatedTensor([2, 5, 9], seed: 3)
+        expectGradients([smooth], epsilon: 1e-3) { $0[0].topK(k, axis: 1).values }
+    }
+
     @Test func topKBreaksTiesByLowerIndex() {
         let t = Tensor(shape: [5], scalars: [1, 3, 3, 0, 3])
         let top = t.topK(3, axis: 0)
