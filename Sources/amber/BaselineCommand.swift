@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberTrain
 import AmberTensor
@@ -14,19 +15,34 @@ struct BaselineCommand: ParsableCommand {
 
 /// Options shared by commands that train and evaluate offline on a global/local directory.
 struct OfflineDataOptions: ParsableArguments {
-    @Option(help: "Dataset directory (global/local layout).")
-    var data: String = "../shared/data/flickr8k-800"
+    /// Where `ops/dev/flickr8k-features` (`amber encode ../shared/data/flickr8k`) puts the features.
+    static let defaultData = ".amber/features/flickr8k"
 
-    @Option(help: "Images from this index on are dev (default: the last eighth).")
+    @Option(help: "Dataset directory (global/local layout; default: the shared Flickr8k photos' features, made by ops/dev/flickr8k-features).")
+    var data: String = Self.defaultData
+
+    @Option(help: "Images from this index on are dev (default: meta.json's dev_start, else the last eighth).")
     var devStart: Int?
 
+    @Option(help: "Images from this index on are test and left out (default: meta.json's test_start, else none).")
+    var testStart: Int?
+
     func load() throws -> (train: RetrievalData, dev: RetrievalData) {
-        let all = try RetrievalData.load(data)
-        let devStart = self.devStart ?? (all.imageCount - all.imageCount / 8)
-        guard devStart >= 1 && devStart < all.imageCount else {
-            throw ValidationError("--dev-start must leave images on both sides: 1…\(all.imageCount - 1) for the \(all.imageCount) images of \(data), got \(devStart)")
+        if data == Self.defaultData && !FileManager.default.fileExists(atPath: data + "/ims_global.npy") {
+            throw ValidationError("\(data): no features yet; make them from ../shared/data/flickr8k with ops/dev/flickr8k-features (≈ 3 min), or name a layout with --data")
         }
-        return (all.subset(images: 0..<devStart), all.subset(images: devStart..<all.imageCount))
+        let all = try RetrievalData.load(data)
+        let recorded: LayoutSplits
+        do { recorded = try LayoutSplits.read(directory: data, imageCount: all.imageCount) } catch { throw ValidationError("\(error)") }
+        let end = testStart ?? recorded.testStart ?? all.imageCount
+        let devStart = self.devStart ?? recorded.devStart ?? (end - end / 8)
+        guard end >= 2 && end <= all.imageCount else {
+            throw ValidationError("--test-start must be 2…\(all.imageCount) for the \(all.imageCount) images of \(data), got \(end)")
+        }
+        guard devStart >= 1 && devStart < end else {
+            throw ValidationError("--dev-start must leave images on both sides: 1…\(end - 1) for the \(end) train and dev images of \(data), got \(devStart)")
+        }
+        return (all.subset(images: 0..<devStart), all.subset(images: devStart..<end))
     }
 }
 

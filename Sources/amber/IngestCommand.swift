@@ -14,7 +14,7 @@ struct IngestCommand: ParsableCommand {
         chunks that each commit, so a re-run encodes only what is missing. Splits come from a split \
         column, from train_images.txt/dev_images.txt/test_images.txt beside the captions, or one photo \
         in eight (by a hash of its name) is dev. \
-        Features: the global/local layout of flickr8k-800 (ims_global.npy, ims_local.npy, image_ids.txt, \
+        Features: the global/local layout amber encode writes (ims_global.npy, ims_local.npy, image_ids.txt, \
         caps.txt, caps_global.npy, caps_tokens.npy, caps_tok_offsets.npy) and the SCAN/VSE precomp layout \
         ({split}_ims.npy, {split}_caps.txt, {split}_ids.txt). Re-ingesting a directory adds nothing. \
         Invalid input is rejected with the file and the problem, and nothing is written.

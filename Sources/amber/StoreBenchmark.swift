@@ -9,7 +9,7 @@ struct StoreBenchCommand: ParsableCommand {
         abstract: "Ingest rate (items/s) of a dataset and the time to write a memory bank in one transaction."
     )
 
-    @Option(help: "Dataset to ingest (default: ../shared/data/flickr8k-800 when present).")
+    @Option(help: "Dataset to ingest (default: .amber/features/flickr8k, from ops/dev/flickr8k-features, when present).")
     var data: String?
 
     @Option(help: "Bank entries per modality.")
@@ -44,7 +44,7 @@ struct StoreBenchCommand: ParsableCommand {
     }
 
     func ingest(_ connection: PostgresConnection) throws {
-        let directory = data ?? "../shared/data/flickr8k-800"
+        let directory = data ?? OfflineDataOptions.defaultData
         guard FileManager.default.fileExists(atPath: directory) else {
             print("ingest: skipped (no dataset at \(directory); pass --data)\n")
             return

@@ -3,7 +3,7 @@ import AmberTensor
 import Foundation
 import Testing
 
-/// Writes a small dataset in the global/local layout of flickr8k-800 (5 captions per image).
+/// Writes a small dataset in the global/local layout (5 captions per image), as `amber encode` does.
 struct GlobalLocalFixture {
     let directory: String
     let images: Int
@@ -83,6 +83,25 @@ struct IngestTests {
         let again = try Ingestor.ingest(try DatasetReader.read(fixture.directory), into: connection)
         #expect(again.itemsAdded == 0 && again.featuresAdded == 0 && again.pairsAdded == 0)
         #expect(try databaseCounts(connection) == [48, 48, 40, 2])
+    }
+
+    @Test func splitsComeFromMetaJSONUnlessGiven() throws {
+        let fixture = try GlobalLocalFixture(images: 8)
+        defer { try? FileManager.default.removeItem(atPath: fixture.directory) }
+        func splits(_ options: DatasetReader.Options = .init()) throws -> [Split] {
+            try DatasetReader.read(fixture.directory, options: options).pairs.map(\.split)
+        }
+        // No meta.json: the last eighth is dev.
+        #expect(try splits().filter { $0 == .dev }.count == 5)
+        try #"{"n_images": 8, "dev_start": 5, "test_start": 7}"#.write(toFile: fixture.path("meta.json"), atomically: true, encoding: .utf8)
+        #expect(try splits() == Array(repeating: .train, count: 25) + Array(repeating: .dev, count: 10) + Array(repeating: .test, count: 5))
+        #expect(try splits(.init(devStart: 6)).filter { $0 == .dev }.count == 5, "an option wins over meta.json")
+        for bad in [#"{"dev_start": 9}"#, #"{"dev_start": "5"}"#, #"{"dev_start": 5, "test_start": 2}"#, "[1]", #"{"dev_start": true}"#] {
+            try bad.write(toFile: fixture.path("meta.json"), atomically: true, encoding: .utf8)
+            do { _ = try splits(); Issue.record("\(bad) accepted") } catch {
+                #expect("\(error)".contains("meta.json"), "\(error)")
+            }
+        }
     }
 
     @Test func ingestsTheSCANPrecompLayout() throws {

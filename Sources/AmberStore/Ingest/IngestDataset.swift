@@ -86,7 +86,7 @@ public struct IngestDataset: @unchecked Sendable {
 /// How an input directory is laid out.
 public enum DatasetLayout: Sendable, Equatable {
     /// `ims_global.npy`, `ims_local.npy`, `image_ids.txt`, `caps.txt`, `caps_global.npy`,
-    /// `caps_tokens.npy`, `caps_tok_offsets.npy` (the shared flickr8k-800 layout).
+    /// `caps_tokens.npy`, `caps_tok_offsets.npy` (the layout `amber encode` writes).
     case globalLocal
     /// SCAN/VSE precomp: `{split}_ims.npy` (N, R, D), `{split}_caps.txt`, `{split}_ids.txt`.
     case precomp(splits: [String])
@@ -178,7 +178,13 @@ public enum DatasetReader {
         }
         var texts: [IngestText] = []
         var pairs: [IngestPair] = []
-        let split = splitPlan(imageCount: imageCount, options: options)
+        var splitOptions = options
+        do {
+            let recorded = try LayoutSplits.read(directory: directory, imageCount: imageCount)
+            splitOptions.devStart = options.devStart ?? recorded.devStart
+            splitOptions.testStart = options.testStart ?? recorded.testStart
+        } catch { throw IngestError(file: path("meta.json"), "\(error)") }
+        let split = splitPlan(imageCount: imageCount, options: splitOptions)
         for j in 0..<captions.count {
             let image = j / options.captionsPerImage
             let externalID = "\(imageIDs[image])#\(j % options.captionsPerImage)"
