@@ -188,7 +188,7 @@ let package = Package(
         .testTarget(
             name: "AmberServerTests",
             dependencies: [
-                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage",
+                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage", "AmberTrainingStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -368,6 +368,25 @@ public func buildApplication(service: QueryService, configuration: ServerConfigu
             throw APIError(404, error.description, field: error.field)
         }
     }
+    // Feedback comes from the applications that search (a read key is enough): one result list's
+    // choice, stored with provenance; a chosen result of the other modality becomes a pair.
+    router.post("v1/feedback") { request, context -> JSONBody<FeedbackResponse> in
+        try requireRole(.read, context)
+        guard let store = service.store else { throw APIError(503, "no database is configured") }
+        let body = try await collect(request)
+        let feedback = try await work.run {
+            try decode(FeedbackRequest.self, body).validated(encode: service.textEncoder.map { encoder in
+                { text in service.features(of: text, encoder: encoder) }
+            })
+        }
+        do {
+            let result = try await store.addFeedback(feedback)
+            return JSONBody(value: FeedbackResponse(feedbackID: result.feedbackID, pairID: result.pairID, pairAdded: result.pairAdded,
+                                                    notPairedBecause: result.notPairedBecause))
+        } catch let error as ItemWriteError {
+            throw APIError(404, error.description, field: error.field)
+        }
+    }
     router.get("v1/bank/summary") { _, context -> JSONBody<[String: [BankSummary]]> in
         try requireRole(.read, context)
         guard let store = service.store else { throw APIError(503, "no database is configured") }

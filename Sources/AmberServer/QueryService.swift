@@ -26,6 +26,9 @@ public protocol ServingStore: Sendable {
     func addPairs(_ pairs: [NewPair]) async throws -> (added: Int, existing: Int)
     /// The stored picture of an image item (nil: none).
     func itemImage(_ itemID: Int64) async throws -> StoredImage?
+    /// Stores a user's feedback and the training pair it makes (one transaction).
+    /// - Throws: ``ItemWriteError`` naming the field of an item that is not stored.
+    func addFeedback(_ feedback: NewFeedback) async throws -> FeedbackResult
 }
 
 extension StoredImage {
@@ -37,6 +40,9 @@ extension StoredImage {
 
 extension ServingStore {
     public func itemImage(_ itemID: Int64) async throws -> StoredImage? { nil }
+    public func addFeedback(_ feedback: NewFeedback) async throws -> FeedbackResult {
+        throw APIError(503, "this store keeps no feedback")
+    }
 }
 
 /// One row of `GET /v1/bank/summary` (from `amber.bank_overview`).
@@ -416,6 +422,10 @@ public struct PostgresServingStore: ServingStore {
 
     public func itemImage(_ itemID: Int64) async throws -> StoredImage? {
         try await client.withConnection { db in try StoredImage.fetch(itemID: itemID, on: db) }
+    }
+
+    public func addFeedback(_ feedback: NewFeedback) async throws -> FeedbackResult {
+        try await client.withConnection { db in try FeedbackWriter.write(feedback, on: db) }
     }
 
     public func bankSummary() async throws -> [BankSummary] {

@@ -309,6 +309,112 @@ public struct PairsRequest: Decodable, Sendable {
     public var pairs: [Pair]
 }
 
+/// `POST /v1/feedback` body: a search's query (stored item or text), the result the user chose,
+/// and optionally the ones they rejected, the rank they saw it at, the model version that
+/// ranked it, and the client that sends it.
+public struct FeedbackRequest: Decodable, Sendable {
+    public struct Query: Decodable, Sendable {
+        public var text: String?
+        public var itemID: Int64?
+        enum CodingKeys: String, CodingKey {
+            case text
+            case itemID = "item_id"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            text = try container.decodeIfPresent(String.self, forKey: .text)
+            itemID = try container.wholeNumber(Int64.self, forKey: .itemID)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        query = try container.decode(Query.self, forKey: .query)
+        guard let chosen = try container.wholeNumber(Int64.self, forKey: .chosen) else {
+            throw APIError.badRequest("chosen", "chosen is missing: the item_id of the result the user chose")
+        }
+        self.chosen = chosen
+        if container.contains(.rejected), try !container.decodeNil(forKey: .rejected) {
+            guard let ids = try? container.decode([Int64].self, forKey: .rejected) else {
+                throw APIError.badRequest("rejected", "rejected must be an array of item_ids (whole numbers)")
+            }
+            rejected = ids
+        }
+        rank = try container.wholeNumber(Int.self, forKey: .rank)
+        modelVersion = try container.wholeNumber(Int64.self, forKey: .modelVersion)
+        client = try container.decodeIfPresent(String.self, forKey: .client)
+    }
+
+    public var query: Query
+    public var chosen: Int64
+    public var rejected: [Int64]?
+    public var rank: Int?
+    public var modelVersion: Int64?
+    public var client: String?
+
+    enum CodingKeys: String, CodingKey {
+        case query, chosen, rejected, rank, client
+        case modelVersion = "model_version"
+    }
+
+    /// At most this many rejected results per feedback.
+    public static let maximumRejected = 100
+
+    /// - Throws: ``APIError`` 400 naming the field. `encode` gives a text query's features
+    ///   (nil: no text encoder; the feedback is kept without a pair).
+    public func validated(encode: ((String) -> ItemFeatures)?) throws -> NewFeedback {
+        let parsed: NewFeedback.Query
+        switch (query.text, query.itemID) {
+        case (let text?, nil):
+            if let problem = CatalogText.problem(text, field: "query.text", codePoints: 1...CatalogText.maximumCaption) {
+                throw APIError.badRequest(problem.field, problem.message)
+            }
+            let features = encode?(text)
+            parsed = .text(text, features: features.map {
+                NewItem(modality: "text", externalID: "", caption: text, global: $0.global, local: $0.local, localCount: $0.localCount)
+            })
+        case (nil, let item?):
+            guard item > 0 else { throw APIError.badRequest("query.item_id", "query.item_id must be a positive item_id, got \(item)") }
+            parsed = .item(item)
+        default:
+            throw APIError.badRequest("query", "query needs exactly one of text and item_id")
+        }
+        guard chosen > 0 else { throw APIError.badRequest("chosen", "chosen must be a positive item_id, got \(chosen)") }
+        if case .item(let item) = parsed, item == chosen {
+            throw APIError.badRequest("chosen", "chosen is the query item itself")
+        }
+        let rejected = self.rejected ?? []
+        guard rejected.count <= Self.maximumRejected else {
+            throw APIError.badRequest("rejected", "at most \(Self.maximumRejected) rejected results, got \(rejected.count)")
+        }
+        for (index, item) in rejected.enumerated() {
+            guard item > 0 else { throw APIError.badRequest("rejected[\(index)]", "rejected[\(index)] must be a positive item_id, got \(item)") }
+            guard item != chosen else { throw APIError.badRequest("rejected[\(index)]", "rejected[\(index)] is the chosen result") }
+        }
+        if let rank, !(1...10_000).contains(rank) { throw APIError.badRequest("rank", "rank must be 1…10000 (1 = first result), got \(rank)") }
+        if let modelVersion, modelVersion < 1 { throw APIError.badRequest("model_version", "model_version must be ≥ 1, got \(modelVersion)") }
+        if let client, let problem = CatalogText.problem(client, field: "client", codePoints: 1...200) {
+            throw APIError.badRequest(problem.field, problem.message)
+        }
+        var unique: [Int64] = []
+        for item in rejected where !unique.contains(item) { unique.append(item) }
+        return NewFeedback(query: parsed, chosen: chosen, rejected: unique, chosenRank: rank, modelVersion: modelVersion, client: client)
+    }
+}
+
+/// `POST /v1/feedback` response.
+public struct FeedbackResponse: Encodable, Sendable {
+    public var feedbackID: Int64
+    public var pairID: Int64?
+    public var pairAdded: Bool
+    public var notPairedBecause: String?
+
+    enum CodingKeys: String, CodingKey {
+        case feedbackID = "feedback_id", pairID = "pair_id", pairAdded = "pair_added", notPairedBecause = "not_paired_because"
+    }
+}
+
 /// `POST /v1/items` and `/v1/pairs` response.
 public struct WriteResponse: Encodable, Sendable {
     public var added: Int

@@ -53,6 +53,16 @@ public enum ItemWriter {
     ///   from those its modality has in the database.
     public static func write(_ items: [NewItem], source: String = "http", on db: PostgresConnection) throws -> (added: Int, existing: Int) {
         try db.transaction {
+            let (added, existing) = try insert(items, source: source, on: db)
+            // Query servers grow their galleries on this (an item need not wait for its pairs).
+            if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', $1)", [.text(String(added))]) }
+            return (added, existing)
+        }
+    }
+
+    /// The body of ``write(_:source:on:)`` inside the caller's transaction (no notification).
+    static func insert(_ items: [NewItem], source: String, on db: PostgresConnection) throws -> (added: Int, existing: Int) {
+        do {
             var dimensions: [String: (global: Int, local: Int)] = [:]
             var added = 0
             for (index, item) in items.enumerated() {
@@ -88,8 +98,6 @@ public enum ItemWriter {
                           .int32(Int32(item.localCount)), .bytes(littleEndian(item.global)), .bytes(littleEndian(item.local))])
                 added += 1
             }
-            // Query servers grow their galleries on this (an item need not wait for its pairs).
-            if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', $1)", [.text(String(added))]) }
             return (added, items.count - added)
         }
     }
