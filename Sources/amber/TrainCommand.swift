@@ -111,7 +111,9 @@ struct TrainCommand: ParsableCommand {
             trainer = try MatchingTrainer(configuration: configuration, train: train)
         }
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
-        let result = try trainer.run(train: train, dev: dev, checkpoints: output, progress: { print($0) })
+        // Flushed line by line, so that `amber train > log` shows each evaluation as it happens.
+        fflush(nil)
+        let result = try trainer.run(train: train, dev: dev, checkpoints: output, progress: { print($0); fflush(nil) })
         printBest(result.history)
         print("stage 1 with querybank normalisation (\(result.model.querybank?.imageQueries.shape[0] ?? 0) image and "
               + "\(result.model.querybank?.textQueries.shape[0] ?? 0) text training queries) on dev, by β:")

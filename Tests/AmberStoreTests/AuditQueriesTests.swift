@@ -79,6 +79,16 @@ struct AuditQueriesTests {
                     VALUES ($1, $2, 1.5, '{"triplet": 1.0, "memory": 0.5}', 0.0005, 900)
                     """, [.int(run), .int(Int64(step))])
             }
+            // Feedback: a text query whose chosen image made a pair, with a rejected image; and an
+            // image-for-image choice that made none.
+            try connection.execute("""
+                INSERT INTO amber.feedback (query_modality, query_item_id, chosen_item_id, chosen_rank, rejected_item_ids, model_version, pair_id)
+                VALUES ('text', $1, $2, 2, $3::bigint[], $4, $5)
+                """, [.int(texts[0]), .int(images[0]), .text("{\(images[1])}"), .int(versions[1]), .int(pairs[0])])
+            try connection.execute("""
+                INSERT INTO amber.feedback (query_modality, query_item_id, chosen_item_id, chosen_rank, not_paired_because)
+                VALUES ('image', $1, $2, 1, 'the query and the chosen result are both images: no image–text pair')
+                """, [.int(images[2]), .int(images[3])])
             try connection.execute("INSERT INTO amber.ingest_cursor (consumer, last_pair_id) VALUES ('trainer', $1)", [.int(pairs[8])])
             // The run's newest checkpoint: pairs up to pairs[8] taken in, the last two still untrained.
             try connection.execute("UPDATE amber.training_runs SET name = 'main' WHERE run_id = $1", [.int(run)])
