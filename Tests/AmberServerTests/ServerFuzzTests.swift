@@ -88,6 +88,21 @@ extension ServerTests {
                 return "{\"pairs\": [" + entries.joined(separator: ", ") + "]}"
             }
 
+            mutating func feedback() -> String {
+                var fields: [String] = []
+                switch int(0...3) {
+                case 0: fields.append("\"query\": {\"text\": \(string())}")
+                case 1: fields.append("\"query\": {\"item_id\": \(pick(["1", "2", "3", "0", "-4", "999999", "1e30", "10.5", number()]))}")
+                case 2: fields.append("\"query\": {\"text\": \(string()), \"item_id\": 2}")
+                default: break
+                }
+                if chance(0.9) { fields.append("\"chosen\": \(pick(["1", "2", "5", "0", "-1", "999999", "2.5", "\"7\"", number()]))") }
+                if chance(0.5) { fields.append("\"rejected\": [" + (0..<pick([0, 1, 3, 120])).map { _ in pick(["1", "3", "4", "0", "999999", number()]) }.joined(separator: ", ") + "]") }
+                for name in ["rank", "model_version"] where chance(0.3) { fields.append("\"\(name)\": \(number())") }
+                if chance(0.3) { fields.append("\"client\": \(string())") }
+                return "{" + fields.joined(separator: ", ") + "}"
+            }
+
             /// A valid-looking body, then perhaps broken: truncated, a byte changed, nested deep, or bytes.
             mutating func mutate(_ body: String) -> String {
                 var bytes = Array(body.utf8)
@@ -108,9 +123,10 @@ extension ServerTests {
             var statuses: [Int: Int] = [:]
             let admin = HostileInputTests.admin
             for i in 0..<count {
-                let route = i % 6
+                let route = i % 7
                 let (method, path, body): (String, String, String?)
                 switch route {
+                case 6: (method, path, body) = ("POST", "/v1/feedback", bodies.mutate(bodies.feedback()))
                 case 0, 1: (method, path, body) = ("POST", "/v1/search", bodies.mutate(bodies.search()))
                 case 2: (method, path, body) = ("POST", "/v1/items", bodies.mutate(bodies.items()))
                 case 3: (method, path, body) = ("POST", "/v1/pairs", bodies.mutate(bodies.pairs()))
@@ -119,7 +135,7 @@ extension ServerTests {
                 }
                 let response = try await send(method, path, body, admin)
                 statuses[response.status, default: 0] += 1
-                let allowed = (200..<500).contains(response.status) || (response.status == 503 && path == "/v1/search" || response.status == 503 && path == "/v1/items")
+                let allowed = (200..<500).contains(response.status) || (response.status == 503 && ["/v1/search", "/v1/items", "/v1/feedback"].contains(path))
                 #expect(allowed, "\(method) \(path) \(body?.prefix(300) ?? "") → \(response.status) \(response.body.prefix(300))")
                 if (400..<500).contains(response.status) && response.status != 404 || response.status == 404 && path != "/v1/nothing" {
                     #expect((json(response.body)["error"] as? [String: Any])?["message"] != nil, "\(path) → \(response.body.prefix(200))")
