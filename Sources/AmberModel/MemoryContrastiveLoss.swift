@@ -96,16 +96,21 @@ public struct MemoryQueueError: Error, CustomStringConvertible {
 /// `q_b` the query (an online local vector, unit length), `k_b` its paired key from the
 /// momentum encoder (no gradient), `m_j` the queue of the other modality. Entries of the same
 /// item or image as the query are removed (`w = 0`); entries sharing the query's prototype are
-/// soft positives, down-weighted (`w = softPositiveWeight`); all others `w = 1`.
+/// soft positives, down-weighted (`w = softPositiveWeight`); entries a user rejected for this
+/// query (search feedback: a near-miss named as wrong) are hard negatives, up-weighted
+/// (`w = hardNegativeWeight`, never soft); all others `w = 1`.
 public struct MemoryContrastiveLoss: Sendable {
     /// `τ`. Default 0.07.
     public var temperature: Float = 0.07
     /// Weight of soft positives in the denominator. Default 0.5.
     public var softPositiveWeight: Float = 0.5
+    /// Weight of hard negatives in the denominator. Default 1 (no emphasis).
+    public var hardNegativeWeight: Float = 1
 
-    public init(temperature: Float = 0.07, softPositiveWeight: Float = 0.5) {
+    public init(temperature: Float = 0.07, softPositiveWeight: Float = 0.5, hardNegativeWeight: Float = 1) {
         self.temperature = temperature
         self.softPositiveWeight = softPositiveWeight
+        self.hardNegativeWeight = hardNegativeWeight
     }
 
     /// - Parameters:
@@ -114,17 +119,53 @@ public struct MemoryContrastiveLoss: Sendable {
     ///   - queue: `[Q, D]` (constants).
     ///   - excluded: `B × Q` flags, row-major: queue entries that are not negatives of query `b`.
     ///   - softPositive: `B × Q` flags: entries sharing the query's prototype.
-    public func callAsFunction(queries: Tensor, positiveKeys: Tensor, queue: Tensor, excluded: [Bool], softPositive: [Bool]) -> Tensor {
+    ///   - hardNegative: `B × Q` flags (or empty: none): entries rejected for the query; a flag
+    ///     here wins over `softPositive`.
+    public func callAsFunction(queries: Tensor, positiveKeys: Tensor, queue: Tensor, excluded: [Bool], softPositive: [Bool],
+                               hardNegative: [Bool] = []) -> Tensor {
         let B = queries.shape[0], Q = queue.shape[0]
         precondition(positiveKeys.shape == queries.shape && queue.shape[1] == queries.shape[1]
-                     && excluded.count == B * Q && softPositive.count == B * Q,
-                     "MemoryContrastiveLoss: queries \(queries.shape), keys \(positiveKeys.shape), queue \(queue.shape), masks \(excluded.count)/\(softPositive.count)")
+                     && excluded.count == B * Q && softPositive.count == B * Q && (hardNegative.isEmpty || hardNegative.count == B * Q),
+                     "MemoryContrastiveLoss: queries \(queries.shape), keys \(positiveKeys.shape), queue \(queue.shape), masks \(excluded.count)/\(softPositive.count)/\(hardNegative.count)")
         let positive = (queries * positiveKeys.detached).sum(axis: 1, keepingDimension: true)          // [B, 1]
         let negatives = Tensor.matmul(queries, queue.detached, transposeB: true)                         // [B, Q]
-        let logWeight = logf(softPositiveWeight)
-        let bias = Tensor(shape: [B, Q], scalars: (0..<(B * Q)).map { excluded[$0] ? -1e9 : (softPositive[$0] ? logWeight * temperature : 0) })
+        // exp((s + τ log w) / τ) = w exp(s / τ): the weights enter as a bias on the logits.
+        let softBias = logf(softPositiveWeight) * temperature, hardBias = logf(hardNegativeWeight) * temperature
+        let bias = Tensor(shape: [B, Q], scalars: (0..<(B * Q)).map {
+            excluded[$0] ? -1e9 : (!hardNegative.isEmpty && hardNegative[$0]) ? hardBias : (softPositive[$0] ? softBias : 0)
+        })
         let logits = Tensor.concatenate([positive, negatives + bias], axis: 1) * (1 / temperature)     // [B, 1 + Q]
         return logits.logSoftmax(axis: 1).slice(axis: 1, 0..<1).mean() * -1
+    }
+
+    /// The queue's keys `[Q, D]` followed by `extraKeys` `[R, D]` (keys of items rejected for
+    /// some queries, encoded this step), with the masks widened to `B × (Q + R)`: extra column
+    /// `r` is a hard negative of query `b` when `b` is among `owners[r]` and excluded for every
+    /// other query; a queue entry whose item is an extra column of the same query (`queueItems`
+    /// against `extraItems`) is excluded, so that each rejected item counts once.
+    public static func appendingHardNegatives(queue: Tensor, queueItems: [Int], excluded: [Bool], softPositive: [Bool],
+                                              extraKeys: Tensor, extraItems: [Int], owners: [Set<Int>], batch B: Int)
+        -> (queue: Tensor, excluded: [Bool], softPositive: [Bool], hardNegative: [Bool]) {
+        let Q = queue.shape[0], R = extraKeys.shape[0]
+        precondition(queueItems.count == Q && excluded.count == B * Q && softPositive.count == B * Q
+                     && extraItems.count == R && owners.count == R && extraKeys.shape[1] == queue.shape[1],
+                     "appendingHardNegatives: queue \(queue.shape), \(queueItems.count) queue items, masks \(excluded.count)/\(softPositive.count), extra \(extraKeys.shape), \(extraItems.count) items, \(owners.count) owners, batch \(B)")
+        let W = Q + R
+        var wideExcluded = [Bool](repeating: true, count: B * W)
+        var wideSoft = [Bool](repeating: false, count: B * W), hard = [Bool](repeating: false, count: B * W)
+        for b in 0..<B {
+            var rejected = Set<Int>()
+            for r in 0..<R where owners[r].contains(b) {
+                rejected.insert(extraItems[r])
+                hard[b * W + Q + r] = true
+                wideExcluded[b * W + Q + r] = false
+            }
+            for j in 0..<Q {
+                wideExcluded[b * W + j] = excluded[b * Q + j] || rejected.contains(queueItems[j])
+                wideSoft[b * W + j] = softPositive[b * Q + j]
+            }
+        }
+        return (Tensor.concatenate([queue, extraKeys], axis: 0), wideExcluded, wideSoft, hard)
     }
 
     /// Masks of a batch against a queue: excluded = same item or same image (or an unfilled

@@ -86,6 +86,9 @@ public enum BLASKernelDecision: Equatable, Sendable {
 public enum BLASKernel {
     /// The variable OpenBLAS reads when it loads.
     public static let coreTypeVariable = "OPENBLAS_CORETYPE"
+    /// `AMBER_BLAS_SELECTION=off` keeps OpenBLAS's own choice (to measure it, or to rule Amber's
+    /// switch out when debugging).
+    public static let selectionVariable = "AMBER_BLAS_SELECTION"
     /// Set by the process that re-executes itself: the core OpenBLAS had chosen. The new process
     /// reads it (to log and self-check the switch) and removes it.
     static let switchedFromVariable = "AMBER_BLAS_SWITCHED_FROM"
@@ -113,6 +116,9 @@ public enum BLASKernel {
                               environment: [String: String]) -> BLASKernelDecision {
         if let requested = environment[coreTypeVariable], !requested.isEmpty {
             return .keep(reason: "\(coreTypeVariable)=\(requested) is set")
+        }
+        if let selection = environment[selectionVariable], selection.lowercased() == "off" {
+            return .keep(reason: "\(selectionVariable)=off")
         }
         guard configuration.contains("DYNAMIC_ARCH") else {
             return .keep(reason: "this OpenBLAS is built for one core (no DYNAMIC_ARCH)")
@@ -229,7 +235,10 @@ public enum BLASKernel {
                 + "set \(coreTypeVariable)=\(previous) and start again")
             exit(70)   // EX_SOFTWARE
         }
-        let environment = getenv(coreTypeVariable).map { [coreTypeVariable: String(cString: $0)] } ?? [:]
+        var environment: [String: String] = [:]
+        for name in [coreTypeVariable, selectionVariable] {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
         let decision = decide(chosenCore: currentCore, configuration: configuration,
                               cpuFlags: currentCPUFlags(), environment: environment)
         guard case .use(let core, _) = decision else { return nil }

@@ -19,6 +19,7 @@ public final class CrashingStore<Inner: TrainingStore>: TrainingStore {
     }
 
     public func pairs(after cursor: Int64, limit: Int) throws -> PairPage { try inner.pairs(after: cursor, limit: limit) }
+    public func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage { try inner.rejections(after: cursor, limit: limit) }
     public func waitForPairs(timeout: Double) throws -> Bool { try inner.waitForPairs(timeout: timeout) }
 
     public func commit(_ checkpoint: CheckpointRecord) throws -> Int64? {

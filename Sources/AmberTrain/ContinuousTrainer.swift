@@ -47,6 +47,23 @@ public final class ContinuousTrainer {
         /// What features a pair's items must have to be trained on; a pair outside them is
         /// skipped with a log line (the same limits the query service applies).
         public var features = FeatureLimits()
+        /// Results users rejected in search feedback become hard negatives of their query in the
+        /// memory-augmented loss, with this weight in its denominator (1: as any negative, 0:
+        /// feedback rejections are not read). Needs the memory bank (`model.memoryWeight > 0`).
+        public var hardNegativeWeight: Float = 2
+        /// At most this many rejected items per query and step (the most recent feedback first).
+        public var hardNegativesPerQuery = 8
+
+        /// What is wrong with this configuration (named by its `amber train` option), or nil.
+        public var problem: String? {
+            if !(hardNegativeWeight.isFinite && hardNegativeWeight >= 0 && hardNegativeWeight <= 100) {
+                return "--hard-negative-weight must be in [0, 100], got \(hardNegativeWeight)"
+            }
+            if !(1...100).contains(hardNegativesPerQuery) {
+                return "--hard-negatives-per-query must be 1…100, got \(hardNegativesPerQuery)"
+            }
+            return nil
+        }
 
         public init() {}
     }
@@ -78,10 +95,19 @@ public final class ContinuousTrainer {
     private var versionsPromoted: [Int64] = []
     /// Pairs taken in that could not be trained on (logged each).
     public private(set) var skippedPairs = 0
+    /// The feedback read so far (its largest id), and what users rejected for each query item
+    /// (store ids, newest last, each once). Not checkpointed: a resumed trainer reads it again.
+    private var feedbackCursor: Int64 = 0
+    private var rejectedForQuery: [Int64: [Int64]] = [:]
+    /// Rejections read from the store's feedback.
+    public private(set) var rejectionsRead = 0
+    /// Hard negatives the steps used (see ``MatchingTrainer/hardNegativesUsed``).
+    public var hardNegativesUsed: Int { trainer?.hardNegativesUsed ?? 0 }
 
     public init(configuration: Configuration, store: any TrainingStore, progress: @escaping (String) -> Void = { _ in }) {
         precondition(configuration.checkpointEvery >= 1 && configuration.evaluateEvery >= 1 && configuration.keepCheckpoints >= 1
-                     && configuration.pageSize >= 1, "ContinuousTrainer: intervals, keep and page size must be positive")
+                     && configuration.pageSize >= 1 && configuration.problem == nil,
+                     "ContinuousTrainer: intervals, keep and page size must be positive; \(configuration.problem ?? "")")
         self.configuration = configuration
         self.store = store
         self.progress = progress
@@ -115,7 +141,7 @@ public final class ContinuousTrainer {
                 continue
             }
             let started = Date()
-            let loss = trainer.train(batch: batch, data: data)
+            let loss = trainer.train(batch: batch, data: data, hardNegatives: hardNegatives(for: batch, data: data))
             if loss.skipped { progress("step \(trainer.step): the loss or its gradient was not finite; the update was skipped (parameters unchanged)") }
             let seconds = Date().timeIntervalSince(started)
             pendingSteps.append(StepRecord(step: trainer.step, loss: loss.total, terms: loss.terms, learningRate: loss.learningRate,
@@ -130,7 +156,8 @@ public final class ContinuousTrainer {
                 let eta = c.maximumSteps.map { String(format: "  ETA %.0fs", Double(max($0 - trainer.step, 0) * c.model.optimization.batchSize) / max(rate, 1e-9)) } ?? ""
                 progress(String(format: "step %6d  loss %.4f (%@)  lr %.2e  %.0f pairs/s%@  train %d pairs (%d unseen), dev %d  cursor %lld  committed %d",
                                 trainer.step, loss.total, terms, loss.learningRate, rate, eta, train.pairCount, sampler.unseen.count,
-                                dev.pairCount, cursor, committedStep))
+                                dev.pairCount, cursor, committedStep)
+                         + (rejectionsRead > 0 ? "  feedback: \(rejectionsRead) rejections, \(hardNegativesUsed) hard negatives used" : ""))
                 lastLine = Date()
                 stepsSinceLine = 0
             }
@@ -144,10 +171,50 @@ public final class ContinuousTrainer {
 
     // MARK: - Data
 
-    /// Reads one page of new pairs into the train and dev sets.
+    /// Reads one page of new pairs into the train and dev sets, then the feedback that came
+    /// with them (or after).
     private func takeIn(_ shouldStop: () -> Bool) throws {
         let page = try retrying("reading new pairs", shouldStop) { try store.pairs(after: cursor, limit: configuration.pageSize) }
         try add(page)
+        try readRejections(shouldStop)
+    }
+
+    /// Reads the feedback rows written since the last call: each rejected result joins its
+    /// query's hard negatives.
+    private func readRejections(_ shouldStop: () -> Bool) throws {
+        guard configuration.hardNegativeWeight > 0 else { return }
+        while true {
+            let page = try retrying("reading feedback", shouldStop) { try store.rejections(after: feedbackCursor, limit: configuration.pageSize) }
+            for rejection in page.rejections {
+                var list = rejectedForQuery[rejection.queryItemID, default: []]
+                list.removeAll { $0 == rejection.rejectedItemID }
+                list.append(rejection.rejectedItemID)
+                rejectedForQuery[rejection.queryItemID] = list
+            }
+            rejectionsRead += page.rejections.count
+            feedbackCursor = max(feedbackCursor, page.cursor)
+            if page.rowsRead < configuration.pageSize { return }
+        }
+    }
+
+    /// The hard negatives of `batch`: for each caption, the images rejected for its text item;
+    /// for its image, the captions rejected for that image item — the most recent
+    /// `hardNegativesPerQuery` of each that are in the train set. Nil when there are none.
+    private func hardNegatives(for batch: [Int], data: RetrievalData) -> MatchingTrainer.HardNegatives? {
+        let c = configuration
+        guard c.hardNegativeWeight > 0, c.model.memoryWeight > 0, !rejectedForQuery.isEmpty else { return nil }
+        var images: [[Int]] = [], texts: [[Int]] = []
+        for row in batch {
+            let imageRow = data.imageOfText[row]
+            let rejectedImages = rejectedForQuery[train.textItemIDs[row]] ?? []
+            let rejectedTexts = rejectedForQuery[train.imageItemIDs[imageRow]] ?? []
+            images.append(Array(rejectedImages.reversed().compactMap { train.imageRow(ofItem: $0) }
+                .filter { $0 != imageRow }.prefix(c.hardNegativesPerQuery)))
+            texts.append(Array(rejectedTexts.reversed().compactMap { train.textRow(ofItem: $0) }
+                .filter { data.imageOfText[$0] != imageRow }.prefix(c.hardNegativesPerQuery)))
+        }
+        let hard = MatchingTrainer.HardNegatives(imagesOfText: images, textsOfImage: texts, weight: c.hardNegativeWeight)
+        return hard.isEmpty ? nil : hard
     }
 
     /// Takes in a page of pairs. A pair whose items cannot be trained on (no features, features

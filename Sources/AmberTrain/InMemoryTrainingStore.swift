@@ -24,6 +24,7 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
     private let lock = NSCondition()
     private var storedPairs: [StoredPair] = []
     private var storedFeatures: [Int64: ItemFeatures] = [:]
+    private var storedRejections: [(feedbackID: Int64, query: Int64, rejected: [Int64])] = []
     private var nextItemID: Int64 = 1
     private var notified = false
     public private(set) var runs: [Int64: Run] = [:]
@@ -93,6 +94,24 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
             features[pair.textID] = storedFeatures[pair.textID]
         }
         return PairPage(pairs: page, features: features)
+    }
+
+    public func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage {
+        lock.lock()
+        defer { lock.unlock() }
+        try check()
+        let page = storedRejections.filter { $0.feedbackID > cursor }.prefix(limit)
+        return RejectionPage(rejections: page.flatMap { feedback in
+                                 feedback.rejected.map { StoredRejection(queryItemID: feedback.query, rejectedItemID: $0) } },
+                             cursor: page.last?.feedbackID ?? cursor, rowsRead: page.count)
+    }
+
+    /// Records search feedback on a train pair: `rejected` items were rejected for the query
+    /// item `query` (as ``rejections(after:limit:)`` gives them back).
+    public func addRejections(query: Int64, rejected: [Int64]) {
+        lock.lock()
+        defer { lock.unlock() }
+        storedRejections.append((feedbackID: Int64(storedRejections.count + 1), query: query, rejected: rejected))
     }
 
     public func waitForPairs(timeout: Double) throws -> Bool {

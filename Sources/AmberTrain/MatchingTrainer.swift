@@ -175,9 +175,60 @@ public final class MatchingTrainer {
         var prototypes: ([Int], [Int])?
     }
 
+    /// Results users rejected for the queries of one batch (search feedback), as rows of the
+    /// batch's ``RetrievalData``: hard negatives of the memory-augmented loss.
+    public struct HardNegatives: Sendable, Equatable {
+        /// Per batch position: image rows rejected for that position's caption (text → image).
+        public var imagesOfText: [[Int]]
+        /// Per batch position: caption rows rejected for that position's image (image → text).
+        public var textsOfImage: [[Int]]
+        /// Weight of a hard negative in the loss's denominator (1: as any negative).
+        public var weight: Float
+
+        public init(imagesOfText: [[Int]], textsOfImage: [[Int]], weight: Float) {
+            self.imagesOfText = imagesOfText
+            self.textsOfImage = textsOfImage
+            self.weight = weight
+        }
+
+        /// Whether any position has a rejected item.
+        public var isEmpty: Bool { imagesOfText.allSatisfy(\.isEmpty) && textsOfImage.allSatisfy(\.isEmpty) }
+    }
+
+    /// The memory-contrastive term of one direction, with the rejected items of `rejected` (rows
+    /// of the queue's modality, per batch position; a row that is the query's own positive is
+    /// ignored) encoded by the momentum encoder and added as hard negatives of their query.
+    private func memoryTerm(_ loss: MemoryContrastiveLoss, queries: Tensor, positiveKeys: Tensor, queue: MemoryQueue,
+                            masks: (excluded: [Bool], softPositive: [Bool]), rejected: [[Int]]?,
+                            isPositive: (_ position: Int, _ row: Int) -> Bool, encode: ([Int]) -> Tensor) -> (Tensor, Int) {
+        var rows: [Int] = [], owners: [Set<Int>] = [], column: [Int: Int] = [:]
+        for (position, list) in (rejected ?? []).enumerated() {
+            for row in list where !isPositive(position, row) {
+                if let existing = column[row] { owners[existing].insert(position); continue }
+                column[row] = rows.count
+                rows.append(row)
+                owners.append([position])
+            }
+        }
+        guard !rows.isEmpty else {
+            return (loss(queries: queries, positiveKeys: positiveKeys, queue: queue.filledKeys,
+                         excluded: masks.excluded, softPositive: masks.softPositive), 0)
+        }
+        let extraKeys = withoutGradients { encode(rows) }
+        let wide = MemoryContrastiveLoss.appendingHardNegatives(
+            queue: queue.filledKeys, queueItems: Array(queue.itemIDs.prefix(queue.count)), excluded: masks.excluded,
+            softPositive: masks.softPositive, extraKeys: extraKeys, extraItems: rows, owners: owners, batch: queries.shape[0])
+        return (loss(queries: queries, positiveKeys: positiveKeys, queue: wide.queue, excluded: wide.excluded,
+                     softPositive: wide.softPositive, hardNegative: wide.hardNegative), owners.reduce(0) { $0 + $1.count })
+    }
+
+    /// Hard negatives used by the steps so far (a rejected item counted once per query it is a
+    /// negative of, per step).
+    public private(set) var hardNegativesUsed = 0
+
     /// The loss terms of `batch` (caption indices of `data`) at `step`, and the keys the step
     /// will enqueue. Builds the graph.
-    private func lossTerms(step: Int, batch: [Int], data: RetrievalData) -> (terms: LossTerms, pending: PendingKeys?) {
+    private func lossTerms(step: Int, batch: [Int], data: RetrievalData, hardNegatives: HardNegatives? = nil) -> (terms: LossTerms, pending: PendingKeys?) {
         let c = configuration
         let imageIDs = batch.map { data.imageOfText[$0] }
         let imageInput = data.imageInput(imageIDs), textInput = data.textInput(batch)
@@ -211,11 +262,18 @@ public final class MatchingTrainer {
             let noItems = [Int](repeating: -1, count: batch.count)
             let toTexts = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.0, queue: textQueue)
             let toImages = MemoryContrastiveLoss.masks(queryItems: noItems, queryImages: imageIDs, queryPrototypes: assignments?.1, queue: imageQueue)
-            let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature)
-            let imageToText = memoryLoss(queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys,
-                                         queue: textQueue.filledKeys, excluded: toTexts.excluded, softPositive: toTexts.softPositive)
-            let textToImage = memoryLoss(queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys,
-                                         queue: imageQueue.filledKeys, excluded: toImages.excluded, softPositive: toImages.softPositive)
+            let memoryLoss = MemoryContrastiveLoss(temperature: c.memoryTemperature, hardNegativeWeight: hardNegatives?.weight ?? 1)
+            let (imageToText, hardTexts) = memoryTerm(
+                memoryLoss, queries: imageBatch.local.l2Normalized(axis: -1), positiveKeys: textKeys, queue: textQueue,
+                masks: toTexts, rejected: hardNegatives?.textsOfImage,
+                isPositive: { position, row in data.imageOfText[row] == imageIDs[position] },
+                encode: { rows in self.keyModel.textEncoder(data.textInput(rows)).local.l2Normalized(axis: -1) })
+            let (textToImage, hardImages) = memoryTerm(
+                memoryLoss, queries: textBatch.local.l2Normalized(axis: -1), positiveKeys: imageKeys, queue: imageQueue,
+                masks: toImages, rejected: hardNegatives?.imagesOfText,
+                isPositive: { position, row in row == imageIDs[position] },
+                encode: { rows in self.keyModel.imageEncoder(data.imageInput(rows)).local.l2Normalized(axis: -1) })
+            hardNegativesUsed += hardTexts + hardImages
             terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
         }
         return (terms, PendingKeys(images: imageKeys, texts: textKeys, imageIDs: imageIDs, textIDs: batch, prototypes: assignments))
@@ -243,10 +301,12 @@ public final class MatchingTrainer {
     /// backward, clipping, optimiser, momentum encoder and queues. For trainers that choose
     /// their own batches (continuous training); ``run(train:dev:checkpoints:stepTimer:progress:)``
     /// draws its own.
-    public func train(batch: [Int], data: RetrievalData) -> StepLoss {
+    /// `hardNegatives`: results users rejected for the batch's queries (used when the memory
+    /// bank is on).
+    public func train(batch: [Int], data: RetrievalData, hardNegatives: HardNegatives? = nil) -> StepLoss {
         loop.optimizer.zeroGradients()
         let step = loop.step
-        let (terms, pending) = lossTerms(step: step, batch: batch, data: data)
+        let (terms, pending) = lossTerms(step: step, batch: batch, data: data, hardNegatives: hardNegatives)
         let skippedBefore = loop.skippedSteps
         let learningRate = loop.optimize(terms)
         updateMomentumAndQueues(step: step, pending)

@@ -17,6 +17,12 @@ public protocol TrainingStore: AnyObject {
     /// they reference. Pair ids are allocated in commit order, so a cursor never skips a pair
     /// that commits later.
     func pairs(after cursor: Int64, limit: Int) throws -> PairPage
+    /// Results users rejected in search feedback (`POST /v1/feedback`), from feedback rows with
+    /// `feedbackID > cursor`, oldest first, at most `limit` rows: for each feedback whose chosen
+    /// result became a train pair, the pair's other item (the query) and every rejected item of
+    /// the chosen result's modality that is in no dev or test pair. The page's cursor passes
+    /// every row read, whether it gave rejections or not.
+    func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage
     /// Blocks until new pairs may have arrived (a notification) or `timeout` seconds pass.
     /// Returns whether a notification came.
     func waitForPairs(timeout: Double) throws -> Bool
@@ -63,6 +69,32 @@ public struct PairPage: Sendable {
     public init(pairs: [StoredPair], features: [Int64: ItemFeatures]) {
         self.pairs = pairs
         self.features = features
+    }
+}
+
+/// A result a user rejected for a query: a hard negative of that query.
+public struct StoredRejection: Sendable, Equatable {
+    public var queryItemID: Int64
+    public var rejectedItemID: Int64
+
+    public init(queryItemID: Int64, rejectedItemID: Int64) {
+        self.queryItemID = queryItemID
+        self.rejectedItemID = rejectedItemID
+    }
+}
+
+/// Rejections read from the feedback, and the cursor past the feedback rows read.
+public struct RejectionPage: Sendable, Equatable {
+    public var rejections: [StoredRejection]
+    /// The largest feedback id read (the cursor given when none was read).
+    public var cursor: Int64
+    /// Feedback rows read (some give no rejection).
+    public var rowsRead: Int
+
+    public init(rejections: [StoredRejection], cursor: Int64, rowsRead: Int) {
+        self.rejections = rejections
+        self.cursor = cursor
+        self.rowsRead = rowsRead
     }
 }
 

@@ -128,6 +128,46 @@ public final class PostgresTrainingStore: TrainingStore {
         }
     }
 
+    public func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage {
+        try using { db in
+            // One row per (feedback, valid rejected item); a feedback row with none still gives
+            // one row (NULLs) so that the cursor passes it. Feedback rows with a pair take the
+            // pairs' ingest lock before their id is drawn, so ids become visible in order.
+            let rows = try db.execute("""
+                WITH page AS (
+                    SELECT feedback_id, pair_id, chosen_item_id, rejected_item_ids FROM amber.feedback
+                    WHERE feedback_id > $1 ORDER BY feedback_id LIMIT $2)
+                SELECT g.feedback_id,
+                       CASE WHEN c.modality = 'image' THEN p.text_id ELSE p.image_id END AS query_id,
+                       r.item_id AS rejected_id
+                FROM page g
+                LEFT JOIN amber.pairs p ON p.pair_id = g.pair_id AND p.split = 'train'
+                LEFT JOIN amber.items c ON c.item_id = g.chosen_item_id
+                LEFT JOIN LATERAL (
+                    SELECT i.item_id FROM unnest(g.rejected_item_ids) AS u(item_id)
+                    JOIN amber.items i ON i.item_id = u.item_id AND i.modality = c.modality
+                    WHERE p.pair_id IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM amber.pairs h
+                                      WHERE h.split <> 'train' AND (h.image_id = u.item_id OR h.text_id = u.item_id))
+                ) r ON true
+                ORDER BY g.feedback_id
+                """, [.int(cursor), .int(Int64(limit))])
+            var rejections: [StoredRejection] = []
+            var last = cursor
+            var feedbackRows = Set<Int64>()
+            for row in 0..<rows.rowCount {
+                let feedback = try rows.value(Int64.self, row: row, column: "feedback_id")
+                feedbackRows.insert(feedback)
+                last = max(last, feedback)
+                if let query = try rows.decode(Int64.self, row: row, column: "query_id"),
+                   let rejected = try rows.decode(Int64.self, row: row, column: "rejected_id") {
+                    rejections.append(StoredRejection(queryItemID: query, rejectedItemID: rejected))
+                }
+            }
+            return RejectionPage(rejections: rejections, cursor: last, rowsRead: feedbackRows.count)
+        }
+    }
+
     public func waitForPairs(timeout: Double) throws -> Bool {
         let listening: PostgresConnection
         if let listener, listener.isHealthy {

@@ -33,9 +33,14 @@ struct StoreBenchCommand: ParsableCommand {
             try admin.executeScript("DROP DATABASE IF EXISTS \(name)")
             try admin.executeScript("CREATE DATABASE \(name)")
             defer { try? admin.executeScript("DROP DATABASE IF EXISTS \(name) WITH (FORCE)") }
-            var components = URLComponents(string: url)!
+            guard var components = URLComponents(string: url) else {
+                throw ValidationError("--database-url: '\(url)' is not a URL (postgresql://user@host:port/database)")
+            }
             components.path = "/" + name
-            let connection = try PostgresConnection(url: components.string!)
+            guard let scratchURL = components.string else {
+                throw ValidationError("--database-url: cannot name a scratch database on '\(url)'")
+            }
+            let connection = try PostgresConnection(url: scratchURL)
             print("server: \(try connection.execute("SHOW server_version").value(String.self, column: "server_version")), scratch database \(name)\n")
             try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection)
             try ingest(connection)
@@ -61,7 +66,43 @@ struct StoreBenchCommand: ParsableCommand {
         print(String(format: "  read + validate %.2fs; database transaction %.2fs: %.0f items/s, %.0f MiB/s of features",
                      readSeconds, report.seconds, Double(items) / report.seconds, Double(bytes) / 1_048_576 / report.seconds))
         let again = try Ingestor.ingest(try DatasetReader.read(directory), into: connection)
-        print(String(format: "  re-ingest (adds %d items): %.2fs\n", again.itemsAdded, again.seconds))
+        print(String(format: "  re-ingest (adds %d items): %.2fs", again.itemsAdded, again.seconds))
+        // `features` points into the dataset's mapped files: keep them mapped until the bound is measured.
+        try withExtendedLifetime(dataset) {
+            try serverBound(connection, features: features, items: items, ingestSeconds: report.seconds)
+        }
+    }
+
+    /// The floor of the server's write path for the same bytes: one `COPY` of every item's
+    /// feature bytes into a bare table (no index, no constraint, no TOAST compression), in one
+    /// durable transaction; then with every blob cut to half its size (the bytes a layout with
+    /// one byte per value instead of two would write).
+    func serverBound(_ connection: PostgresConnection, features: [IngestFeatures], items: Int, ingestSeconds: Double) throws {
+        try connection.executeScript("""
+            CREATE TABLE bench_bound (id bigint, global bytea, local bytea);
+            ALTER TABLE bench_bound ALTER COLUMN global SET STORAGE EXTERNAL, ALTER COLUMN local SET STORAGE EXTERNAL;
+            """)
+        defer { try? connection.executeScript("DROP TABLE IF EXISTS bench_bound") }
+        for (label, fraction) in [("same bytes", 1.0), ("half the bytes", 0.5)] {
+            try connection.executeScript("TRUNCATE bench_bound")
+            var bytes = 0
+            let start = Date()
+            try connection.executeScript("BEGIN")
+            _ = try connection.copy(into: "bench_bound", columns: ["id", "global", "local"]) { sink in
+                for (index, feature) in features.enumerated() {
+                    let global = Array(feature.global.bytes.prefix(Int(Double(feature.global.bytes.count) * fraction)))
+                    let local = Array(feature.local.bytes.prefix(Int(Double(feature.local.bytes.count) * fraction)))
+                    bytes += global.count + local.count
+                    try sink.append([.int(Int64(index)), .bytes(global), .bytes(local)])
+                }
+            }
+            try connection.executeScript("COMMIT")
+            let seconds = Date().timeIntervalSince(start)
+            print(String(format: "  server bound, bare COPY of %@ (%d MiB): %.2fs: %.0f items/s, %.0f MiB/s (Amber's ingest: %.0f%% of this rate)",
+                         label, bytes >> 20, seconds, Double(features.count) / seconds, Double(bytes) / 1_048_576 / seconds,
+                         100 * seconds / ingestSeconds * Double(items) / Double(features.count)))
+        }
+        print("")
     }
 
     func bankWrite(_ connection: PostgresConnection) throws {

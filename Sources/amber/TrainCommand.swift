@@ -42,6 +42,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Continuous: share of each batch taken from pairs not yet trained on.") var newShare: Double = 0.5
     @Option(help: "Continuous: promote a candidate whose dev rsum is at most this far below the serving model's.") var promotionTolerance: Double = 1
     @Option(help: "Continuous: checkpoints kept per run.") var keepCheckpoints: Int = 3
+    @Option(help: "Continuous: weight of a result users rejected for a query (POST /v1/feedback) as a hard negative of that query in the memory-bank loss (1: as any negative, 0: feedback rejections not read; needs --memory-weight > 0).")
+    var hardNegativeWeight: Float = 2
+    @Option(help: "Continuous: rejected results used per query and step (most recent first).") var hardNegativesPerQuery: Int = 8
     @Flag(help: "Continuous: apply pending migrations first.") var migrate = false
     @OptionGroup var database: DatabaseOptions
 
@@ -51,6 +54,10 @@ struct TrainCommand: ParsableCommand {
             guard checkpointEvery >= 1, versionEvery >= 1, keepCheckpoints >= 1 else {
                 throw ValidationError("--checkpoint-every, --version-every and --keep-checkpoints must be at least 1")
             }
+            var trainer = ContinuousTrainer.Configuration()
+            trainer.hardNegativeWeight = hardNegativeWeight
+            trainer.hardNegativesPerQuery = hardNegativesPerQuery
+            if let problem = trainer.problem { throw ValidationError(problem) }
             guard newShare > 0 && newShare <= 1 else { throw ValidationError("--new-share must be in (0, 1], got \(newShare)") }
             guard promotionTolerance.isFinite && promotionTolerance >= 0 else {
                 throw ValidationError("--promotion-tolerance must be a finite number ≥ 0, got \(promotionTolerance)")
@@ -148,6 +155,8 @@ struct TrainCommand: ParsableCommand {
         configuration.newShare = newShare
         configuration.promotionTolerance = promotionTolerance
         configuration.keepCheckpoints = keepCheckpoints
+        configuration.hardNegativeWeight = hardNegativeWeight
+        configuration.hardNegativesPerQuery = hardNegativesPerQuery
         let stop = StopSignal(signals: [SIGINT, SIGTERM])
         try database.withDatabase { url in
             if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: PostgresConnection(url: url)) }

@@ -4,6 +4,7 @@ import AmberSearch
 @testable import AmberServer
 import AmberStore
 import AmberTestSupport
+import AmberTrain
 import AmberTrainingStore
 import Foundation
 import Testing
@@ -78,6 +79,41 @@ extension ServerTests {
         let rejections = try db.execute("SELECT rejected_item_id, chosen_item_id FROM amber.feedback_rejections")
         #expect(try rejections.rowCount == 1 && rejections.value(Int64.self, column: "rejected_item_id") == image0)
         #expect(try db.execute("SELECT count(*)::int AS n FROM amber.feedback_by_model WHERE model_version = 3").value(Int.self, column: "n") == 1)
+    }
+
+    @Test("Feedback: the trainer's store gives a train pair's rejected results as hard negatives of its query; never dev items, the other modality or unpaired feedback")
+    func feedbackRejectionsReachTheTrainer() throws {
+        let (cluster, db) = try Self.database("feedback-rejections")
+        defer { Self.remove(cluster) }
+        func itemID(_ modality: String, _ offset: Int) throws -> Int64 {
+            try db.execute("SELECT item_id FROM amber.items WHERE modality = $1::amber.modality ORDER BY item_id OFFSET $2 LIMIT 1",
+                           [.text(modality), .int(Int64(offset))]).value(Int64.self, column: "item_id")
+        }
+        let (image0, image1, image2, image3) = (try itemID("image", 0), try itemID("image", 1), try itemID("image", 2), try itemID("image", 3))
+        let (text0, text1, text2) = (try itemID("text", 0), try itemID("text", 1), try itemID("text", 2))
+        try db.execute("INSERT INTO amber.pairs (image_id, text_id, split) VALUES ($1, $2, 'dev')", [.int(image3), .int(text2)])
+        // Text → image: image0 and image2 rejected (kept), image3 (dev) and text1 (a text) dropped.
+        let first = try FeedbackWriter.write(NewFeedback(query: .item(text0), chosen: image1, rejected: [image0, image3, text1, image2]), on: db)
+        // Image → text: text1 rejected for image0.
+        let second = try FeedbackWriter.write(NewFeedback(query: .item(image0), chosen: text0, rejected: [text1]), on: db)
+        // No pair (image for image): its rejections are nobody's hard negatives.
+        let third = try FeedbackWriter.write(NewFeedback(query: .item(image0), chosen: image1, rejected: [image2]), on: db)
+        #expect(first.pairID != nil && second.pairID != nil && third.pairID == nil)
+        let store = PostgresTrainingStore(url: cluster.url)
+        let all = try store.rejections(after: 0, limit: 100)
+        #expect(all.rejections == [StoredRejection(queryItemID: text0, rejectedItemID: image0),
+                                   StoredRejection(queryItemID: text0, rejectedItemID: image2),
+                                   StoredRejection(queryItemID: image0, rejectedItemID: text1)])
+        #expect(all.cursor == third.feedbackID && all.rowsRead == 3)
+        // Paging: the cursor passes every row read, with or without rejections.
+        let firstPage = try store.rejections(after: 0, limit: 1)
+        #expect(firstPage.cursor == first.feedbackID && firstPage.rejections.count == 2)
+        let rest = try store.rejections(after: firstPage.cursor, limit: 1)
+        #expect(rest.rejections == [StoredRejection(queryItemID: image0, rejectedItemID: text1)] && rest.cursor == second.feedbackID)
+        let last = try store.rejections(after: rest.cursor, limit: 1)
+        #expect(last.rejections.isEmpty && last.cursor == third.feedbackID && last.rowsRead == 1)
+        let none = try store.rejections(after: last.cursor, limit: 1)
+        #expect(none.rejections.isEmpty && none.cursor == last.cursor && none.rowsRead == 0)
     }
 
     @Test("Feedback with free text: the query becomes one text item (source feedback) and a train pair, once")

@@ -40,6 +40,8 @@ struct BLASKernelTests {
             ("Prescott", "OpenBLAS 0.3.21 NO_LAPACKE Haswell MAX_THREADS=64", Self.avx512Flags, [:]),
             ("NeoverseN1", Self.dynamic, Self.avx512Flags, [:]),
             ("Prescott", Self.dynamic, ["sse2", "sse3"], [:]),
+            ("Prescott", Self.dynamic, Self.avx512Flags, ["AMBER_BLAS_SELECTION": "off"]),
+            ("Prescott", Self.dynamic, Self.avx512Flags, ["AMBER_BLAS_SELECTION": "OFF"]),
         ]
         for (core, configuration, flags, environment) in cases {
             let decision = BLASKernel.decide(chosenCore: core, configuration: configuration, cpuFlags: flags,

@@ -233,6 +233,45 @@ struct ContinuousTrainerTests {
         #expect(sameBank, "the bank written after the resume is the uninterrupted run's")
     }
 
+    @Test func rejectedResultsBecomeHardNegativesOfTheirQuery() throws {
+        var c = Self.configuration
+        c.maximumSteps = 30
+        c.evaluateEvery = 1000
+        let (plain, _) = Self.store()
+        _ = try ContinuousTrainer(configuration: c, store: plain).run()
+
+        // Users rejected images 1 and 2 (and a dev image, never trained on, and the query's own
+        // image, which is no negative) for the captions of image 0; captions of image 2 for image 0.
+        func withFeedback() -> InMemoryTrainingStore {
+            let (store, pairs) = Self.store()
+            let devImage = pairs[pairs.count - 1].image
+            for text in pairs[0..<5].map(\.text) {
+                store.addRejections(query: text, rejected: [pairs[5].image, pairs[10].image, devImage, pairs[0].image])
+            }
+            store.addRejections(query: pairs[0].image, rejected: [pairs[10].text, pairs[11].text])
+            return store
+        }
+        let store = withFeedback()
+        var lines: [String] = []
+        let trainer = ContinuousTrainer(configuration: c, store: store) { lines.append($0) }
+        _ = try trainer.run()
+        #expect(trainer.rejectionsRead == 22)
+        #expect(trainer.hardNegativesUsed > 0)
+        #expect(lines.contains { $0.contains("feedback: 22 rejections") })
+        let a = plain.runs[1]!.steps, b = store.runs[1]!.steps
+        #expect(a.keys.sorted() == b.keys.sorted())
+        let differs = a.keys.contains { a[$0]!.terms["memory"] != b[$0]!.terms["memory"] }
+        #expect(differs, "the hard negatives changed the memory-bank loss")
+
+        // Weight 0: feedback is not read and the run is the one without feedback, step for step.
+        c.hardNegativeWeight = 0
+        let off = withFeedback()
+        let untouched = ContinuousTrainer(configuration: c, store: off)
+        _ = try untouched.run()
+        #expect(untouched.rejectionsRead == 0 && untouched.hardNegativesUsed == 0)
+        #expect(Data(plain.runs[1]!.checkpoints.last!.state) == Data(off.runs[1]!.checkpoints.last!.state))
+    }
+
     @Test func pairsArrivingWhileTrainingAreAllTrainedOnAndNoneTwiceAsNew() throws {
         let store = InMemoryTrainingStore()
         let pairs = Self.populate(store, images: 60, seed: 6)
