@@ -42,7 +42,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Evaluations: a trained model's retrieval (default), the text encoder's parity.",
-        subcommands: [RetrievalEvalCommand.self, TextParityCommand.self, ImageParityCommand.self],
+        subcommands: [RetrievalEvalCommand.self, TextParityCommand.self, ImageParityCommand.self, FeedbackExperimentCommand.self],
         defaultSubcommand: RetrievalEvalCommand.self
     )
 }

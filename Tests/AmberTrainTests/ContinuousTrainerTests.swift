@@ -326,3 +326,24 @@ struct ContinuousTrainerTests {
         #expect(summary.cursor == 1 && summary.trainPairs == 0 && trainer.skippedPairs == 1, "the cursor passes the pair")
     }
 }
+
+@Suite("Simulated user of the search (feedback experiments)")
+struct SimulatedUserTests {
+    @Test func choosesTheFirstRightResultWithinPatienceAndRejectsThoseAbove() {
+        let user = SimulatedUser(patience: 3)
+        #expect(user.feedback(on: [7, 4, 9, 1], isRight: { $0 == 9 }) == .init(chosen: 9, rank: 3, rejected: [7, 4]))
+        #expect(user.feedback(on: [7, 4, 9, 1], isRight: { $0 == 7 || $0 == 9 }) == .init(chosen: 7, rank: 1, rejected: []))
+        #expect(user.feedback(on: [7, 4, 9, 1], isRight: { $0 == 1 }) == nil, "past the user's patience")
+        #expect(user.feedback(on: [], isRight: { _ in true }) == nil)
+    }
+
+    @Test func rankingIsTheTopOfASortAndTiesGoToTheLowerIndex() {
+        var generator = RandomGenerator(seed: 3)
+        let scores = (0..<500).map { _ in Float(Int(generator.nextUniform() * 50)) }   // many ties
+        let expected = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+        for count in [1, 10, 499, 500, 600] {
+            let ranking = scores.withUnsafeBufferPointer { SimulatedUser.ranking($0, count: count) }
+            #expect(ranking == Array(expected.prefix(count)))
+        }
+    }
+}
