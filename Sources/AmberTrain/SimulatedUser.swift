@@ -16,6 +16,12 @@ public struct SimulatedUser: Sendable, Equatable {
         public var chosen: Int
         public var rank: Int
         public var rejected: [Int]
+
+        public init(chosen: Int, rank: Int, rejected: [Int]) {
+            self.chosen = chosen
+            self.rank = rank
+            self.rejected = rejected
+        }
     }
 
     /// The feedback on `ranking` (gallery indices, best first) when the right results are
