@@ -18,69 +18,113 @@ import Foundation
 ///   (measured by `amber bench search`).
 ///
 /// Buffer sizes: `G·D` floats (4 bytes each) plus `G·W` words (8 bytes each) for the codes.
+///
+/// An index is an immutable view of its first `count` items; ``adding(itemIDs:embeddings:offsets:)``
+/// returns a larger view that shares the rows already there (they are neither copied nor signed
+/// again), so a gallery grows at the cost of its new items (amortised: buffers move to 1.5 ×
+/// their size when full; untouched reserve costs no resident memory).
 public final class GalleryIndex: @unchecked Sendable {
-    /// The caller's identifier of each item (e.g. the store's item id), by position.
-    public let itemIDs: [Int64]
     public let dimension: Int
-    public var count: Int { itemIDs.count }
+    /// Items in this view.
+    public let count: Int
+    private let ids: AppendableBuffer<Int64>
     /// `[G, D]` row-major, as given (unit length for cosine).
-    private let embeddings: UnsafeMutableBufferPointer<Float>
+    private let vectors: AppendableBuffer<Float>
     /// Per-item offsets subtracted from scores (querybank normalisation), or nil.
-    private let offsets: [Float]?
+    private let offsetValues: AppendableBuffer<Float>?
     /// `[G, W]` sign-bit codes, or nil when not built.
-    private let codes: UnsafeMutableBufferPointer<UInt64>?
+    private let codeWords: AppendableBuffer<UInt64>?
     private let words: Int
+
+    /// The caller's identifier of each item (e.g. the store's item id), by position (a copy).
+    public var itemIDs: [Int64] { ids.array(count) }
+    /// The caller's identifier of the item at `position`.
+    public func itemID(at position: Int) -> Int64 { ids[position] }
 
     /// Builds an index over `embeddings` (`[G, D]` row-major).
     /// - Parameters:
     ///   - offsets: subtracted from every score of the item (querybank normalisation); nil for none.
     ///   - withCodes: also build the sign-bit codes for ``search(_:k:prefilter:)``.
-    public init(itemIDs: [Int64], embeddings: [Float], dimension: Int, offsets: [Float]? = nil, withCodes: Bool = false) {
+    public convenience init(itemIDs: [Int64], embeddings: [Float], dimension: Int, offsets: [Float]? = nil, withCodes: Bool = false) {
         precondition(dimension > 0, "GalleryIndex: dimension \(dimension) must be positive")
         precondition(embeddings.count == itemIDs.count * dimension,
                      "GalleryIndex: \(embeddings.count) values for \(itemIDs.count) items of dimension \(dimension)")
         precondition(offsets.map { $0.count == itemIDs.count } ?? true, "GalleryIndex: \(offsets?.count ?? 0) offsets for \(itemIDs.count) items")
-        self.itemIDs = itemIDs
-        self.dimension = dimension
-        self.offsets = offsets
-        words = (dimension + 63) / 64
-        let G = itemIDs.count
-        let storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(embeddings.count, 1))
-        _ = storage.initialize(from: embeddings)
-        self.embeddings = storage
-        if withCodes {
-            let codes = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: max(G * words, 1))
-            codes.initialize(repeating: 0)
-            let words = self.words
-            Self.parallel(G) { range in
-                for item in range {
-                    let row = storage.baseAddress! + item * dimension
-                    Self.signBits(row, dimension: dimension, into: codes.baseAddress! + item * words)
-                }
-            }
-            self.codes = codes
-        } else {
-            codes = nil
-        }
+        let G = itemIDs.count, reserve = max(G / 2, 1024)
+        let vectors = AppendableBuffer(embeddings, reserve: reserve * dimension)
+        self.init(count: G, dimension: dimension, ids: AppendableBuffer(itemIDs, reserve: reserve), vectors: vectors,
+                  offsets: offsets.map { AppendableBuffer($0, reserve: reserve) },
+                  codes: withCodes ? Self.signAll(vectors, count: G, dimension: dimension, reserve: reserve) : nil)
     }
 
-    deinit {
-        embeddings.deallocate()
-        codes?.deallocate()
+    private init(count: Int, dimension: Int, ids: AppendableBuffer<Int64>, vectors: AppendableBuffer<Float>,
+                 offsets: AppendableBuffer<Float>?, codes: AppendableBuffer<UInt64>?) {
+        self.count = count
+        self.dimension = dimension
+        self.ids = ids
+        self.vectors = vectors
+        offsetValues = offsets
+        codeWords = codes
+        words = (dimension + 63) / 64
+    }
+
+    /// Sign-bit codes of the first `count` rows of `vectors`, over both cores.
+    private static func signAll(_ vectors: AppendableBuffer<Float>, count G: Int, dimension: Int, reserve: Int) -> AppendableBuffer<UInt64> {
+        let words = (dimension + 63) / 64
+        let codes = AppendableBuffer(repeatElement(UInt64(0), count: G * words), reserve: reserve * words)
+        let source = UncheckedSendable(vectors.base), target = UncheckedSendable(codes.base)
+        parallel(G) { range in
+            for item in range { signBits(source.value + item * dimension, dimension: dimension, into: target.value + item * words) }
+        }
+        return codes
+    }
+
+    /// This index followed by `itemIDs` with their `embeddings` (`[n, D]`) and, when this index
+    /// has them, their `offsets` (and sign-bit codes, made for the new rows only). This view is
+    /// unchanged; the new one shares its rows.
+    public func adding(itemIDs newIDs: [Int64], embeddings newRows: [Float], offsets newOffsets: [Float]?) -> GalleryIndex {
+        precondition(newRows.count == newIDs.count * dimension,
+                     "GalleryIndex.adding: \(newRows.count) values for \(newIDs.count) items of dimension \(dimension)")
+        precondition((newOffsets == nil) == (offsetValues == nil) && (newOffsets?.count ?? newIDs.count) == newIDs.count,
+                     "GalleryIndex.adding: \(newOffsets?.count ?? 0) offsets for \(newIDs.count) items, index \(offsetValues == nil ? "without" : "with") offsets")
+        var codes: AppendableBuffer<UInt64>?
+        if let codeWords {
+            var newCodes = [UInt64](repeating: 0, count: newIDs.count * words)
+            newRows.withUnsafeBufferPointer { rows in
+                newCodes.withUnsafeMutableBufferPointer { out in
+                    for item in 0..<newIDs.count {
+                        Self.signBits(rows.baseAddress! + item * dimension, dimension: dimension, into: out.baseAddress! + item * words)
+                    }
+                }
+            }
+            codes = codeWords.appending(newCodes, toViewOf: count * words)
+        }
+        var offsets: AppendableBuffer<Float>?
+        if let offsetValues, let newOffsets { offsets = offsetValues.appending(newOffsets, toViewOf: count) }
+        return GalleryIndex(count: count + newIDs.count, dimension: dimension, ids: ids.appending(newIDs, toViewOf: count),
+                            vectors: vectors.appending(newRows, toViewOf: count * dimension), offsets: offsets, codes: codes)
+    }
+
+    /// This index with sign-bit codes (built once over every row), for a gallery that grew past
+    /// the size where the prefilter pays; itself when it has them.
+    public func withCodes() -> GalleryIndex {
+        guard codeWords == nil else { return self }
+        return GalleryIndex(count: count, dimension: dimension, ids: ids, vectors: vectors, offsets: offsetValues,
+                            codes: Self.signAll(vectors, count: count, dimension: dimension, reserve: max(count / 2, 1024)))
     }
 
     /// Whether scores are corrected by per-item (querybank) offsets.
-    public var hasOffsets: Bool { offsets != nil }
+    public var hasOffsets: Bool { offsetValues != nil }
 
     /// The offset subtracted from the item's scores (0 without offsets).
-    public func offset(at position: Int) -> Float { offsets?[position] ?? 0 }
+    public func offset(at position: Int) -> Float { offsetValues?[position] ?? 0 }
 
     /// Whether ``search(_:k:prefilter:)`` can use the binary prefilter.
-    public var hasCodes: Bool { codes != nil }
+    public var hasCodes: Bool { codeWords != nil }
 
     /// The embedding of the item at `position`.
     public func embedding(at position: Int) -> [Float] {
-        Array(embeddings[(position * dimension) ..< ((position + 1) * dimension)])
+        Array(UnsafeBufferPointer(start: vectors.base + position * dimension, count: dimension))
     }
 
     /// One result: the item's position in the index and its (offset-corrected) score.
@@ -96,8 +140,8 @@ public final class GalleryIndex: @unchecked Sendable {
         precondition(query.count == dimension, "GalleryIndex.search: query of \(query.count) values, index of dimension \(dimension)")
         let k = min(max(k, 0), count)
         guard k > 0 else { return [] }
-        if let prefilter, let codes, prefilter < count {
-            return searchPrefiltered(query, k: k, candidates: max(prefilter, k), weighted: weighted, codes: codes)
+        if let prefilter, let codeWords, prefilter < count {
+            return searchPrefiltered(query, k: k, candidates: max(prefilter, k), weighted: weighted, codes: codeWords.base)
         }
         return query.withUnsafeBufferPointer { q in
             let parts = Self.parallelMap(count) { range -> [Hit] in
@@ -111,7 +155,7 @@ public final class GalleryIndex: @unchecked Sendable {
         }
     }
 
-    private func searchPrefiltered(_ query: [Float], k: Int, candidates: Int, weighted: Bool, codes: UnsafeMutableBufferPointer<UInt64>) -> [Hit] {
+    private func searchPrefiltered(_ query: [Float], k: Int, candidates: Int, weighted: Bool, codes: UnsafeMutablePointer<UInt64>) -> [Hit] {
         var queryCode = [UInt64](repeating: 0, count: words)
         query.withUnsafeBufferPointer { q in queryCode.withUnsafeMutableBufferPointer { Self.signBits(q.baseAddress!, dimension: dimension, into: $0.baseAddress!) } }
         // Weighted Hamming: a disagreeing bit costs 1, 3 or 5 by how large the query's component
@@ -132,7 +176,7 @@ public final class GalleryIndex: @unchecked Sendable {
                         let box = UncheckedSendable(out)
                         return Self.parallelMap(G) { range -> [Int] in
                             var histogram = [Int](repeating: 0, count: maximum + 1)
-                            let base = codes.baseAddress!
+                            let base = UnsafePointer(codes)
                             for item in range {
                                 var distance = 0
                                 let row = base + item * words
@@ -188,8 +232,8 @@ public final class GalleryIndex: @unchecked Sendable {
     /// `e_item · q − o_item`.
     @inline(__always)
     private func score(_ item: Int, _ query: UnsafePointer<Float>) -> Float {
-        let value = Self.dot(embeddings.baseAddress! + item * dimension, query, dimension)
-        return offsets.map { value - $0[item] } ?? value
+        let value = Self.dot(vectors.base + item * dimension, query, dimension)
+        return offsetValues.map { value - $0[item] } ?? value
     }
 
     /// Dot product of two `D`-vectors with four SIMD16 accumulators (vectorises with FMA on the

@@ -22,52 +22,102 @@ public struct GalleryItem: Sendable, Equatable {
 
 /// One modality's items encoded by one model: the stage-1 index (fused embeddings, querybank
 /// offsets, sign-bit codes for large galleries) and the projected fragments stage 2 needs.
+///
+/// Immutable: ``adding(_:encoding:withCodes:)`` returns a larger gallery that shares this one's
+/// items, rows, codes and fragments (nothing of them is copied while the buffers have room).
 public final class EncodedModalityGallery: @unchecked Sendable {
     public let modality: Modality
-    public let items: [GalleryItem]
     public let index: GalleryIndex
+    /// Items in this gallery.
+    public let count: Int
+    private let itemStore: AppendableBuffer<GalleryItem>
     /// `[F, D]` projected fragments, item after item (ragged); item `i` has rows
     /// `fragmentStarts[i] ..< fragmentStarts[i + 1]`.
-    let fragments: [Float]
-    let fragmentCounts: [Int]
-    let fragmentStarts: [Int]
-    private let positionOfItem: [Int64: Int]
+    private let fragments: AppendableBuffer<Float>
+    private let counts: AppendableBuffer<Int>
+    /// `G + 1` values: the first fragment row of each item, then `F`.
+    private let starts: AppendableBuffer<Int>
+    private let positions: PositionTable
 
     init(modality: Modality, items: [GalleryItem], index: GalleryIndex, encoding: GalleryEncoding) {
+        let reserve = max(items.count / 2, 1024)
         self.modality = modality
-        self.items = items
         self.index = index
-        fragments = encoding.fragments
-        fragmentCounts = encoding.fragmentCounts
-        fragmentStarts = encoding.fragmentStarts
-        positionOfItem = Dictionary(items.enumerated().map { ($1.itemID, $0) }, uniquingKeysWith: { first, _ in first })
+        count = items.count
+        itemStore = AppendableBuffer(items, reserve: reserve)
+        let fragmentRows = encoding.fragmentCounts.reduce(0, +)
+        fragments = AppendableBuffer(encoding.fragments, reserve: (fragmentRows / max(items.count, 1) + 1) * reserve * encoding.dimension)
+        counts = AppendableBuffer(encoding.fragmentCounts, reserve: reserve)
+        starts = AppendableBuffer(encoding.fragmentStarts, reserve: reserve)
+        positions = PositionTable(items.map(\.itemID))
     }
+
+    private init(modality: Modality, index: GalleryIndex, count: Int, items: AppendableBuffer<GalleryItem>, fragments: AppendableBuffer<Float>,
+                 counts: AppendableBuffer<Int>, starts: AppendableBuffer<Int>, positions: PositionTable) {
+        self.modality = modality
+        self.index = index
+        self.count = count
+        itemStore = items
+        self.fragments = fragments
+        self.counts = counts
+        self.starts = starts
+        self.positions = positions
+    }
+
+    /// This gallery followed by `items`, whose encoding (same model) is `encoding`; with
+    /// `withCodes`, the index has sign-bit codes (built once when this one had none).
+    public func adding(_ items: [GalleryItem], encoding: GalleryEncoding, withCodes: Bool) -> EncodedModalityGallery {
+        precondition(items.map(\.itemID) == encoding.itemIDs && encoding.dimension == index.dimension,
+                     "EncodedModalityGallery.adding: the items and their encoding differ")
+        var grown = index.adding(itemIDs: encoding.itemIDs, embeddings: encoding.fused, offsets: encoding.offsets)
+        if withCodes { grown = grown.withCodes() }
+        let fragmentRows = starts[count]
+        let newStarts = encoding.fragmentStarts.dropFirst().map { $0 + fragmentRows }
+        let itemBuffer = itemStore.appending(items, toViewOf: count)
+        // The ids' positions are shared along one line of growth; a gallery grown from an older
+        // view starts a table of its own.
+        let table = itemBuffer === itemStore ? positions : positions.copy(below: count)
+        table.add(items.map(\.itemID), from: count)
+        return EncodedModalityGallery(
+            modality: modality, index: grown, count: count + items.count, items: itemBuffer,
+            fragments: fragments.appending(encoding.fragments, toViewOf: fragmentRows * index.dimension),
+            counts: counts.appending(encoding.fragmentCounts, toViewOf: count),
+            starts: starts.appending(newStarts, toViewOf: count + 1), positions: table)
+    }
+
+    /// The item at `position`.
+    public func item(at position: Int) -> GalleryItem { itemStore[position] }
+
+    /// Every item, in gallery order (a copy).
+    public var items: [GalleryItem] { itemStore.array(count) }
+
+    /// Fragments of the item at `position`.
+    func fragmentCount(at position: Int) -> Int { counts[position] }
 
     /// The fragments of the items at `positions`, zero-padded to the widest: `[c, max n_i, D]`.
     func paddedFragments(_ positions: [Int]) -> Tensor {
         let D = index.dimension
-        let width = max(positions.map { fragmentCounts[$0] }.max() ?? 1, 1)
+        let width = max(positions.map { counts[$0] }.max() ?? 1, 1)
         var values = [Float](repeating: 0, count: positions.count * width * D)
-        for (row, p) in positions.enumerated() {
-            let rows = (fragmentStarts[p] * D) ..< (fragmentStarts[p + 1] * D)
-            values.replaceSubrange((row * width * D) ..< (row * width * D + rows.count), with: fragments[rows])
+        values.withUnsafeMutableBufferPointer { out in
+            for (row, p) in positions.enumerated() {
+                (out.baseAddress! + row * width * D).update(from: fragments.base + starts[p] * D, count: counts[p] * D)
+            }
         }
         return Tensor(shape: [positions.count, width, D], scalars: values)
     }
 
-    public var count: Int { items.count }
-
     /// The position of the item with store id `itemID`, if it is in the gallery.
-    public func position(of itemID: Int64) -> Int? { positionOfItem[itemID] }
+    public func position(of itemID: Int64) -> Int? { positions.position(of: itemID, below: count) }
 
-    /// Every item's encoding, in gallery order (to reuse them in a grown gallery).
+    /// Every item's encoding, in gallery order (a copy; to reuse them in a rebuilt gallery).
     public var encoding: GalleryEncoding {
         let D = index.dimension
         var fused = [Float](); fused.reserveCapacity(count * D)
         for p in 0..<count { fused += index.embedding(at: p) }
         return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused,
                                offsets: index.hasOffsets ? (0..<count).map { index.offset(at: $0) } : nil,
-                               fragments: fragments, fragmentCounts: fragmentCounts, dimension: D)
+                               fragments: fragments.array(starts[count] * D), fragmentCounts: counts.array(count), dimension: D)
     }
 }
 
@@ -140,6 +190,25 @@ public final class SearchEngine: @unchecked Sendable {
         self.texts = gallery(.text, texts.items, texts.encoding)
     }
 
+    private init(model: TrainedModel, version: Int64, images: EncodedModalityGallery, texts: EncodedModalityGallery) {
+        self.model = model
+        self.version = version
+        self.images = images
+        self.texts = texts
+    }
+
+    /// This engine with `images` and `texts` (encoded with the same model) added at the end of
+    /// their galleries; a gallery that reaches `codesFrom` items gets sign-bit codes. Nothing
+    /// already in the galleries is copied or encoded again (see ``EncodedModalityGallery``).
+    public func adding(images newImages: (items: [GalleryItem], encoding: GalleryEncoding),
+                       texts newTexts: (items: [GalleryItem], encoding: GalleryEncoding), codesFrom: Int = 100_000) -> SearchEngine {
+        func grow(_ gallery: EncodedModalityGallery, _ added: (items: [GalleryItem], encoding: GalleryEncoding)) -> EncodedModalityGallery {
+            guard !added.items.isEmpty else { return gallery }
+            return gallery.adding(added.items, encoding: added.encoding, withCodes: gallery.count + added.items.count >= codesFrom)
+        }
+        return SearchEngine(model: model, version: version, images: grow(images, newImages), texts: grow(texts, newTexts))
+    }
+
     /// The gallery of `modality`.
     public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
 
@@ -170,7 +239,7 @@ public final class SearchEngine: @unchecked Sendable {
         let encoded = withoutGradients { encoder(Self.input([query])) }
         let gallery = gallery(modality)
         return gallery.index.search(encoded.fused.scalars, k: options.k, prefilter: options.prefilter).map {
-            SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score)
+            SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score)
         }
     }
 
@@ -190,28 +259,28 @@ public final class SearchEngine: @unchecked Sendable {
         let alpha = options.alpha ?? model.ranking.alpha
         let first = gallery.index.search(fused, k: max(options.k, depth), prefilter: options.prefilter)
         guard depth > 0, alpha < 1 else {
-            return first.prefix(options.k).map { SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score) }
+            return first.prefix(options.k).map { SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score) }
         }
         // Stage 2 on the top `depth`: the local alignment is defined text-to-image either way.
         let candidates = Array(first.prefix(depth))
         let positions = candidates.map(\.position)
         let local: [Float]
         if modality == .text {
-            local = model.alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCounts[$0] },
+            local = model.alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCount(at: $0) },
                                            texts: queryFragments, textCounts: [queryCount]).scalars
         } else {
             local = model.alignment.scores(images: queryFragments, imageCounts: [queryCount],
-                                           texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCounts[$0] }).scalars
+                                           texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) }).scalars
         }
         // Fused order; ties go to the lower gallery position (as in TwoStageRanking).
         var scored: [(position: Int, hit: SearchHit)] = []
         for (hit, l) in zip(candidates, local) {
             let fused: Float = alpha * hit.score + (1 - alpha) * l
-            scored.append((hit.position, SearchHit(item: gallery.items[hit.position], global: hit.score, local: l, fused: fused)))
+            scored.append((hit.position, SearchHit(item: gallery.item(at: hit.position), global: hit.score, local: l, fused: fused)))
         }
         scored.sort { a, b in a.hit.fused > b.hit.fused || (a.hit.fused == b.hit.fused && a.position < b.position) }
         let reranked = scored.map(\.hit)
-        let rest = first.dropFirst(depth).map { SearchHit(item: gallery.items[$0.position], global: $0.score, local: nil, fused: $0.score) }
+        let rest = first.dropFirst(depth).map { SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score) }
         return Array((reranked + rest).prefix(options.k))
     }
 }

@@ -139,11 +139,38 @@ public final class QueryService: Sendable {
         var refused = rejected.withLock { $0.version == version ? $0.items : [] }
         // Items refused for this model are not "new": leave them out before comparing.
         if !refused.isEmpty { catalogs = catalogs.mapValues { $0.filter { !refused.contains($0.itemID) } } }
-        if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).items.map(\.itemID) }) {
+        if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).index.itemIDs }) {
             return version                                  // nothing new: no copy, no swap
         }
         let last = lastLoaded.withLock { $0 }
         let fingerprint = last?.version == version ? last?.fingerprint : galleryCacheFingerprint(model)
+        // New items at the end of a gallery in service: encode them, append them (nothing already
+        // in the galleries is copied), append them to the cache.
+        if let previous, let grown = try await appending(to: previous, catalogs: catalogs, model: model, refused: &refused) {
+            rejected.withLock { $0 = (version, refused) }
+            unservable.withLock { $0 = nil }
+            if let cache, let fingerprint {
+                for modality in Modality.allCases {
+                    guard let added = grown.added[modality], added.count > 0 else { continue }
+                    do {
+                        // The cache holds what the engine in service held: append; else (no file yet,
+                        // or one behind) write it whole once.
+                        if try !cache.append(added, after: previous.gallery(modality).count, version: version, modality: modality, fingerprint: fingerprint) {
+                            try cache.store(grown.engine.gallery(modality).encoding, version: version, modality: modality, fingerprint: fingerprint)
+                        }
+                    } catch {
+                        logger.warning("cannot append to the gallery cache; the next start encodes these items again", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            install(grown.engine)
+            logger.info("gallery grown", metadata: [
+                "serve.version": "\(version)", "serve.images": "\(grown.engine.images.count)", "serve.texts": "\(grown.engine.texts.count)",
+                "serve.encoded": "\(grown.added.values.reduce(0) { $0 + $1.count })", "serve.appended": "true",
+                "serve.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))",
+            ])
+            return version
+        }
         var galleries: [Modality: (items: [GalleryItem], encoding: GalleryEncoding)] = [:]
         var encoded = 0, reused = 0, fromCache = 0
         for modality in Modality.allCases {
@@ -196,7 +223,7 @@ public final class QueryService: Sendable {
         }
         rejected.withLock { $0 = (version, refused) }
         unservable.withLock { $0 = nil }
-        if let previous, encoded == 0, galleries[.image]!.items.count == previous.images.count, galleries[.text]!.items.count == previous.texts.count {
+        if let previous, encoded == 0, galleries[.image]?.items.count == previous.images.count, galleries[.text]?.items.count == previous.texts.count {
             return version
         }
         let images = galleries[.image]!, texts = galleries[.text]!
@@ -214,6 +241,45 @@ public final class QueryService: Sendable {
             "serve.seconds": "\(String(format: "%.1f", Date().timeIntervalSince(started)))",
         ])
         return version
+    }
+
+    /// The engine in service grown by the items the catalogs hold after its galleries' items, or
+    /// nil when the catalogs changed otherwise (an item gone or arriving out of id order: the
+    /// caller rebuilds). Items whose features cannot be served are left out and added to `refused`.
+    private func appending(to previous: SearchEngine, catalogs: [Modality: [GalleryItem]], model: TrainedModel,
+                           refused: inout Set<Int64>) async throws -> (engine: SearchEngine, added: [Modality: GalleryEncoding])? {
+        var additions: [Modality: (items: [GalleryItem], encoding: GalleryEncoding)] = [:]
+        for modality in Modality.allCases {
+            guard let catalog = catalogs[modality] else { return nil }
+            let gallery = previous.gallery(modality)
+            // The gallery's items must be the catalog's first ones, in order (refused ones aside).
+            var matched = 0
+            var tail: [GalleryItem] = []
+            for item in catalog {
+                if matched < gallery.count {
+                    if gallery.item(at: matched).itemID == item.itemID { matched += 1 } else if !refused.contains(item.itemID) { return nil }
+                } else if !refused.contains(item.itemID) {
+                    tail.append(item)
+                }
+            }
+            guard matched == gallery.count else { return nil }
+            let stored = tail.isEmpty ? [] : try await store?.galleryFeatures(modality, ids: tail.map(\.itemID)) ?? []
+            let returned = Set(stored.map(\.itemID))
+            for item in tail where !returned.contains(item.itemID) { refused.insert(item.itemID) }
+            let features = stored.filter { entry in
+                guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }
+                refused.insert(entry.itemID)
+                logger.error("item left out of the gallery: its stored features cannot be searched",
+                             metadata: ["serve.item_id": "\(entry.itemID)", "serve.modality": "\(modality.rawValue)", "error": "\(problem)"])
+                return false
+            }
+            let byID = Dictionary(tail.map { ($0.itemID, $0) }, uniquingKeysWith: { first, _ in first })
+            let items = features.compactMap { byID[$0.itemID] }
+            additions[modality] = (items, GalleryEncoding.encode(features, of: modality, model: model))
+        }
+        let empty = (items: [GalleryItem](), encoding: GalleryEncoding.empty(dimension: model.encoder.jointDimension, withOffsets: (model.querybank?.beta ?? 0) > 0))
+        let engine = previous.adding(images: additions[.image] ?? empty, texts: additions[.text] ?? empty, codesFrom: codesFrom)
+        return (engine, additions.mapValues(\.encoding))
     }
 
     /// Why `features` cannot join the gallery of `modality` under `model`, or nil.

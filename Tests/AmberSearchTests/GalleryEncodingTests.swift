@@ -88,20 +88,57 @@ struct GalleryEncodingTests {
         #expect(cache.load(version: 3, modality: .image, fingerprint: fingerprint, dimension: 32, withOffsets: true) == nil, "another dimension is a miss")
         #expect(cache.load(version: 3, modality: .image, fingerprint: fingerprint, dimension: 64, withOffsets: false) == nil, "offsets the model does not have")
         #expect(cache.load(version: 3, modality: .text, fingerprint: fingerprint, dimension: 64, withOffsets: true) == nil)
-        // A damaged file is a miss, not a crash.
-        let path = cache.path(version: 3, modality: .image)
-        try Data("not a safetensors file".utf8).write(to: URL(fileURLWithPath: path))
+        // A damaged manifest, or a file shorter than the manifest says, is a miss, not a crash.
+        let gallery = cache.path(version: 3, modality: .image)
+        let manifest = try Data(contentsOf: URL(fileURLWithPath: gallery + "/manifest.json"))
+        try Data("not a manifest".utf8).write(to: URL(fileURLWithPath: gallery + "/manifest.json"))
         #expect(cache.load(version: 3, modality: .image, fingerprint: fingerprint, dimension: 64, withOffsets: true) == nil)
-        // Pruning keeps the versions asked for.
+        try manifest.write(to: URL(fileURLWithPath: gallery + "/manifest.json"))
+        let fused = try Data(contentsOf: URL(fileURLWithPath: gallery + "/fused.f32"))
+        try fused.prefix(fused.count - 4).write(to: URL(fileURLWithPath: gallery + "/fused.f32"))
+        #expect(cache.load(version: 3, modality: .image, fingerprint: fingerprint, dimension: 64, withOffsets: true) == nil)
+        // Pruning keeps the versions asked for, and removes files of the single-file format.
+        try Data("old".utf8).write(to: URL(fileURLWithPath: directory + "/v5-image.safetensors"))
         try cache.store(encoding, version: 5, modality: .image, fingerprint: fingerprint)
         try cache.store(encoding, version: 12, modality: .text, fingerprint: fingerprint)
         let removed = cache.prune(keeping: [5])
-        #expect(Set(removed.map { ($0 as NSString).lastPathComponent }) == ["v3-image.safetensors", "v12-text.safetensors"])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["v5-image.safetensors"])
+        #expect(Set(removed.map { ($0 as NSString).lastPathComponent }) == ["v3-image.gallery", "v12-text.gallery", "v5-image.safetensors"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["v5-image.gallery"])
     }
 
     @Test func fingerprintsAreFNV1a() {
         #expect(GalleryCache.fingerprint([]) == "cbf29ce484222325")
         #expect(GalleryCache.fingerprint(Array("a".utf8)) == "af63dc4c8601ec8c")   // published FNV-1a 64 test vector
+    }
+
+    @Test func aGrowingGalleryAppendsToItsCacheAndACrashedAppendLeavesThePreviousCount() throws {
+        let (model, images, _) = Self.fixture()
+        let directory = NSTemporaryDirectory() + "amber-gallery-append-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let cache = GalleryCache(directory: directory)
+        let fingerprint = GalleryCache.fingerprint(try model.encoded())
+        let all = GalleryEncoding.encode(images.map { ($0.0.itemID, $0.1) }, of: .image, model: model)
+        let first = all.rows(Array(0..<10)), second = all.rows(Array(10..<13)), third = all.rows(Array(13..<all.count))
+        func load() -> GalleryEncoding? { cache.load(version: 1, modality: .image, fingerprint: fingerprint, dimension: 64, withOffsets: all.offsets != nil) }
+        #expect(try !cache.append(second, after: 10, version: 1, modality: .image, fingerprint: fingerprint), "no cache yet: nothing appended")
+        try cache.store(first, version: 1, modality: .image, fingerprint: fingerprint)
+        #expect(try !cache.append(second, after: 9, version: 1, modality: .image, fingerprint: fingerprint), "a cache of another length is not appended to")
+        #expect(try !cache.append(second, after: 10, version: 1, modality: .image, fingerprint: "0"), "nor one of another model")
+        #expect(load()?.count == 10)
+        #expect(try cache.append(second, after: 10, version: 1, modality: .image, fingerprint: fingerprint))
+        // A crash in the middle of the next append: bytes written past the valid rows, manifest not replaced.
+        let gallery = cache.path(version: 1, modality: .image)
+        for name in ["item_ids.i64", "fused.f32", "fragments.f32"] {
+            let handle = try #require(FileHandle(forWritingAtPath: gallery + "/" + name))
+            handle.seekToEndOfFile()
+            handle.write(Data(repeating: 0xFF, count: 100))
+            try handle.close()
+        }
+        let afterCrash = try #require(load())
+        #expect(afterCrash.count == 13 && afterCrash.itemIDs == Array(all.itemIDs.prefix(13)))
+        #expect(try cache.append(third, after: 13, version: 1, modality: .image, fingerprint: fingerprint))
+        let grown = try #require(load())
+        #expect(grown.itemIDs == all.itemIDs && grown.fused == all.fused && grown.offsets == all.offsets
+                && grown.fragments == all.fragments && grown.fragmentCounts == all.fragmentCounts, "appending equals storing the whole")
     }
 }

@@ -190,3 +190,64 @@ struct GalleryIndexTests {
         #expect(top.sorted.map(\.position) == Array(expected))
     }
 }
+
+@Suite("Gallery index: growth in place")
+struct GalleryIndexGrowthTests {
+    /// Everything a search can tell about an index: ids, each row, offsets, and the hits of a few
+    /// queries exact and prefiltered (plain and weighted).
+    func fingerprint(_ index: GalleryIndex, queries: [[Float]]) -> [String] {
+        var lines = ["ids \(index.itemIDs)", "codes \(index.hasCodes)", "offsets \(index.hasOffsets)"]
+        for p in 0..<index.count { lines.append("\(p): \(index.embedding(at: p)) \(index.offset(at: p))") }
+        for q in queries {
+            lines.append("exact \(index.search(q, k: 7))")
+            if index.hasCodes {
+                lines.append("plain \(index.search(q, k: 7, prefilter: 40, weighted: false))")
+                lines.append("weighted \(index.search(q, k: 7, prefilter: 40))")
+            }
+        }
+        return lines
+    }
+
+    @Test("adding rows in batches equals building from all rows at once", arguments: [64, 100], [false, true])
+    func growingEqualsBuilding(dimension D: Int, withOffsets: Bool) {
+        let total = 5200   // crosses the initial reserve (max(G/2, 1024) rows) several times
+        let values = clusteredGallery(items: total, dimension: D, clusters: 30, spread: 0.7, seed: 5)
+        var generator = SplitMix(seed: 17)
+        let offsets = withOffsets ? (0..<total).map { _ in generator.uniform() * 0.1 } : nil
+        let ids = (0..<total).map { Int64(1000 + $0) }
+        let queries = (0..<3).map { _ in (0..<D).map { _ in generator.normal() } }
+        var grown = GalleryIndex(itemIDs: Array(ids.prefix(10)), embeddings: Array(values.prefix(10 * D)), dimension: D,
+                                 offsets: offsets.map { Array($0.prefix(10)) }, withCodes: true)
+        var start = 10
+        for batch in [1, 7, 4096, 1, 1085] {
+            let range = start ..< start + batch
+            grown = grown.adding(itemIDs: Array(ids[range]), embeddings: Array(values[range.lowerBound * D ..< range.upperBound * D]),
+                                 offsets: offsets.map { Array($0[range]) })
+            start += batch
+        }
+        #expect(start == total)
+        let built = GalleryIndex(itemIDs: ids, embeddings: values, dimension: D, offsets: offsets, withCodes: true)
+        #expect(fingerprint(grown, queries: queries) == fingerprint(built, queries: queries))
+    }
+
+    @Test func aViewNeverChangesAndGrowingAnOlderViewCopiesIt() {
+        let D = 64
+        let values = clusteredGallery(items: 60, dimension: D, clusters: 5, spread: 0.5, seed: 8)
+        let ids = (0..<60).map(Int64.init)
+        let base = GalleryIndex(itemIDs: Array(ids.prefix(20)), embeddings: Array(values.prefix(20 * D)), dimension: D)
+        let query = Array(values[25 * D ..< 26 * D])
+        let before = base.search(query, k: 5)
+        let a = base.adding(itemIDs: Array(ids[20..<40]), embeddings: Array(values[20 * D ..< 40 * D]), offsets: nil)
+        // A second line of growth from the same (now older) view: its rows 20..<40 are other items.
+        let b = base.adding(itemIDs: Array(ids[40..<60]), embeddings: Array(values[40 * D ..< 60 * D]), offsets: nil)
+        #expect(base.count == 20 && base.search(query, k: 5) == before, "the old view is unchanged")
+        #expect(a.itemIDs == Array(ids[0..<40]) && b.itemIDs == Array(ids[0..<20] + ids[40..<60]))
+        #expect(a.embedding(at: 25) == Array(values[25 * D ..< 26 * D]))
+        #expect(b.embedding(at: 25) == Array(values[45 * D ..< 46 * D]))
+        #expect(a.search(query, k: 1).first?.position == 25, "the query's own row is found in the line that holds it")
+        // Codes built once for a grown gallery equal codes built with it.
+        let coded = a.withCodes()
+        let reference = GalleryIndex(itemIDs: Array(ids[0..<40]), embeddings: Array(values[0 ..< 40 * D]), dimension: D, withCodes: true)
+        #expect(coded.search(query, k: 5, prefilter: 10) == reference.search(query, k: 5, prefilter: 10))
+    }
+}

@@ -42,6 +42,34 @@ struct GalleryRefreshTests {
         let scratch = SearchEngine(model: store.model!.1, version: 3, images: all.images, texts: all.texts)
         #expect(Self.rankings(grown, all.images) == Self.rankings(scratch, all.images))
         #expect(first.texts.count == 40, "an engine a query holds is not changed")
+        #expect(grown.images === first.images, "the gallery with nothing new is shared, not rebuilt")
+    }
+
+    @Test func aGrownGalleryIsAppendedToTheCacheAndARestartReadsItWhole() async throws {
+        let directory = NSTemporaryDirectory() + "amber-serve-append-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (store, all) = Self.store(images: 16, texts: 40)
+        let cache = GalleryCache(directory: directory)
+        let service = QueryService(store: store, textEncoder: nil, cache: cache)
+        try await service.reload()
+        let model = store.model!.1
+        func cached(_ modality: Modality) -> GalleryEncoding? {
+            cache.load(version: 3, modality: modality, fingerprint: GalleryCache.fingerprint(try! model.encoded()), dimension: 64,
+                       withOffsets: (model.querybank?.beta ?? 0) > 0)
+        }
+        #expect(cached(.text)?.count == 40)
+        for count in [41, 52, 64] {                                    // captions arrive in three batches
+            store.lock.withLock { store.texts = Array(all.texts.prefix(count)) }
+            try await service.reload()
+            #expect(cached(.text)?.count == count)
+        }
+        #expect(cached(.text)?.itemIDs == all.texts.map(\.0.itemID))
+        store.featureRequests = []
+        let restarted = QueryService(store: store, textEncoder: nil, cache: cache)
+        try await restarted.reload()
+        #expect(store.featureRequests.isEmpty, "everything came from the cache: \(store.featureRequests)")
+        let scratch = SearchEngine(model: model, version: 3, images: all.images, texts: all.texts)
+        #expect(Self.rankings(try #require(restarted.engine), all.images) == Self.rankings(scratch, all.images))
     }
 
     @Test func aRestartedServiceReadsTheCacheAndANewModelDoesNot() async throws {
@@ -51,7 +79,7 @@ struct GalleryRefreshTests {
         let cache = GalleryCache(directory: directory)
         let service = QueryService(store: store, textEncoder: nil, cache: cache)
         try await service.reload()
-        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == ["v3-image.safetensors", "v3-text.safetensors"])
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == ["v3-image.gallery", "v3-text.gallery"])
         let reference = Self.rankings(try #require(service.engine), all.images)
 
         // A restart: nothing to encode.
@@ -88,6 +116,6 @@ struct GalleryRefreshTests {
         store.lock.withLock { store.model = (5, SearchEngineFixture.model(alpha: 0.7, beta: 10)) }
         try await other.reload()
         #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory))
-                == ["v4-image.safetensors", "v4-text.safetensors", "v5-image.safetensors", "v5-text.safetensors"])
+                == ["v4-image.gallery", "v4-text.gallery", "v5-image.gallery", "v5-text.gallery"])
     }
 }
