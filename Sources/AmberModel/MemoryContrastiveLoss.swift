@@ -141,10 +141,11 @@ public struct MemoryContrastiveLoss: Sendable {
     /// The queue's keys `[Q, D]` followed by `extraKeys` `[R, D]` (keys of items rejected for
     /// some queries, encoded this step), with the masks widened to `B × (Q + R)`: extra column
     /// `r` is a hard negative of query `b` when `b` is among `owners[r]` and excluded for every
-    /// other query; a queue entry whose item is an extra column of the same query (`queueItems`
-    /// against `extraItems`) is excluded, so that each rejected item counts once.
+    /// other query; a queue entry whose id (`queueItems`) is one of `extraItems[r]` (the ids the
+    /// queue knows column `r`'s item by) is excluded for `r`'s owners, so that each rejected
+    /// item counts once.
     public static func appendingHardNegatives(queue: Tensor, queueItems: [Int], excluded: [Bool], softPositive: [Bool],
-                                              extraKeys: Tensor, extraItems: [Int], owners: [Set<Int>], batch B: Int)
+                                              extraKeys: Tensor, extraItems: [Set<Int>], owners: [Set<Int>], batch B: Int)
         -> (queue: Tensor, excluded: [Bool], softPositive: [Bool], hardNegative: [Bool]) {
         let Q = queue.shape[0], R = extraKeys.shape[0]
         precondition(queueItems.count == Q && excluded.count == B * Q && softPositive.count == B * Q
@@ -156,7 +157,7 @@ public struct MemoryContrastiveLoss: Sendable {
         for b in 0..<B {
             var rejected = Set<Int>()
             for r in 0..<R where owners[r].contains(b) {
-                rejected.insert(extraItems[r])
+                rejected.formUnion(extraItems[r])
                 hard[b * W + Q + r] = true
                 wideExcluded[b * W + Q + r] = false
             }

@@ -98,7 +98,7 @@ public final class ContinuousTrainer {
     /// The feedback read so far (its largest id), and what users rejected for each query item
     /// (store ids, newest last, each once). Not checkpointed: a resumed trainer reads it again.
     private var feedbackCursor: Int64 = 0
-    private var rejectedForQuery: [Int64: [Int64]] = [:]
+    private var rejectedForQuery: [Int64: [(feedbackID: Int64, items: [Int64])]] = [:]
     /// Rejections read from the store's feedback.
     public private(set) var rejectionsRead = 0
     /// Hard negatives the steps used (see ``MatchingTrainer/hardNegativesUsed``).
@@ -180,16 +180,25 @@ public final class ContinuousTrainer {
     }
 
     /// Reads the feedback rows written since the last call: each rejected result joins its
-    /// query's hard negatives.
-    private func readRejections(_ shouldStop: () -> Bool) throws {
-        guard configuration.hardNegativeWeight > 0 else { return }
-        while true {
-            let page = try retrying("reading feedback", shouldStop) { try store.rejections(after: feedbackCursor, limit: configuration.pageSize) }
+    /// query's hard negatives. Nothing is read when they would not be used.
+    /// A resume reads up to the checkpoint's feedback cursor only (`limit`), as it reads pairs up
+    /// to its pair cursor, so that it trains on with the hard negatives the checkpoint knew.
+    private func readRejections(_ shouldStop: () -> Bool, upTo limit: Int64 = .max) throws {
+        guard configuration.hardNegativeWeight > 0, configuration.model.memoryWeight > 0 else { return }
+        while feedbackCursor < limit {
+            var page = try retrying("reading feedback", shouldStop) { try store.rejections(after: feedbackCursor, limit: configuration.pageSize) }
+            if page.cursor > limit {
+                page.rejections.removeAll { $0.feedbackID > limit }
+                page.cursor = limit
+            }
             for rejection in page.rejections {
-                var list = rejectedForQuery[rejection.queryItemID, default: []]
-                list.removeAll { $0 == rejection.rejectedItemID }
-                list.append(rejection.rejectedItemID)
-                rejectedForQuery[rejection.queryItemID] = list
+                var lists = rejectedForQuery[rejection.queryItemID, default: []]
+                if lists.last?.feedbackID == rejection.feedbackID {
+                    lists[lists.count - 1].items.append(rejection.rejectedItemID)
+                } else {
+                    lists.append((rejection.feedbackID, [rejection.rejectedItemID]))
+                }
+                rejectedForQuery[rejection.queryItemID] = lists
             }
             rejectionsRead += page.rejections.count
             feedbackCursor = max(feedbackCursor, page.cursor)
@@ -197,21 +206,32 @@ public final class ContinuousTrainer {
         }
     }
 
+    /// What users rejected for the query `itemID`: the newest feedback first, each in the user's
+    /// order (the result ranked first, the worst confusion, first), each item once.
+    private func rejected(for itemID: Int64) -> [Int64] {
+        var seen = Set<Int64>(), items: [Int64] = []
+        for feedback in (rejectedForQuery[itemID] ?? []).reversed() {
+            for item in feedback.items where seen.insert(item).inserted { items.append(item) }
+        }
+        return items
+    }
+
     /// The hard negatives of `batch`: for each caption, the images rejected for its text item;
-    /// for its image, the captions rejected for that image item — the most recent
-    /// `hardNegativesPerQuery` of each that are in the train set. Nil when there are none.
+    /// for its image, the texts rejected for that image item — the first `hardNegativesPerQuery`
+    /// of each (``rejected(for:)``) that are in the train set and are not a positive of the
+    /// query (a text paired with the image in any pair). Nil when there are none.
     private func hardNegatives(for batch: [Int], data: RetrievalData) -> MatchingTrainer.HardNegatives? {
         let c = configuration
         guard c.hardNegativeWeight > 0, c.model.memoryWeight > 0, !rejectedForQuery.isEmpty else { return nil }
-        var images: [[Int]] = [], texts: [[Int]] = []
+        var images: [[[Int]]] = [], texts: [[[Int]]] = []
         for row in batch {
-            let imageRow = data.imageOfText[row]
-            let rejectedImages = rejectedForQuery[train.textItemIDs[row]] ?? []
-            let rejectedTexts = rejectedForQuery[train.imageItemIDs[imageRow]] ?? []
-            images.append(Array(rejectedImages.reversed().compactMap { train.imageRow(ofItem: $0) }
-                .filter { $0 != imageRow }.prefix(c.hardNegativesPerQuery)))
-            texts.append(Array(rejectedTexts.reversed().compactMap { train.textRow(ofItem: $0) }
-                .filter { data.imageOfText[$0] != imageRow }.prefix(c.hardNegativesPerQuery)))
+            let imageRow = data.imageOfText[row], textItem = train.textItemIDs[row]
+            // A text in several pairs has several images that are no negatives of it.
+            let pairedImages = Set(train.textRows(ofItem: textItem).map { data.imageOfText[$0] })
+            images.append(Array(rejected(for: textItem).compactMap { train.imageRow(ofItem: $0) }
+                .filter { !pairedImages.contains($0) }.prefix(c.hardNegativesPerQuery).map { [$0] }))
+            texts.append(Array(rejected(for: train.imageItemIDs[imageRow]).map { train.textRows(ofItem: $0) }
+                .filter { rows in !rows.isEmpty && !rows.contains { data.imageOfText[$0] == imageRow } }.prefix(c.hardNegativesPerQuery)))
         }
         let hard = MatchingTrainer.HardNegatives(imagesOfText: images, textsOfImage: texts, weight: c.hardNegativeWeight)
         return hard.isEmpty ? nil : hard
@@ -253,6 +273,7 @@ public final class ContinuousTrainer {
             }
             try add(page)
         }
+        try readRejections(shouldStop, upTo: checkpoint.feedbackCursor)
         let restored: ReplaySampler
         do { restored = try MetadataJSON.decode(ReplaySampler.self, from: checkpoint.sampler) } catch {
             throw ContinuousTrainerError(description: "run \(configuration.runName): the sampler state of checkpoint \(checkpoint.step) does not decode: \(error)")
@@ -290,7 +311,8 @@ public final class ContinuousTrainer {
             runID: runID, step: trainer.step, state: try trainer.stateBytes(), cursor: cursor,
             sampler: try MetadataJSON.encode(sampler), pendingPairs: sampler.unseen.map { train.pairIDs[$0] },
             bank: bankSlots(since: committedStep), steps: pendingSteps, modelVersion: latestVersion,
-            newVersion: version?.record, promote: version?.promote ?? false, keep: configuration.keepCheckpoints)
+            newVersion: version?.record, promote: version?.promote ?? false, keep: configuration.keepCheckpoints,
+            feedbackCursor: feedbackCursor)
         let written = try retrying("committing checkpoint \(trainer.step)", shouldStop) { try store.commit(record) }
         committedStep = trainer.step
         pendingSteps = []

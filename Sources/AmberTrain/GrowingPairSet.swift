@@ -8,8 +8,8 @@ import AmberTensor
 /// the set grows. The store ids of every row are kept beside it for the memory bank.
 public struct GrowingPairSet: Sendable {
     private var imageIndex: [Int64: Int] = [:]
-    /// The first caption row of each text item.
-    private var textIndex: [Int64: Int] = [:]
+    /// The caption rows of each text item (one per pair it is in).
+    private var textIndex: [Int64: [Int]] = [:]
     public private(set) var imageItemIDs: [Int64] = []
     public private(set) var textItemIDs: [Int64] = []
     public private(set) var pairIDs: [Int64] = []
@@ -28,8 +28,8 @@ public struct GrowingPairSet: Sendable {
     public var pairCount: Int { pairIDs.count }
     /// The image row of a store item, if it is an image of this set.
     public func imageRow(ofItem itemID: Int64) -> Int? { imageIndex[itemID] }
-    /// The first caption row of a store item, if it is a text of this set.
-    public func textRow(ofItem itemID: Int64) -> Int? { textIndex[itemID] }
+    /// The caption rows of a store item (one per pair it is in; empty when it is no text of this set).
+    public func textRows(ofItem itemID: Int64) -> [Int] { textIndex[itemID] ?? [] }
     public var imageCount: Int { imageItemIDs.count }
 
     /// Adds `pair` with its items' features from `features`; nothing changes when it throws.
@@ -64,7 +64,7 @@ public struct GrowingPairSet: Sendable {
             imageLocals.append(image.local)
             imageCounts.append(image.localCount)
         }
-        if textIndex[pair.textID] == nil { textIndex[pair.textID] = pairIDs.count }
+        textIndex[pair.textID, default: []].append(pairIDs.count)
         pairIDs.append(pair.pairID)
         textItemIDs.append(pair.textID)
         imageOfText.append(imageRow)

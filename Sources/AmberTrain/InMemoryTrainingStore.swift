@@ -75,7 +75,8 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
             runs[id]?.status = "running"
             let last = run.checkpoints.last
             return StoredRun(runID: id, checkpoint: last.map {
-                StoredCheckpoint(step: $0.step, state: $0.state, cursor: $0.cursor, sampler: $0.sampler, modelVersion: $0.modelVersion)
+                StoredCheckpoint(step: $0.step, state: $0.state, cursor: $0.cursor, sampler: $0.sampler, modelVersion: $0.modelVersion,
+                                 feedbackCursor: $0.feedbackCursor)
             })
         }
         let id = Int64(runs.count + 1)
@@ -102,7 +103,7 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
         try check()
         let page = storedRejections.filter { $0.feedbackID > cursor }.prefix(limit)
         return RejectionPage(rejections: page.flatMap { feedback in
-                                 feedback.rejected.map { StoredRejection(queryItemID: feedback.query, rejectedItemID: $0) } },
+                                 feedback.rejected.map { StoredRejection(feedbackID: feedback.feedbackID, queryItemID: feedback.query, rejectedItemID: $0) } },
                              cursor: page.last?.feedbackID ?? cursor, rowsRead: page.count)
     }
 

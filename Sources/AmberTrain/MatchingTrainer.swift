@@ -176,16 +176,18 @@ public final class MatchingTrainer {
     }
 
     /// Results users rejected for the queries of one batch (search feedback), as rows of the
-    /// batch's ``RetrievalData``: hard negatives of the memory-augmented loss.
+    /// batch's ``RetrievalData``: hard negatives of the memory-augmented loss. A rejected item is
+    /// given by its rows: an image by its one image row, a text by every caption row it has (one
+    /// per pair it is in; the first is encoded, all are its ids in the text queue).
     public struct HardNegatives: Sendable, Equatable {
-        /// Per batch position: image rows rejected for that position's caption (text → image).
-        public var imagesOfText: [[Int]]
-        /// Per batch position: caption rows rejected for that position's image (image → text).
-        public var textsOfImage: [[Int]]
+        /// Per batch position: images rejected for that position's caption (text → image).
+        public var imagesOfText: [[[Int]]]
+        /// Per batch position: texts rejected for that position's image (image → text).
+        public var textsOfImage: [[[Int]]]
         /// Weight of a hard negative in the loss's denominator (1: as any negative).
         public var weight: Float
 
-        public init(imagesOfText: [[Int]], textsOfImage: [[Int]], weight: Float) {
+        public init(imagesOfText: [[[Int]]], textsOfImage: [[[Int]]], weight: Float) {
             self.imagesOfText = imagesOfText
             self.textsOfImage = textsOfImage
             self.weight = weight
@@ -195,18 +197,20 @@ public final class MatchingTrainer {
         public var isEmpty: Bool { imagesOfText.allSatisfy(\.isEmpty) && textsOfImage.allSatisfy(\.isEmpty) }
     }
 
-    /// The memory-contrastive term of one direction, with the rejected items of `rejected` (rows
-    /// of the queue's modality, per batch position; a row that is the query's own positive is
-    /// ignored) encoded by the momentum encoder and added as hard negatives of their query.
+    /// The memory-contrastive term of one direction, with the rejected items of `rejected` (per
+    /// batch position, each item as its rows in the queue's modality; an item one of whose rows
+    /// is the query's own positive is ignored) encoded by the momentum encoder and added as hard
+    /// negatives of their query.
     private func memoryTerm(_ loss: MemoryContrastiveLoss, queries: Tensor, positiveKeys: Tensor, queue: MemoryQueue,
-                            masks: (excluded: [Bool], softPositive: [Bool]), rejected: [[Int]]?,
+                            masks: (excluded: [Bool], softPositive: [Bool]), rejected: [[[Int]]]?,
                             isPositive: (_ position: Int, _ row: Int) -> Bool, encode: ([Int]) -> Tensor) -> (Tensor, Int) {
-        var rows: [Int] = [], owners: [Set<Int>] = [], column: [Int: Int] = [:]
-        for (position, list) in (rejected ?? []).enumerated() {
-            for row in list where !isPositive(position, row) {
-                if let existing = column[row] { owners[existing].insert(position); continue }
-                column[row] = rows.count
-                rows.append(row)
+        var rows: [Int] = [], itemRows: [Set<Int>] = [], owners: [Set<Int>] = [], column: [Int: Int] = [:]
+        for (position, items) in (rejected ?? []).enumerated() {
+            for item in items where !item.isEmpty && !item.contains(where: { isPositive(position, $0) }) {
+                if let existing = column[item[0]] { owners[existing].insert(position); continue }
+                column[item[0]] = rows.count
+                rows.append(item[0])
+                itemRows.append(Set(item))
                 owners.append([position])
             }
         }
@@ -217,7 +221,7 @@ public final class MatchingTrainer {
         let extraKeys = withoutGradients { encode(rows) }
         let wide = MemoryContrastiveLoss.appendingHardNegatives(
             queue: queue.filledKeys, queueItems: Array(queue.itemIDs.prefix(queue.count)), excluded: masks.excluded,
-            softPositive: masks.softPositive, extraKeys: extraKeys, extraItems: rows, owners: owners, batch: queries.shape[0])
+            softPositive: masks.softPositive, extraKeys: extraKeys, extraItems: itemRows, owners: owners, batch: queries.shape[0])
         return (loss(queries: queries, positiveKeys: positiveKeys, queue: wide.queue, excluded: wide.excluded,
                      softPositive: wide.softPositive, hardNegative: wide.hardNegative), owners.reduce(0) { $0 + $1.count })
     }

@@ -17,11 +17,12 @@ public protocol TrainingStore: AnyObject {
     /// they reference. Pair ids are allocated in commit order, so a cursor never skips a pair
     /// that commits later.
     func pairs(after cursor: Int64, limit: Int) throws -> PairPage
-    /// Results users rejected in search feedback (`POST /v1/feedback`), from feedback rows with
-    /// `feedbackID > cursor`, oldest first, at most `limit` rows: for each feedback whose chosen
-    /// result became a train pair, the pair's other item (the query) and every rejected item of
-    /// the chosen result's modality that is in no dev or test pair. The page's cursor passes
-    /// every row read, whether it gave rejections or not.
+    /// Results users rejected in search feedback (`POST /v1/feedback`), from the feedback rows
+    /// that made a pair with `feedbackID > cursor`, oldest first, at most `limit` rows: when the
+    /// pair is a train pair, the pair's other item (the query) and every rejected item of the
+    /// chosen result's modality that is in no dev or test pair, in the user's order. The page's
+    /// cursor passes every row read, whether it gave rejections or not; such rows become visible
+    /// in id order (as pairs do), so the cursor never passes one that commits later.
     func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage
     /// Blocks until new pairs may have arrived (a notification) or `timeout` seconds pass.
     /// Returns whether a notification came.
@@ -74,10 +75,13 @@ public struct PairPage: Sendable {
 
 /// A result a user rejected for a query: a hard negative of that query.
 public struct StoredRejection: Sendable, Equatable {
+    /// The feedback that said so (rejections of one feedback come in the user's order).
+    public var feedbackID: Int64
     public var queryItemID: Int64
     public var rejectedItemID: Int64
 
-    public init(queryItemID: Int64, rejectedItemID: Int64) {
+    public init(feedbackID: Int64, queryItemID: Int64, rejectedItemID: Int64) {
+        self.feedbackID = feedbackID
         self.queryItemID = queryItemID
         self.rejectedItemID = rejectedItemID
     }
@@ -120,13 +124,16 @@ public struct StoredCheckpoint: Sendable {
     public var sampler: String
     /// The newest model version of the run when the checkpoint was written.
     public var modelVersion: Int64?
+    /// The largest feedback id read (users' rejections up to it were hard negatives).
+    public var feedbackCursor: Int64
 
-    public init(step: Int, state: [UInt8], cursor: Int64, sampler: String, modelVersion: Int64?) {
+    public init(step: Int, state: [UInt8], cursor: Int64, sampler: String, modelVersion: Int64?, feedbackCursor: Int64 = 0) {
         self.step = step
         self.state = state
         self.cursor = cursor
         self.sampler = sampler
         self.modelVersion = modelVersion
+        self.feedbackCursor = feedbackCursor
     }
 }
 
@@ -200,10 +207,13 @@ public struct CheckpointRecord: Sendable {
     public var promote: Bool
     /// Checkpoints kept per run (older ones are deleted in the same transaction).
     public var keep: Int
+    /// The largest feedback id read.
+    public var feedbackCursor: Int64
 
     public init(runID: Int64, step: Int, state: [UInt8], cursor: Int64, sampler: String, pendingPairs: [Int64],
                 bank: [BankSlot], steps: [StepRecord], modelVersion: Int64?, newVersion: ModelVersionRecord? = nil,
-                promote: Bool = false, keep: Int) {
+                promote: Bool = false, keep: Int, feedbackCursor: Int64 = 0) {
+        self.feedbackCursor = feedbackCursor
         self.runID = runID
         self.step = step
         self.state = state

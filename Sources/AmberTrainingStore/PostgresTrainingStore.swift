@@ -66,14 +66,15 @@ public final class PostgresTrainingStore: TrainingStore {
                     INSERT INTO amber.ingest_cursor (consumer) VALUES ($1) ON CONFLICT (consumer) DO NOTHING
                     """, [.text(Self.consumer(name))])
                 let latest = try db.execute("""
-                    SELECT step, state, pair_cursor, sampler::text AS sampler, model_version
+                    SELECT step, state, pair_cursor, sampler::text AS sampler, model_version, feedback_cursor
                     FROM amber.checkpoints WHERE run_id = $1 ORDER BY step DESC LIMIT 1
                     """, [.int(run)])
                 guard latest.rowCount == 1 else { return StoredRun(runID: run, checkpoint: nil) }
                 return StoredRun(runID: run, checkpoint: StoredCheckpoint(
                     step: try latest.value(Int.self, column: "step"), state: try latest.value([UInt8].self, column: "state"),
                     cursor: try latest.value(Int64.self, column: "pair_cursor"), sampler: try latest.value(String.self, column: "sampler"),
-                    modelVersion: try latest.decode(Int64.self, row: 0, column: "model_version")))
+                    modelVersion: try latest.decode(Int64.self, row: 0, column: "model_version"),
+                    feedbackCursor: try latest.value(Int64.self, column: "feedback_cursor")))
             }
         }
     }
@@ -130,13 +131,15 @@ public final class PostgresTrainingStore: TrainingStore {
 
     public func rejections(after cursor: Int64, limit: Int) throws -> RejectionPage {
         try using { db in
-            // One row per (feedback, valid rejected item); a feedback row with none still gives
-            // one row (NULLs) so that the cursor passes it. Feedback rows with a pair take the
-            // pairs' ingest lock before their id is drawn, so ids become visible in order.
+            // One row per (feedback, valid rejected item), in the user's order; a feedback row with
+            // none still gives one row (NULLs) so that the cursor passes it. Only feedback that
+            // made a pair is read: those rows take the pairs' ingest lock before their id is
+            // drawn (even when the pair existed), so their ids become visible in order and the
+            // cursor never passes one that commits later.
             let rows = try db.execute("""
                 WITH page AS (
                     SELECT feedback_id, pair_id, chosen_item_id, rejected_item_ids FROM amber.feedback
-                    WHERE feedback_id > $1 ORDER BY feedback_id LIMIT $2)
+                    WHERE feedback_id > $1 AND pair_id IS NOT NULL ORDER BY feedback_id LIMIT $2)
                 SELECT g.feedback_id,
                        CASE WHEN c.modality = 'image' THEN p.text_id ELSE p.image_id END AS query_id,
                        r.item_id AS rejected_id
@@ -144,13 +147,13 @@ public final class PostgresTrainingStore: TrainingStore {
                 LEFT JOIN amber.pairs p ON p.pair_id = g.pair_id AND p.split = 'train'
                 LEFT JOIN amber.items c ON c.item_id = g.chosen_item_id
                 LEFT JOIN LATERAL (
-                    SELECT i.item_id FROM unnest(g.rejected_item_ids) AS u(item_id)
+                    SELECT i.item_id, u.ord FROM unnest(g.rejected_item_ids) WITH ORDINALITY AS u(item_id, ord)
                     JOIN amber.items i ON i.item_id = u.item_id AND i.modality = c.modality
                     WHERE p.pair_id IS NOT NULL
                       AND NOT EXISTS (SELECT 1 FROM amber.pairs h
                                       WHERE h.split <> 'train' AND (h.image_id = u.item_id OR h.text_id = u.item_id))
                 ) r ON true
-                ORDER BY g.feedback_id
+                ORDER BY g.feedback_id, r.ord
                 """, [.int(cursor), .int(Int64(limit))])
             var rejections: [StoredRejection] = []
             var last = cursor
@@ -161,7 +164,7 @@ public final class PostgresTrainingStore: TrainingStore {
                 last = max(last, feedback)
                 if let query = try rows.decode(Int64.self, row: row, column: "query_id"),
                    let rejected = try rows.decode(Int64.self, row: row, column: "rejected_id") {
-                    rejections.append(StoredRejection(queryItemID: query, rejectedItemID: rejected))
+                    rejections.append(StoredRejection(feedbackID: feedback, queryItemID: query, rejectedItemID: rejected))
                 }
             }
             return RejectionPage(rejections: rejections, cursor: last, rowsRead: feedbackRows.count)
@@ -205,14 +208,15 @@ public final class PostgresTrainingStore: TrainingStore {
                               enqueuedStep: Int64(slot.enqueuedStep), modelVersion: modelVersion)
                 }
                 try db.execute("""
-                    INSERT INTO amber.checkpoints (run_id, step, state, pair_cursor, sampler, pending_pairs, model_version, bank_slots)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    INSERT INTO amber.checkpoints (run_id, step, state, pair_cursor, sampler, pending_pairs, model_version, bank_slots, feedback_cursor)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                     ON CONFLICT (run_id, step) DO UPDATE SET state = EXCLUDED.state, pair_cursor = EXCLUDED.pair_cursor,
+                        feedback_cursor = EXCLUDED.feedback_cursor,
                         sampler = EXCLUDED.sampler, pending_pairs = EXCLUDED.pending_pairs, model_version = EXCLUDED.model_version,
                         bank_slots = EXCLUDED.bank_slots, created_at = now()
                     """, [.int(checkpoint.runID), .int(Int64(checkpoint.step)), .bytes(checkpoint.state), .int(checkpoint.cursor),
                           .json(checkpoint.sampler), .ints(checkpoint.pendingPairs), modelVersion.map(PostgresValue.int) ?? .null,
-                          .int32(Int32(bank.count))])
+                          .int32(Int32(bank.count)), .int(checkpoint.feedbackCursor)])
                 try db.execute("""
                     DELETE FROM amber.checkpoints WHERE run_id = $1 AND step NOT IN
                         (SELECT step FROM amber.checkpoints WHERE run_id = $1 ORDER BY step DESC LIMIT $2)

@@ -7,7 +7,8 @@ import Foundation
 
 /// Does learning from users' feedback help? (issue 21.) Some training images are held out of
 /// training as the images users look for; the continuous trainer learns on the rest; the model it
-/// serves then answers every caption of a held-out image, and a simulated user chooses the right
+/// serves then answers every caption of a held-out image by its stage 1 with the model's querybank
+/// normalisation (the local re-rank is left out here), and a simulated user chooses the right
 /// image when it is in the top `patience` and rejects the results ranked above it. From that same
 /// checkpoint the run goes on for the same number of steps in each arm:
 /// - `none`: no feedback;

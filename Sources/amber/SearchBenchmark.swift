@@ -22,6 +22,8 @@ struct SearchBenchCommand: ParsableCommand {
     var reference: String?
     @Option(help: "Where --reference's gallery.npy and queries.npy are written (float32; items × dimension × 4 bytes).")
     var exportDirectory: String = "/tmp/amber-search-bench"
+    @Option(parsing: .upToNextOption, help: "Instead of searching: time and peak memory of adding this many items to the gallery, by rebuilding its index (what a reload did before galleries grew in place) and by GalleryIndex.adding.")
+    var add: [Int] = []
 
     func validate() throws {
         guard items >= 10, dimension >= 64, dimension % 64 == 0, queries >= 1, clusters >= 1 else {
@@ -43,6 +45,10 @@ struct SearchBenchCommand: ParsableCommand {
         values = []
         print(String(format: "built in %.1f s (embeddings %.2f GB, codes %.0f MB)", Date().timeIntervalSince(started),
                      Double(items * D * 4) / 1e9, Double(items * D / 8) / 1e6))
+        if !add.isEmpty {
+            growth(index, generator: &generator)
+            return
+        }
         for cosine in queryCosine {
             let queryVectors = (0..<(queries + 3)).map { _ in
                 SyntheticGallery.query(near: index.embedding(at: generator.nextInt(below: items)), cosine: cosine, generator: &generator)
@@ -55,6 +61,47 @@ struct SearchBenchCommand: ParsableCommand {
                 try runReference(python: reference, script: "ops/dev/faiss_bench.py",
                                  arguments: [exportDirectory, String(ProcessInfo.processInfo.activeProcessorCount)])
             }
+        }
+    }
+
+    /// Adding items to the gallery: a rebuild (every row copied out and into a new index, every
+    /// code signed again — the least the reload did before) against an append in place.
+    func growth(_ index: GalleryIndex, generator: inout RandomGenerator) {
+        let D = dimension
+        func residentMB(_ field: String) -> Double {
+            guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+                  let kB = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+            return kB / 1024
+        }
+        /// Seconds and the growth of peak resident memory (MB) over the memory before.
+        func measure(_ body: () -> GalleryIndex) -> (seconds: Double, peakMB: Double, result: GalleryIndex) {
+            _ = try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)   // resets the peak
+            let before = residentMB("VmRSS")
+            let started = Date()
+            let result = body()
+            return (Date().timeIntervalSince(started), residentMB("VmHWM") - before, result)
+        }
+        print("adding items to a gallery of \(items) × \(D) with sign-bit codes (peak = growth of peak resident memory over the memory before):")
+        print("items added   rebuild: time   peak MB     in place: time   peak MB")
+        var grown = index
+        for count in add where count >= 1 {
+            let newValues = SyntheticGallery.embeddings(items: count, dimension: D, clusters: clusters, spread: spread, generator: &generator)
+            let newIDs = (0..<count).map { Int64(grown.count + $0) }
+            // The rebuilt index is dropped at once (scoped), before the append is measured.
+            let (rebuildSeconds, rebuildPeak): (Double, Double) = {
+                let rebuild = measure {
+                    var all = [Float]()
+                    all.reserveCapacity((grown.count + count) * D)
+                    for position in 0..<grown.count { all += grown.embedding(at: position) }
+                    all += newValues
+                    return GalleryIndex(itemIDs: grown.itemIDs + newIDs, embeddings: all, dimension: D, withCodes: true)
+                }
+                return (rebuild.seconds, rebuild.peakMB)
+            }()
+            let appended = measure { grown.adding(itemIDs: newIDs, embeddings: newValues, offsets: nil) }
+            print(String(format: "%11d   %10.3f s   %7.0f     %10.4f s   %7.1f", count, rebuildSeconds, rebuildPeak, appended.seconds, appended.peakMB))
+            grown = appended.result
         }
     }
 

@@ -100,7 +100,7 @@ struct MemoryContrastiveLossTests {
         // Query 0 rejected item 20 (also in the queue, slot 1) and query 1 rejected item 30; both rejected 30.
         let wide = MemoryContrastiveLoss.appendingHardNegatives(
             queue: queue, queueItems: [10, 20, 30], excluded: [true, false, false, false, false, false],
-            softPositive: [false, true, false, false, false, true], extraKeys: extra, extraItems: [20, 30],
+            softPositive: [false, true, false, false, false, true], extraKeys: extra, extraItems: [[20], [30]],
             owners: [[0], [0, 1]], batch: 2)
         #expect(wide.queue.shape == [5, 2])
         #expect(wide.queue.scalars == [1, 0, 0, 1, 1, 1, 5, 5, 6, 6])

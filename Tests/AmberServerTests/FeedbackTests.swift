@@ -101,17 +101,22 @@ extension ServerTests {
         #expect(first.pairID != nil && second.pairID != nil && third.pairID == nil)
         let store = PostgresTrainingStore(url: cluster.url)
         let all = try store.rejections(after: 0, limit: 100)
-        #expect(all.rejections == [StoredRejection(queryItemID: text0, rejectedItemID: image0),
-                                   StoredRejection(queryItemID: text0, rejectedItemID: image2),
-                                   StoredRejection(queryItemID: image0, rejectedItemID: text1)])
-        #expect(all.cursor == third.feedbackID && all.rowsRead == 3)
+        // In the user's order (image2 was named after image0, with the dropped ones between).
+        #expect(all.rejections == [StoredRejection(feedbackID: first.feedbackID, queryItemID: text0, rejectedItemID: image0),
+                                   StoredRejection(feedbackID: first.feedbackID, queryItemID: text0, rejectedItemID: image2),
+                                   StoredRejection(feedbackID: second.feedbackID, queryItemID: image0, rejectedItemID: text1)])
+        #expect(all.cursor == second.feedbackID && all.rowsRead == 2, "feedback without a pair is not read")
         // Paging: the cursor passes every row read, with or without rejections.
         let firstPage = try store.rejections(after: 0, limit: 1)
         #expect(firstPage.cursor == first.feedbackID && firstPage.rejections.count == 2)
         let rest = try store.rejections(after: firstPage.cursor, limit: 1)
-        #expect(rest.rejections == [StoredRejection(queryItemID: image0, rejectedItemID: text1)] && rest.cursor == second.feedbackID)
-        let last = try store.rejections(after: rest.cursor, limit: 1)
-        #expect(last.rejections.isEmpty && last.cursor == third.feedbackID && last.rowsRead == 1)
+        #expect(rest.rejections == [StoredRejection(feedbackID: second.feedbackID, queryItemID: image0, rejectedItemID: text1)]
+                && rest.cursor == second.feedbackID)
+        // Feedback on a pair that already existed is read too (it rejects nothing here).
+        let again = try FeedbackWriter.write(NewFeedback(query: .item(text0), chosen: image1), on: db)
+        #expect(!again.pairAdded && again.pairID == first.pairID)
+        let last = try store.rejections(after: rest.cursor, limit: 10)
+        #expect(last.rejections.isEmpty && last.cursor == again.feedbackID && last.rowsRead == 1)
         let none = try store.rejections(after: last.cursor, limit: 1)
         #expect(none.rejections.isEmpty && none.cursor == last.cursor && none.rowsRead == 0)
     }

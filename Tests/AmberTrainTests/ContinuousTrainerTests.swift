@@ -272,6 +272,54 @@ struct ContinuousTrainerTests {
         #expect(Data(plain.runs[1]!.checkpoints.last!.state) == Data(off.runs[1]!.checkpoints.last!.state))
     }
 
+    @Test func rejectionsThatAreNoNegativesChangeNothing() throws {
+        var c = Self.configuration
+        c.pageSize = 1000            // every pair is known before the first step
+        c.maximumSteps = 30
+        c.evaluateEvery = 1000
+        let (plain, plainPairs) = Self.store()
+        // Caption 3 of image 0 is also paired with image 1 (one text item in two pairs).
+        plain.addPairs([(plainPairs[5].image, plainPairs[3].text, .train)])
+        _ = try ContinuousTrainer(configuration: c, store: plain).run()
+        let (store, pairs) = Self.store()
+        store.addPairs([(pairs[5].image, pairs[3].text, .train)])
+        let devImage = pairs[pairs.count - 1].image, devText = pairs[pairs.count - 1].text
+        for text in pairs[0..<5].map(\.text) { store.addRejections(query: text, rejected: [pairs[0].image, devImage]) }   // its own image, a dev image
+        store.addRejections(query: pairs[0].image, rejected: [pairs[1].text, devText])       // its own caption, a dev caption
+        store.addRejections(query: pairs[5].image, rejected: [pairs[3].text])               // a caption it is paired with through its second pair
+        let trainer = ContinuousTrainer(configuration: c, store: store)
+        _ = try trainer.run()
+        #expect(trainer.rejectionsRead == 13 && trainer.hardNegativesUsed == 0, "\(trainer.rejectionsRead) read, \(trainer.hardNegativesUsed) used")
+        #expect(Data(plain.runs[1]!.checkpoints.last!.state) == Data(store.runs[1]!.checkpoints.last!.state))
+    }
+
+    @Test func aRunWithFeedbackResumedAfterACrashEndsWhereAnUninterruptedOneDoes() throws {
+        var c = Self.configuration
+        c.maximumSteps = 50
+        c.evaluateEvery = 1000
+        func withFeedback() -> InMemoryTrainingStore {
+            let (store, pairs) = Self.store()
+            for (offset, text) in pairs[0..<10].map(\.text).enumerated() {
+                store.addRejections(query: text, rejected: [pairs[10 + offset * 5].image, pairs[60 + offset * 5].image])
+            }
+            store.addRejections(query: pairs[0].image, rejected: [pairs[20].text, pairs[30].text])
+            return store
+        }
+        let reference = withFeedback()
+        let uninterrupted = ContinuousTrainer(configuration: c, store: reference)
+        _ = try uninterrupted.run()
+        #expect(uninterrupted.hardNegativesUsed > 0)
+        let store = withFeedback()
+        #expect(throws: CrashingStore<InMemoryTrainingStore>.Crash.self) {
+            _ = try ContinuousTrainer(configuration: c, store: CrashingStore(store, afterCommits: 2)).run()
+        }
+        #expect(store.runs[1]!.checkpoints.last!.feedbackCursor == 11, "the checkpoint knows the feedback it had read")
+        _ = try ContinuousTrainer(configuration: c, store: store).run()
+        let a = reference.runs[1]!, b = store.runs[1]!
+        #expect(Data(a.checkpoints.last!.state) == Data(b.checkpoints.last!.state), "same parameters, optimiser, queues and generators")
+        #expect(a.steps.values.sorted { $0.step < $1.step }.map(\.loss) == b.steps.values.sorted { $0.step < $1.step }.map(\.loss))
+    }
+
     @Test func pairsArrivingWhileTrainingAreAllTrainedOnAndNoneTwiceAsNew() throws {
         let store = InMemoryTrainingStore()
         let pairs = Self.populate(store, images: 60, seed: 6)

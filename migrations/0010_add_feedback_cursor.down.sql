@@ -1,0 +1,1 @@
+ALTER TABLE amber.checkpoints DROP COLUMN feedback_cursor;
