@@ -14,11 +14,14 @@ public struct GrowingPairSet: Sendable {
     public private(set) var textItemIDs: [Int64] = []
     public private(set) var pairIDs: [Int64] = []
     private var imageOfText: [Int] = []
-    private var imageGlobals: [[Float]] = []
-    private var imageLocals: [[Float]] = []
+    /// Features in rows that grow at the end (``data()`` views them, copying nothing); image
+    /// fragments padded to `paddedFragments`, re-padded once when a wider image arrives.
+    private var imageGlobals: GrowingRows?
+    private var imageLocals: GrowingRows?
+    private var paddedFragments = 0
     private var imageCounts: [Int] = []
-    private var textGlobals: [Float] = []
-    private var textTokens: [Float] = []
+    private var textGlobals: GrowingRows?
+    private var textTokens: GrowingRows?
     private var tokenOffsets: [Int] = [0]
     private var dimensions: TrainedModel.Dimensions?
     private var cached: RetrievalData?
@@ -60,18 +63,50 @@ public struct GrowingPairSet: Sendable {
             imageRow = imageItemIDs.count
             imageIndex[pair.imageID] = imageRow
             imageItemIDs.append(pair.imageID)
-            imageGlobals.append(image.global)
-            imageLocals.append(image.local)
+            appendImage(image)
             imageCounts.append(image.localCount)
         }
         textIndex[pair.textID, default: []].append(pairIDs.count)
         pairIDs.append(pair.pairID)
         textItemIDs.append(pair.textID)
         imageOfText.append(imageRow)
-        textGlobals += text.global
-        textTokens += text.local
-        tokenOffsets.append(tokenOffsets.last! + text.localCount)
+        if textGlobals == nil {
+            textGlobals = GrowingRows(rowShape: [text.global.count], capacity: 1024)
+            textTokens = GrowingRows(rowShape: [text.localDimension], capacity: 16_384)
+        }
+        textGlobals?.append(text.global)
+        textTokens?.append(text.local)
+        tokenOffsets.append(tokenOffsets[tokenOffsets.count - 1] + text.localCount)
         cached = nil
+    }
+
+    /// Appends an image's global vector and its fragments, padded to the widest image so far
+    /// (a wider one re-pads the rows once).
+    private mutating func appendImage(_ image: ItemFeatures) {
+        let Dl = image.localDimension
+        if imageGlobals == nil {
+            imageGlobals = GrowingRows(rowShape: [image.global.count], capacity: 256)
+            paddedFragments = image.localCount
+            imageLocals = GrowingRows(rowShape: [paddedFragments, Dl], capacity: 256)
+        }
+        if image.localCount > paddedFragments, let old = imageLocals {
+            var wider = GrowingRows(rowShape: [image.localCount, Dl], capacity: max(old.capacity, old.count + 1))
+            let values = old.tensor
+            var row = [Float](repeating: 0, count: image.localCount * Dl)
+            values.withUnsafeBufferPointer { all in
+                for r in 0..<old.count {
+                    for i in 0..<(paddedFragments * Dl) { row[i] = all[r * paddedFragments * Dl + i] }
+                    for i in (paddedFragments * Dl) ..< row.count { row[i] = 0 }
+                    wider.append(row)
+                }
+            }
+            imageLocals = wider
+            paddedFragments = image.localCount
+        }
+        imageGlobals?.append(image.global)
+        var padded = image.local
+        padded.append(contentsOf: repeatElement(0, count: (paddedFragments - image.localCount) * Dl))
+        imageLocals?.append(padded)
     }
 
     private mutating func check(image: ItemFeatures, text: ItemFeatures, pair: StoredPair) throws {
@@ -89,20 +124,15 @@ public struct GrowingPairSet: Sendable {
     /// Feature dimensions (nil until the first pair).
     public var featureDimensions: TrainedModel.Dimensions? { dimensions }
 
-    /// The pairs as retrieval data (images padded to the largest fragment count); nil while empty.
+    /// The pairs as retrieval data (images padded to the largest fragment count); nil while
+    /// empty. Its feature tensors view the rows taken in so far: nothing is copied, however
+    /// large the set (a `RetrievalData` taken earlier keeps the rows it had).
     public mutating func data() -> RetrievalData? {
         if let cached { return cached }
-        guard let d = dimensions, !pairIDs.isEmpty else { return nil }
-        let n = imageCounts.max() ?? 1
-        var local = [Float](repeating: 0, count: imageCount * n * d.imageFragment)
-        for (row, values) in imageLocals.enumerated() {
-            local.replaceSubrange((row * n * d.imageFragment) ..< (row * n * d.imageFragment + values.count), with: values)
-        }
+        guard let imageGlobals, let imageLocals, let textGlobals, let textTokens, !pairIDs.isEmpty else { return nil }
+        let n = paddedFragments
         let data = RetrievalData(
-            imageGlobal: Tensor(shape: [imageCount, d.imageGlobal], scalars: imageGlobals.flatMap { $0 }),
-            imageLocal: Tensor(shape: [imageCount, n, d.imageFragment], scalars: local),
-            textGlobal: Tensor(shape: [pairCount, d.textGlobal], scalars: textGlobals),
-            textTokens: Tensor(shape: [tokenOffsets.last!, d.textFragment], scalars: textTokens),
+            imageGlobal: imageGlobals.tensor, imageLocal: imageLocals.tensor, textGlobal: textGlobals.tensor, textTokens: textTokens.tensor,
             tokenOffsets: tokenOffsets, imageOfText: imageOfText, captions: [],
             imageFragmentCounts: imageCounts.allSatisfy { $0 == n } ? nil : imageCounts)
         cached = data

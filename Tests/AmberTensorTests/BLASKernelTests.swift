@@ -110,3 +110,37 @@ struct BLASKernelTests {
         #expect(BLASKernel.selfCheckError(product: naive) < 1)
     }
 }
+
+@Suite("Growing rows")
+struct GrowingRowsTests {
+    @Test func appendedRowsEqualOneTensorAndEarlierViewsKeepTheirRows() {
+        var rows = GrowingRows(rowShape: [2, 3], capacity: 2)
+        var expected: [Float] = []
+        var views: [(Tensor, [Float])] = []
+        for batch in 1...7 {
+            let values = (0..<(batch * 6)).map { Float(expected.count + $0) }
+            rows.append(values)
+            expected += values
+            views.append((rows.tensor, expected))
+        }
+        #expect(rows.count == expected.count / 6 && rows.tensor.shape == [rows.count, 2, 3])
+        #expect(rows.capacity >= rows.count)
+        for (view, values) in views { #expect(view.scalars == values, "a view keeps the rows it had") }
+        // Writing to a view goes to a copy.
+        var view = views[0].0
+        view.withUnsafeMutableBufferPointer { $0[0] = -1 }
+        #expect(rows.tensor.scalars[0] == 0 && views[0].0.scalars[0] == 0)
+    }
+
+    @Test func twoCopiesThatBothAppendDoNotShareRows() {
+        var a = GrowingRows(rowShape: [1], capacity: 8)
+        a.append([1, 2])
+        var b = a
+        a.append([3])
+        b.append([9, 9])
+        #expect(a.tensor.scalars == [1, 2, 3])
+        #expect(b.tensor.scalars == [1, 2, 9, 9])
+        a.append([4])
+        #expect(a.tensor.scalars == [1, 2, 3, 4] && b.tensor.scalars == [1, 2, 9, 9])
+    }
+}

@@ -395,3 +395,51 @@ struct SimulatedUserTests {
         }
     }
 }
+
+@Suite("Growing pair set")
+struct GrowingPairSetTests {
+    /// Pairs whose images have 2, then 3 (wider: a re-pad), then 2 fragments.
+    static func pairs() -> (pairs: [StoredPair], features: [Int64: ItemFeatures]) {
+        var generator = RandomGenerator(seed: 12)
+        var features: [Int64: ItemFeatures] = [:], pairs: [StoredPair] = []
+        for image in 0..<6 {
+            let fragments = image == 3 ? 3 : 2
+            features[Int64(image)] = ItemFeatures(global: (0..<5).map { _ in generator.nextNormal() },
+                                                  local: (0..<(fragments * 4)).map { _ in generator.nextNormal() }, localCount: fragments)
+            for caption in 0..<3 {
+                let id = Int64(100 + image * 3 + caption), tokens = 2 + caption
+                features[id] = ItemFeatures(global: (0..<3).map { _ in generator.nextNormal() },
+                                            local: (0..<(tokens * 2)).map { _ in generator.nextNormal() }, localCount: tokens)
+                pairs.append(StoredPair(pairID: Int64(pairs.count + 1), imageID: Int64(image), textID: id, split: .train))
+            }
+        }
+        return (pairs, features)
+    }
+
+    static func describe(_ data: RetrievalData) -> [String] {
+        [data.imageGlobal, data.imageLocal, data.textGlobal, data.textTokens].map { "\($0.shape) \($0.scalars)" }
+            + ["\(data.tokenOffsets) \(data.imageOfText) \(String(describing: data.imageFragmentCounts))"]
+    }
+
+    @Test func takingPairsInPagesEqualsTakingThemAtOnceAndEarlierDataKeepItsRows() throws {
+        let (pairs, features) = Self.pairs()
+        var once = GrowingPairSet()
+        for pair in pairs { try once.add(pair, features: features) }
+        var paged = GrowingPairSet()
+        var earlier: [(RetrievalData, [String])] = []
+        for page in stride(from: 0, to: pairs.count, by: 4) {
+            for pair in pairs[page ..< min(page + 4, pairs.count)] { try paged.add(pair, features: features) }
+            let taken = paged.data()
+            let data = try #require(taken)
+            earlier.append((data, Self.describe(data)))
+        }
+        let onceData = once.data(), pagedData = paged.data()
+        let all = try #require(onceData), grown = try #require(pagedData)
+        #expect(Self.describe(grown) == Self.describe(all))
+        #expect(all.imageLocal.shape == [6, 3, 4] && all.imageFragmentCounts == [2, 2, 2, 3, 2, 2])
+        // The padded rows hold each image's fragments, then zeros.
+        let image0 = try #require(features[0])
+        #expect(Array(all.imageLocal.scalars.prefix(12)) == image0.local + [0, 0, 0, 0])
+        for (data, description) in earlier { #expect(Self.describe(data) == description, "data taken earlier keeps its rows") }
+    }
+}
