@@ -1,6 +1,6 @@
 import AmberTensor
 
-/// Stage 2 of the ranking (DESIGN §1): a local, fragment-level alignment score in the style of
+/// Stage 2 of the ranking: a local, fragment-level alignment score in the style of
 /// SCAN's text-to-image attention (Lee et al., 2018), over the *projected* fragments of the
 /// matching model:
 /// ```

@@ -1,6 +1,6 @@
 import AmberTensor
 
-/// The matching model of DESIGN §3: one ``ModalityEncoder`` per modality; the score of an
+/// The matching model: one ``ModalityEncoder`` per modality; the score of an
 /// image and a text is the dot product of their fused embeddings, `s(i, t) = f_i · f_t`.
 public struct MatchingModel: Sendable {
     public let imageEncoder: ModalityEncoder

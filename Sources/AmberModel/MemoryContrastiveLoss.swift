@@ -89,7 +89,7 @@ public struct MemoryQueueError: Error, CustomStringConvertible {
     init(_ problem: String) { description = "memory queue: " + problem }
 }
 
-/// Memory-augmented, ambiguity-aware InfoNCE (DESIGN §3, L_mem; after MoCo and AAHR):
+/// Memory-augmented, ambiguity-aware InfoNCE (L_mem of the matching objective; after MoCo and AAHR):
 /// ```
 /// L = − 1/B Σ_b log  exp(q_b·k_b / τ) / ( exp(q_b·k_b / τ) + Σ_j w_bj exp(q_b·m_j / τ) )
 /// ```

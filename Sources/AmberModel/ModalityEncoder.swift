@@ -38,7 +38,7 @@ public struct EncodedBatch {
     public var fused: Tensor
 }
 
-/// One modality's encoder of DESIGN §3 (after AAHR, Chen et al. 2025):
+/// One modality's encoder of the matching model (after AAHR, Chen et al. 2025):
 /// ```
 /// F = L W_l + b_l                                   fragments, dropout 0.2 on fragments in training
 /// l = 0.8 · max2(F) + 0.2 · Σ_i softmax_i(τ · cos(F_i, h)) F_i

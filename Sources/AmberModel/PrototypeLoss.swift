@@ -36,7 +36,7 @@ public enum SinkhornKnopp {
     }
 }
 
-/// Clustering-prototype loss (DESIGN §3, L_proto; after SwAV and AAHR): `K` learnable unit
+/// Clustering-prototype loss (L_proto of the matching objective; after SwAV and AAHR): `K` learnable unit
 /// prototypes `C`; each modality predicts the other's Sinkhorn codes:
 /// ```
 /// p_x = softmax(f_x Cᵀ / τ_p),   q_x = Sinkhorn(f_x Cᵀ)

@@ -7,7 +7,7 @@ import Glibc
 // Shape legend: `B` pairs in the batch (B image nodes + B text nodes), `D` dimension,
 // `k = ⌊B/2⌋` neighbours per node in each block.
 
-/// The in-batch high-order relation graph of DESIGN §3 (L_graph; after AAHR), training only.
+/// The in-batch high-order relation graph (L_graph of the matching objective; after AAHR), training only.
 ///
 /// Nodes are the batch's local vectors. Each node links to its `k` strongest neighbours in each
 /// of the four blocks: within a modality with weight `exp(−‖x_a − x_b‖)`, across with the cosine

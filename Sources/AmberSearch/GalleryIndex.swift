@@ -5,7 +5,7 @@ import Foundation
 // scalar tail), `W = ⌈D / 64⌉`
 // words of sign bits per item, `k` results, `C` prefilter candidates.
 
-/// Stage 1 of the query service (DESIGN §1): the fused embeddings of every gallery item of one
+/// Stage 1 of the query service: the fused embeddings of every gallery item of one
 /// modality in memory, searched by inner product.
 ///
 /// - **Exact**: every item is scored (`s = e · q − o`, with the querybank offsets `o` when the
@@ -237,7 +237,7 @@ public final class GalleryIndex: @unchecked Sendable {
     }
 
     /// Dot product of two `D`-vectors with four SIMD16 accumulators (vectorises with FMA on the
-    /// project's target CPU; see MACHINE.md).
+    /// project's target CPU, set in Package.swift).
     @inline(__always)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
         var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()

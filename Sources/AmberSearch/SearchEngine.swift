@@ -151,7 +151,7 @@ public struct SearchHit: Sendable, Equatable {
     public var fused: Float
 }
 
-/// Two-stage search over the galleries of both modalities with one trained model (DESIGN §1):
+/// Two-stage search over the galleries of both modalities with one trained model:
 /// encode the query → stage 1 on the target gallery (exact or binary prefilter, querybank
 /// offsets) → stage 2 re-scores the top `rerank` with the local alignment, fused with stage 1.
 public final class SearchEngine: @unchecked Sendable {

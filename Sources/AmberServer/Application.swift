@@ -240,7 +240,8 @@ struct ModelVersionBody: Encodable, Sendable {
     }
 }
 
-/// The HTTP API of DESIGN §5 (search, models, bank summary, health, metrics) on `service`.
+/// The HTTP API (search, items, pairs, feedback, models, bank summary, health, metrics; every route,
+/// body and error is described in openapi.yaml) on `service`.
 /// `main` and the tests build the application the same way; `onServerRunning` hears the bound
 /// channel (its port, when listening on port 0).
 public func buildApplication(service: QueryService, configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics(),

@@ -4,7 +4,7 @@ import AmberTensor
 import Foundation
 
 /// Trains the matching model without end from pairs that keep arriving in a ``TrainingStore``,
-/// keeping everything it learns durable there (DESIGN §1, issue 6).
+/// keeping everything it learns durable there.
 ///
 /// The loop: take in new pairs (oldest first, by pair id) → a batch of the oldest unseen train
 /// pairs mixed with a replay of older ones (``ReplaySampler``) → one training step. Every

@@ -10,7 +10,7 @@ public protocol LearningRateSchedule: Sendable {
 /// Linear warm-up from `base / warmupSteps` to `base` over the first `warmupSteps` updates, then
 /// `base · factor^⌊(step − warmupSteps) / decayEvery⌋` (step decay, as VSE++/AAHR).
 public struct WarmupStepDecay: LearningRateSchedule, Codable, Equatable {
-    /// Peak rate. Default 5e-4 (DESIGN §3).
+    /// Peak rate. Default 5e-4 (AAHR's).
     public var base: Float
     /// Updates of linear warm-up (0: none).
     public var warmupSteps: Int

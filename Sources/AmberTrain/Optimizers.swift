@@ -50,7 +50,7 @@ public final class AdamW: Optimizer {
         public var beta2: Float = 0.999
         /// `ε` added to the root of the second moment. Default 1e-8.
         public var epsilon: Float = 1e-8
-        /// `λ`, decoupled weight decay. Default 1e-4 (DESIGN §3).
+        /// `λ`, decoupled weight decay. Default 1e-4.
         public var weightDecay: Float = 1e-4
 
         public init(beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 1e-4) {
@@ -228,7 +228,7 @@ public func clipGradientNorm(_ parameters: [Parameter], maximumNorm: Float) -> F
 /// Exponential moving average of parameters, for momentum encoders (MoCo, He et al. 2020):
 /// `θ_target ← m · θ_target + (1 − m) · θ_source`.
 public struct ExponentialMovingAverage: Sendable {
-    /// `m`. Default 0.999 (DESIGN §3).
+    /// `m`. Default 0.999.
     public var momentum: Float
 
     public init(momentum: Float = 0.999) {
@@ -252,7 +252,7 @@ public struct ExponentialMovingAverage: Sendable {
     }
 }
 
-/// The AdamW update of DESIGN §3 over a range of elements, 16 lanes at a time.
+/// The AdamW update (Loshchilov & Hutter 2019) over a range of elements, 16 lanes at a time.
 struct AdamWKernel: Sendable {
     let beta1: Float, beta2: Float, epsilon: Float
     /// `1 − η λ`.

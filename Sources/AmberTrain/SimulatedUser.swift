@@ -1,4 +1,4 @@
-/// A user of the search, simulated for experiments on learning from feedback (issue 21): shown a
+/// A user of the search, simulated for experiments on learning from feedback: shown a
 /// ranked list, the user looks at the first `patience` results, chooses the first one that is
 /// right and rejects every result ranked above it; when none of those is right, the user says
 /// nothing. The feedback a real user sends through `POST /v1/feedback` has the same shape.

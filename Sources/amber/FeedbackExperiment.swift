@@ -5,7 +5,7 @@ import AmberTrain
 import ArgumentParser
 import Foundation
 
-/// Does learning from users' feedback help? (issue 21.) Some training images are held out of
+/// Does learning from users' feedback help? Some training images are held out of
 /// training as the images users look for; the continuous trainer learns on the rest; the model it
 /// serves then answers every caption of a held-out image by its stage 1 with the model's querybank
 /// normalisation (the local re-rank is left out here), and a simulated user chooses the right

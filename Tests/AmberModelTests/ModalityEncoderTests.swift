@@ -25,7 +25,7 @@ struct ModalityEncoderTests {
         return (encoder, input)
     }
 
-    /// The formula of DESIGN §3 in Double loops.
+    /// The encoder's formula (its doc comment) in Double loops.
     static func reference(_ encoder: ModalityEncoder, _ input: EncoderInput) -> [[Double]] {
         func linear(_ layer: Linear, _ x: [Double]) -> [Double] {
             let w = layer.weight.value.scalars.map(Double.init), b = layer.bias.value.scalars.map(Double.init)
