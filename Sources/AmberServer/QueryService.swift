@@ -188,18 +188,7 @@ public final class QueryService: Sendable {
             let cacheIsCurrent = previous != nil || known != nil
             let knownRow = Dictionary((known?.itemIDs ?? []).enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             let missing = catalog.filter { knownRow[$0.itemID] == nil && !refused.contains($0.itemID) }.map(\.itemID)
-            let stored = missing.isEmpty ? [] : try await store.galleryFeatures(modality, ids: missing)
-            // Asked for but not returned: the row did not decode (the store logged it) or vanished.
-            let returned = Set(stored.map(\.itemID))
-            for id in missing where !returned.contains(id) { refused.insert(id) }
-            // Rows the model cannot take (written before today's checks, or by hand) are left out, each logged once.
-            let features = stored.filter { entry in
-                guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }
-                refused.insert(entry.itemID)
-                logger.error("item left out of the gallery: its stored features cannot be searched",
-                             metadata: ["serve.item_id": "\(entry.itemID)", "serve.modality": "\(modality.rawValue)", "error": "\(problem)"])
-                return false
-            }
+            let features = try await servableFeatures(missing, of: modality, model: model, refused: &refused)
             let fresh = GalleryEncoding.encode(features, of: modality, model: model)
             let freshRow = Dictionary(fresh.itemIDs.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             // Catalog order; an item whose features vanished in between is left out.
@@ -263,16 +252,7 @@ public final class QueryService: Sendable {
                 }
             }
             guard matched == gallery.count else { return nil }
-            let stored = tail.isEmpty ? [] : try await store?.galleryFeatures(modality, ids: tail.map(\.itemID)) ?? []
-            let returned = Set(stored.map(\.itemID))
-            for item in tail where !returned.contains(item.itemID) { refused.insert(item.itemID) }
-            let features = stored.filter { entry in
-                guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }
-                refused.insert(entry.itemID)
-                logger.error("item left out of the gallery: its stored features cannot be searched",
-                             metadata: ["serve.item_id": "\(entry.itemID)", "serve.modality": "\(modality.rawValue)", "error": "\(problem)"])
-                return false
-            }
+            let features = try await servableFeatures(tail.map(\.itemID), of: modality, model: model, refused: &refused)
             let byID = Dictionary(tail.map { ($0.itemID, $0) }, uniquingKeysWith: { first, _ in first })
             let items = features.compactMap { byID[$0.itemID] }
             additions[modality] = (items, GalleryEncoding.encode(features, of: modality, model: model))
@@ -280,6 +260,25 @@ public final class QueryService: Sendable {
         let empty = (items: [GalleryItem](), encoding: GalleryEncoding.empty(dimension: model.encoder.jointDimension, withOffsets: (model.querybank?.beta ?? 0) > 0))
         let engine = previous.adding(images: additions[.image] ?? empty, texts: additions[.text] ?? empty, codesFrom: codesFrom)
         return (engine, additions.mapValues(\.encoding))
+    }
+
+    /// The stored features of the items `ids` that `model` can serve. An item whose row did not
+    /// come back (it did not decode: the store logged it; or it vanished), or whose features the
+    /// model cannot take (written before today's checks, or by hand), joins `refused` and is
+    /// logged once.
+    private func servableFeatures(_ ids: [Int64], of modality: Modality, model: TrainedModel,
+                                  refused: inout Set<Int64>) async throws -> [(itemID: Int64, features: ItemFeatures)] {
+        guard !ids.isEmpty, let store else { return [] }
+        let stored = try await store.galleryFeatures(modality, ids: ids)
+        let returned = Set(stored.map(\.itemID))
+        for id in ids where !returned.contains(id) { refused.insert(id) }
+        return stored.filter { entry in
+            guard let problem = servingProblem(entry.features, of: modality, model: model) else { return true }
+            refused.insert(entry.itemID)
+            logger.error("item left out of the gallery: its stored features cannot be searched",
+                         metadata: ["serve.item_id": "\(entry.itemID)", "serve.modality": "\(modality.rawValue)", "error": "\(problem)"])
+            return false
+        }
     }
 
     /// Why `features` cannot join the gallery of `modality` under `model`, or nil.
