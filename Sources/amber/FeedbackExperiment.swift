@@ -120,27 +120,32 @@ struct FeedbackExperimentCommand: ParsableCommand {
         var generator = RandomGenerator(seed: seed &+ 11)
         let held = Set(generator.permutation(train.imageCount).prefix(heldOut))
         let heldTexts = (0..<train.textCount).filter { held.contains(train.imageOfText[$0]) }
-        print("amber eval feedback: \(dataOptions.data), seed \(seed); \(train.imageCount - heldOut) training images trained on, "
-              + "\(heldOut) held out as users' targets (\(heldTexts.count) captions as their queries), dev \(dev.imageCount) images")
-        print("machine: \(MachineDescription.current)")
-        func log(_ line: String) { FileHandle.standardOutput.write(Data("  \(line)\n".utf8)) }
+        // Unbuffered, so that a log file holds every line as it happens.
+        func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+        func log(_ line: String) { say("  " + line) }
+        say("amber eval feedback: \(dataOptions.data), seed \(seed); \(train.imageCount - heldOut) training images trained on, "
+            + "\(heldOut) held out as users' targets (\(heldTexts.count) captions as their queries), dev \(dev.imageCount) images")
+        say("machine: \(MachineDescription.current)")
         let started = Date()
 
-        // Phase 1: train without the held-out images.
+        // Phase 1: train without the held-out images (its store is let go before the arms: only
+        // the checkpoint and the served model are kept).
         var c = trainerConfiguration
         c.maximumSteps = steps
-        let first = catalogue(train: train, dev: dev, heldOut: held)
-        _ = try ContinuousTrainer(configuration: c, store: first.store, progress: log).run()
-        guard let checkpoint = first.store.runs[1]?.checkpoints.last, checkpoint.step == steps else {
-            throw ValidationError("phase 1 did not end with a checkpoint at step \(steps)")
-        }
-        let (_, before) = try newestVersion(first.store)
-        guard let modelVersion = first.store.versions.keys.max(), let record = first.store.versions[modelVersion] else {
-            throw ValidationError("phase 1 wrote no model version")
-        }
-        let served = try TrainedModel.read(bytes: record.record.model, name: "model version \(modelVersion)")
-        print(String(format: "phase 1 (%d steps, %.0f s): dev rsum stage 1 %.1f, served %.1f", steps, Date().timeIntervalSince(started),
-                     before.stageOne.rsum, before.rsum))
+        let (checkpoint, before, served): (CheckpointRecord, VersionMetrics, TrainedModel) = try {
+            let first = catalogue(train: train, dev: dev, heldOut: held)
+            _ = try ContinuousTrainer(configuration: c, store: first.store, progress: log).run()
+            guard let checkpoint = first.store.runs[1]?.checkpoints.last, checkpoint.step == steps else {
+                throw ValidationError("phase 1 did not end with a checkpoint at step \(steps)")
+            }
+            let (_, before) = try newestVersion(first.store)
+            guard let modelVersion = first.store.versions.keys.max(), let record = first.store.versions[modelVersion] else {
+                throw ValidationError("phase 1 wrote no model version")
+            }
+            return (checkpoint, before, try TrainedModel.read(bytes: record.record.model, name: "model version \(modelVersion)"))
+        }()
+        say(String(format: "phase 1 (%d steps, %.0f s): dev rsum stage 1 %.1f, served %.1f", steps, Date().timeIntervalSince(started),
+                   before.stageOne.rsum, before.rsum))
 
         // The users: every caption of a held-out image, ranked over every training image by the served model.
         let user = SimulatedUser(patience: patience)
@@ -163,7 +168,7 @@ struct FeedbackExperimentCommand: ParsableCommand {
             }
         }
         let rejectedCount = feedback.reduce(0) { $0 + $1.rejected.count }
-        print(String(format: "simulated users: %d of %d queries found their image in the top %d (%.1f %%), mean rank %.2f; %d results rejected",
+        say(String(format: "simulated users: %d of %d queries found their image in the top %d (%.1f %%), mean rank %.2f; %d results rejected",
                      feedback.count, heldTexts.count, patience, 100 * Double(feedback.count) / Double(max(heldTexts.count, 1)),
                      Double(feedback.reduce(0) { $0 + $1.rank }) / Double(max(feedback.count, 1)), rejectedCount))
 
@@ -194,21 +199,21 @@ struct FeedbackExperimentCommand: ParsableCommand {
             let curve = try next.store.versions.sorted { $0.key < $1.key }.map { try MetadataJSON.decode(VersionMetrics.self, from: $0.value.record.metrics) }
             let (_, last) = try newestVersion(next.store)
             results.append((arm, last, curve, trainer.hardNegativesUsed))
-            print(String(format: "arm %@ (%.0f s): dev rsum stage 1 %.1f, served %.1f at step %d; %d train pairs, %d hard negatives used",
+            say(String(format: "arm %@ (%.0f s): dev rsum stage 1 %.1f, served %.1f at step %d; %d train pairs, %d hard negatives used",
                          arm.rawValue, Date().timeIntervalSince(armStarted), last.stageOne.rsum, last.rsum, last.step, last.trainPairs,
                          trainer.hardNegativesUsed))
         }
 
-        print("\nseed \(seed): dev rsum after \(steps) + \(moreSteps) steps (phase 1 ended at stage 1 "
+        say("\nseed \(seed): dev rsum after \(steps) + \(moreSteps) steps (phase 1 ended at stage 1 "
               + String(format: "%.1f, served %.1f)", before.stageOne.rsum, before.rsum))
-        print("arm          stage 1   served   vs none (stage 1 / served)   train pairs   curve of stage 1 (every \(versionEvery) steps after \(steps))")
+        say("arm          stage 1   served   vs none (stage 1 / served)   train pairs   curve of stage 1 (every \(versionEvery) steps after \(steps))")
         let reference = results.first { $0.0 == .none }?.1
         for (arm, last, curve, _) in results {
             let delta = reference.map { String(format: "%+.1f / %+.1f", last.stageOne.rsum - $0.stageOne.rsum, last.rsum - $0.rsum) } ?? "—"
             let points = curve.filter { $0.step > steps }.map { String(format: "%.1f", $0.stageOne.rsum) }.joined(separator: " ")
-            print(arm.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
+            say(arm.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)
                   + String(format: " %7.1f  %7.1f   %-28@ %11d   %@", last.stageOne.rsum, last.rsum, delta, last.trainPairs, points))
         }
-        print(String(format: "total %.0f s", Date().timeIntervalSince(started)))
+        say(String(format: "total %.0f s", Date().timeIntervalSince(started)))
     }
 }
