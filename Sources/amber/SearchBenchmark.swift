@@ -71,7 +71,7 @@ struct SearchBenchCommand: ParsableCommand {
         func residentMB(_ field: String) -> Double {
             guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
                   let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
-                  let kB = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+                  let kB = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return .nan }
             return kB / 1024
         }
         /// Seconds and the growth of peak resident memory (MB) over the memory before.
