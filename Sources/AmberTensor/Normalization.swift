@@ -76,9 +76,11 @@ extension Tensor {
         precondition(gain.shape == [width] && bias.shape == [width],
                      "layerNormalized: gain \(gain.shape) and bias \(bias.shape) must be [\(width)]")
         let rows = count / width
-        let normalized = Tensor(uninitializedShape: shape)
+        // x̂ and 1/σ are kept only for a recorded backward pass (inference skips writing them).
+        let recording = GradientRecording.isEnabled && [self, gain, bias].contains { $0.node != nil }
+        let normalized = Tensor(uninitializedShape: recording ? shape : [0])
         let result = Tensor(uninitializedShape: shape)
-        var inverseDeviations = [Float](repeating: 0, count: rows)
+        var inverseDeviations = [Float](repeating: 0, count: recording ? rows : 0)
         let input = pointer, xhat = normalized.pointer, out = result.pointer
         let pGain = gain.pointer, pBias = bias.pointer
         for r in 0..<rows {
@@ -90,11 +92,15 @@ extension Tensor {
             for j in 0..<width { let d = row[j] - mean; variance += d * d }
             variance /= Float(width)
             let inverse = 1 / (variance + epsilon).squareRoot()
-            inverseDeviations[r] = inverse
-            for j in 0..<width {
-                let h = (row[j] - mean) * inverse
-                xhat[r * width + j] = h
-                out[r * width + j] = h * pGain[j] + pBias[j]
+            if recording {
+                inverseDeviations[r] = inverse
+                for j in 0..<width {
+                    let h = (row[j] - mean) * inverse
+                    xhat[r * width + j] = h
+                    out[r * width + j] = h * pGain[j] + pBias[j]
+                }
+            } else {
+                for j in 0..<width { out[r * width + j] = (row[j] - mean) * inverse * pGain[j] + pBias[j] }
             }
         }
         let savedGain = gain.detached

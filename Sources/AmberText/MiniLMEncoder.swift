@@ -143,6 +143,25 @@ public final class MiniLMEncoder: Sendable {
         return results.map { $0! }
     }
 
+    /// Floating-point operations (a multiply-add counts two) that ``encode(_:)-([String])`` spends on
+    /// `texts`: every dense product and both attention products, over the padded batches it forms.
+    /// Element-wise work is left out; this is the arithmetic a GEMM library has to do at least.
+    public func arithmetic(ofEncoding texts: [String]) -> Double {
+        let lengths = texts.map { tokenizer.encode($0).count }.sorted()
+        let H = Double(configuration.hiddenSize), I = Double(configuration.intermediateSize)
+        var total = 0.0
+        var start = 0
+        while start < lengths.count {
+            let chunk = lengths[start ..< min(start + batchSize, lengths.count)]
+            let B = Double(chunk.count), n = Double(chunk.max() ?? 0)
+            let dense = 2 * B * n * (4 * H * H + 2 * H * I)     // Q, K, V, attention output; FFN in and out
+            let attention = 2 * 2 * B * n * n * H               // scores and context, all heads together
+            total += Double(configuration.layerCount) * (dense + attention)
+            start += chunk.count
+        }
+        return total
+    }
+
     /// One padded batch through the encoder.
     func forward(_ batch: [[Int32]]) -> [TextEncoding] {
         withoutGradients {

@@ -75,6 +75,9 @@ struct TextBenchCommand: ParsableCommand {
         BLASProfile.isEnabled = false
         print(String(format: "batched (%d captions, batches of %d): %.2f s, %.0f captions/s (goal ≥ 200); %.0f%% in BLAS",
                      batched, batchSize, elapsed, Double(batched) / elapsed, 100 * BLASProfile.seconds / elapsed))
+        let work = encoder.arithmetic(ofEncoding: batch)
+        print(String(format: "arithmetic: %.1f GFLOP in the padded batches (dense + attention products); %.0f GFLOP/s over the whole encoder, %.0f GFLOP/s inside BLAS",
+                     work / 1e9, work / elapsed / 1e9, work / max(BLASProfile.seconds, 1e-9) / 1e9))
         if let reference {
             guard texts.count > 4 else { throw ValidationError("--reference needs a captions file (--captions)") }
             print("\nsentence-transformers reference (same captions, \(BLASThreads.count) threads, batch \(batchSize)):")

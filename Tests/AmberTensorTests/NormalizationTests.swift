@@ -38,6 +38,9 @@ struct NormalizationTests {
             }
         }
         expectClose(y, expected, shape: [3, 2, 6], tolerance: 1e-5)
+        // Recorded for a backward pass (x̂ kept) and not: the same values.
+        let recorded = Parameter(x).tensor.layerNormalized(gain: gain, bias: bias, epsilon: 1e-12)
+        expectClose(recorded, expected, shape: [3, 2, 6], tolerance: 1e-5)
         expectGradients([x, gain, bias], epsilon: 1e-3) {
             $0[0].layerNormalized(gain: $0[1], bias: $0[2], epsilon: 1e-12)
         }

@@ -77,6 +77,26 @@ struct MiniLMFixtureTests {
         }
     }
 
+    @Test func arithmeticCountsThePaddedBatchesEncodeForms() throws {
+        let encoder = try encoder()       // batches of 4
+        let texts = ["a dog", "a dog runs", "two dogs run on the beach", "a cat", "the cat sleeps on a warm chair today"]
+        let lengths = texts.map { encoder.tokenizer.encode($0).count }.sorted()
+        // Counted by hand: sorted lengths form batches [0..<4] and [4..<5], each padded to its longest.
+        var expected = 0.0
+        for batch in [Array(lengths[0..<4]), Array(lengths[4..<5])] {
+            let B = Double(batch.count), n = Double(batch.max()!)
+            var perLayer = 0.0
+            for (rows, inner, columns) in [(B * n, 384.0, 384.0), (B * n, 384, 384), (B * n, 384, 384), (B * n, 384, 384),
+                                           (B * n, 384, 1536), (B * n, 1536, 384)] {
+                perLayer += 2 * rows * inner * columns
+            }
+            perLayer += B * 12 * (2 * n * 32 * n + 2 * n * n * 32)    // per head: Q·Kᵀ and P·V
+            expected += 6 * perLayer
+        }
+        #expect(abs(encoder.arithmetic(ofEncoding: texts) - expected) <= 1e-9 * expected)
+        #expect(encoder.arithmetic(ofEncoding: []) == 0)
+    }
+
     @Test func missingOrCorruptModelFilesSayHowToFetchThem() throws {
         let directory = NSTemporaryDirectory() + "amber-model-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
