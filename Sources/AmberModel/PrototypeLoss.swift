@@ -54,6 +54,53 @@ public struct PrototypeLoss: Sendable {
         prototypes = Parameter(Tensor.randomNormal([count, dimension], using: &generator).l2Normalized(axis: -1), name: "prototypes")
     }
 
+    /// Places the prototypes on `min(K, N)` distinct rows of `candidates` `[N, D]` (unit
+    /// embeddings) by k-means++ seeding (Arthur & Vassilvitskii 2007): the first uniformly, each
+    /// next with probability proportional to its squared distance to the nearest one chosen.
+    /// Prototypes beyond `N` keep their values.
+    ///
+    /// Why: random unit prototypes in a wide joint space (D = 1024) are nearly orthogonal to
+    /// every embedding, so all scores sit near 0, the Sinkhorn codes and the predictions are
+    /// uniform, the loss is ln K and its gradient vanishes — the loss never starts. Prototypes
+    /// on the data start it with sharp codes (SwAV works in 128 dimensions, where this matters less).
+    public func seed(from candidates: Tensor, generator: inout RandomGenerator) {
+        precondition(candidates.rank == 2 && candidates.shape[1] == prototypes.shape[1],
+                     "PrototypeLoss.seed: candidates must be [N, \(prototypes.shape[1])], got \(candidates.shape)")
+        let N = candidates.shape[0], D = candidates.shape[1], K = prototypes.shape[0]
+        guard N > 0 else { return }
+        let x = candidates.l2Normalized(axis: -1).scalars
+        var nearest = [Double](repeating: .infinity, count: N)
+        var chosen: [Int] = []
+        var next = generator.nextInt(below: N)
+        while chosen.count < min(K, N) {
+            chosen.append(next)
+            var total = 0.0
+            for i in 0..<N {
+                var dot = 0.0
+                for j in 0..<D { dot += Double(x[i * D + j]) * Double(x[next * D + j]) }
+                nearest[i] = min(nearest[i], max(0, 2 - 2 * dot))        // ‖a − b‖² of unit vectors
+                total += nearest[i]
+            }
+            guard chosen.count < min(K, N) else { break }
+            if total <= 0 {
+                // Every candidate coincides with a chosen one: take the first not chosen yet.
+                next = (0..<N).first { !chosen.contains($0) } ?? 0
+                continue
+            }
+            var target = Double(generator.nextUniform()) * total
+            next = (0..<N).last { !chosen.contains($0) && nearest[$0] > 0 } ?? 0
+            for i in 0..<N where nearest[i] > 0 && !chosen.contains(i) {
+                target -= nearest[i]
+                if target <= 0 { next = i; break }
+            }
+        }
+        var values = prototypes.value.scalars
+        for (k, row) in chosen.enumerated() {
+            for j in 0..<D { values[k * D + j] = x[row * D + j] }
+        }
+        prototypes.assign(Tensor(shape: [K, D], scalars: values))
+    }
+
     /// The loss and each modality's hard assignments (argmax of its codes).
     /// - Parameters: `images`, `texts`: `[B, D]` unit embeddings of paired items.
     public func callAsFunction(images: Tensor, texts: Tensor) -> (loss: Tensor, imagePrototypes: [Int], textPrototypes: [Int]) {

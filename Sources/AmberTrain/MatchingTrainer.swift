@@ -255,6 +255,13 @@ public final class MatchingTrainer {
         // Prototype assignments: the loss's codes once it is on; they mark soft positives.
         var assignments: ([Int], [Int])?
         if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
+            if step == c.prototypeWarmupSteps {
+                // The loss's first step: prototypes on this batch's embeddings (k-means++), from
+                // a generator of their own, so the step is the same after a resume.
+                var seeding = RandomGenerator(seed: c.optimization.seed &+ 3)
+                prototypes.seed(from: Tensor.concatenate([imageBatch.fused.detached, textBatch.fused.detached], axis: 0),
+                                generator: &seeding)
+            }
             let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
             terms.add("prototype", result.loss * c.prototypeWeight)
             assignments = (result.imagePrototypes, result.textPrototypes)

@@ -55,4 +55,77 @@ struct PrototypeLossTests {
         loss(images: images, texts: texts).loss.backward()
         #expect(loss.prototypes.gradient != nil && loss.prototypes.gradient!.abs().sum().scalar > 0)
     }
+
+    /// Paired embeddings in 16 well-separated clusters of a 1024-wide space, as a trained joint
+    /// space has them: image and caption of a pair near the same cluster centre.
+    static func clusteredPairs(count: Int, clusters: Int, dimension: Int, seed: UInt64) -> (images: Tensor, texts: Tensor) {
+        var generator = RandomGenerator(seed: seed)
+        let centres = Tensor.randomNormal([clusters, dimension], using: &generator).l2Normalized()
+        var images: [Float] = [], texts: [Float] = []
+        for b in 0..<count {
+            let centre = centres.slice(axis: 0, (b % clusters)..<(b % clusters + 1))
+            images += (centre + Tensor.randomNormal([1, dimension], using: &generator) * 0.01).scalars
+            texts += (centre + Tensor.randomNormal([1, dimension], using: &generator) * 0.01).scalars
+        }
+        return (Tensor(shape: [count, dimension], scalars: images).l2Normalized(),
+                Tensor(shape: [count, dimension], scalars: texts).l2Normalized())
+    }
+
+    @Test func seedingPutsPrototypesOnDistinctCandidatesReproducibly() {
+        var generator = RandomGenerator(seed: 3)
+        let loss = PrototypeLoss(count: 6, dimension: 8, generator: &generator)
+        let candidates = Tensor.randomNormal([20, 8], using: &generator).l2Normalized()
+        var seeding = RandomGenerator(seed: 9)
+        loss.seed(from: candidates, generator: &seeding)
+        let placed = loss.prototypes.value
+        var rows: [Int] = []
+        for k in 0..<6 {
+            let prototype = placed.slice(axis: 0, k..<k + 1)
+            let match = (0..<20).first { candidates.slice(axis: 0, $0..<$0 + 1).maxAbsoluteDifference(to: prototype) < 1e-6 }
+            #expect(match != nil, "prototype \(k) is not a candidate row")
+            if let match { rows.append(match) }
+        }
+        #expect(Set(rows).count == 6)
+        // The same generator seed, the same prototypes.
+        var again = RandomGenerator(seed: 3)
+        let other = PrototypeLoss(count: 6, dimension: 8, generator: &again)
+        var seedingAgain = RandomGenerator(seed: 9)
+        other.seed(from: candidates, generator: &seedingAgain)
+        #expect(other.prototypes.value.maxAbsoluteDifference(to: placed) == 0)
+        // Fewer candidates than prototypes: those placed are distinct, the rest keep their values.
+        let before = other.prototypes.value
+        other.seed(from: candidates.slice(axis: 0, 0..<2), generator: &seedingAgain)
+        #expect(other.prototypes.value.slice(axis: 0, 2..<6).maxAbsoluteDifference(to: before.slice(axis: 0, 2..<6)) == 0)
+        #expect(other.prototypes.value.slice(axis: 0, 0..<1).maxAbsoluteDifference(to: other.prototypes.value.slice(axis: 0, 1..<2)) > 0.1)
+        // k-means++ reaches every cluster: 16 prototypes on 16 tight clusters cover them all.
+        let (images, texts) = Self.clusteredPairs(count: 64, clusters: 16, dimension: 32, seed: 4)
+        let clusterLoss = PrototypeLoss(count: 16, dimension: 32, generator: &generator)
+        clusterLoss.seed(from: Tensor.concatenate([images, texts], axis: 0), generator: &seeding)
+        #expect(Set(clusterLoss.assign(images)).count == 16)
+    }
+
+    @Test func randomPrototypesInAWideSpaceGiveNoSignalSeededOnesDo() {
+        let (images, texts) = Self.clusteredPairs(count: 128, clusters: 16, dimension: 1024, seed: 5)
+        var generator = RandomGenerator(seed: 6)
+        let loss = PrototypeLoss(count: 64, dimension: 1024, generator: &generator)
+        let uniform = Float(Foundation.log(64.0))
+        // Random unit prototypes: scores ≈ ±0.03, codes and predictions ≈ uniform, loss ≈ ln K.
+        let random = loss(images: images, texts: texts).loss.scalar
+        #expect(abs(random - uniform) < 0.01 * uniform)
+        // On the data: the loss starts well below ln K, and each pair's image and caption are coded
+        // to prototypes of their own cluster — nearly all: equipartition spreads every cluster over
+        // the prototypes k-means++ gave it, and moves a few items of a crowded cluster elsewhere.
+        var seeding = RandomGenerator(seed: 7)
+        loss.seed(from: Tensor.concatenate([images, texts], axis: 0), generator: &seeding)
+        let seeded = loss(images: images, texts: texts)
+        #expect(seeded.loss.scalar < 0.8 * uniform)
+        let c = loss.prototypes.value.l2Normalized()
+        let onCluster = (0..<128).filter { b in
+            let (i, t) = (seeded.imagePrototypes[b], seeded.textPrototypes[b])
+            let imageSide = Tensor.matmul(images.slice(axis: 0, b..<b + 1), c.slice(axis: 0, i..<i + 1), transposeB: true).scalar
+            let textSide = Tensor.matmul(texts.slice(axis: 0, b..<b + 1), c.slice(axis: 0, t..<t + 1), transposeB: true).scalar
+            return imageSide > 0.9 && textSide > 0.9
+        }.count
+        #expect(onCluster >= 115, "\(onCluster) of 128 pairs coded to prototypes of their cluster")
+    }
 }

@@ -84,6 +84,31 @@ struct MatchingTrainerTests {
         }
     }
 
+    @Test func prototypesArePlacedOnTheBatchWhenTheirLossStarts() throws {
+        var configuration = Self.fullConfiguration
+        configuration.prototypeWarmupSteps = 5
+        configuration.encoder.fragmentDropout = 0          // training embeddings = inference ones
+        let (train, _) = Self.data()
+        let trainer = try MatchingTrainer(configuration: configuration, train: train, ownBatches: false)
+        let batches = (0..<6).map { step in (0..<25).map { (step * 25 + $0 * 7) % train.textCount } }
+        func nearestCosines(_ batch: [Int]) -> [Float] {
+            let images = trainer.model.imageEncoder(train.imageInput(batch.map { train.imageOfText[$0] })).fused
+            let texts = trainer.model.textEncoder(train.textInput(batch)).fused
+            let candidates = Tensor.concatenate([images, texts], axis: 0).l2Normalized()
+            let scores = Tensor.matmul(trainer.prototypeCentroids.l2Normalized(), candidates, transposeB: true)   // [K, 2B]
+            return (0..<scores.shape[0]).map { k in scores.slice(axis: 0, k..<k + 1).scalars.max()! }
+        }
+        for step in 0..<5 { _ = trainer.train(batch: batches[step], data: train) }
+        let before = withoutGradients { nearestCosines(batches[5]) }
+        #expect(before.allSatisfy { $0 < 0.95 }, "random prototypes: \(before)")
+        _ = trainer.train(batch: batches[5], data: train)           // step 5: seeded, then one optimiser step
+        let after = withoutGradients { nearestCosines(batches[5]) }
+        #expect(after.allSatisfy { $0 > 0.97 }, "each prototype sits on one of the batch's embeddings: \(after)")
+        let c = trainer.prototypeCentroids.l2Normalized()
+        let pairwise = Tensor.matmul(c, c, transposeB: true)
+        for a in 0..<4 { for b in 0..<4 where a != b { #expect(pairwise[a, b] < 0.999, "prototypes \(a) and \(b) coincide") } }
+    }
+
     @Test func theResultIsTheBestOnDevWithBetaAndAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
