@@ -1,3 +1,4 @@
+import AmberCatalog
 import Foundation
 
 /// What a key may do: read keys search and read; admin keys also ingest and promote.

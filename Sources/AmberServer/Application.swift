@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberStore
 import AmberTensor
@@ -155,7 +156,7 @@ struct AmberMiddleware: RouterMiddleware {
             response = Self.json(APIError(Int(error.status.code), error.body ?? error.status.reasonPhrase))
         } catch let error as DecodingError {
             response = Self.json(Self.describe(error))
-        } catch let error as PostgresError {
+        } catch let error as any StoreError {
             logger.error("database error", metadata: ["error": "\(error)"])
             response = Self.json(error.isTransient ? APIError(503, "the database is unavailable or busy; retry shortly", retryAfter: 5)
                                                    : APIError(500, "internal error (the server log has the details)"))

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberStore
 import Foundation
 import Logging

@@ -17,7 +17,7 @@ public protocol ServingStore: Sendable {
     func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem]
     /// The features of the items of `modality` with these ids (those that have them), by item id.
     func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)]
-    func modelVersions(limit: Int) async throws -> [ModelRegistry.Version]
+    func modelVersions(limit: Int) async throws -> [ModelVersion]
     func promote(_ version: Int64) async throws
     func bankSummary() async throws -> [BankSummary]
     /// Stores items with their features (one transaction); returns added and already-stored counts.
@@ -464,7 +464,7 @@ public struct PostgresServingStore: ServingStore {
         }
     }
 
-    public func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] {
+    public func modelVersions(limit: Int) async throws -> [ModelVersion] {
         try await client.withConnection { db in try ModelRegistry.list(on: db, limit: limit) }
     }
 

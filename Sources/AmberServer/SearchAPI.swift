@@ -371,9 +371,7 @@ public struct FeedbackRequest: Decodable, Sendable {
                 throw APIError.badRequest(problem.field, problem.message)
             }
             let features = encode?(text)
-            parsed = .text(text, features: features.map {
-                NewItem(modality: "text", externalID: "", caption: text, global: $0.global, local: $0.local, localCount: $0.localCount)
-            })
+            parsed = .text(text, features: features.map { NewItem(modality: .text, externalID: "", caption: text, features: $0) })
         case (nil, let item?):
             guard item > 0 else { throw APIError.badRequest("query.item_id", "query.item_id must be a positive item_id, got \(item)") }
             parsed = .item(item)
@@ -505,8 +503,7 @@ extension ItemsRequest {
                 }
                 features = encode(caption)
             }
-            return NewItem(modality: modality.rawValue, externalID: item.externalID, caption: item.caption,
-                           global: features.global, local: features.local, localCount: features.localCount, thumbnail: thumbnail)
+            return NewItem(modality: modality, externalID: item.externalID, caption: item.caption, features: features, thumbnail: thumbnail)
         }
     }
 }
@@ -524,9 +521,9 @@ extension PairsRequest {
                     throw APIError.badRequest(problem.field, problem.message)
                 }
             }
-            let split = pair.split ?? "train"
-            guard ["train", "dev", "test"].contains(split) else {
-                throw APIError.badRequest("pairs[\(index)].split", "pairs[\(index)].split must be train, dev or test, not '\(split)'")
+            let name = pair.split ?? "train"
+            guard let split = Split(rawValue: name) else {
+                throw APIError.badRequest("pairs[\(index)].split", "pairs[\(index)].split must be train, dev or test, not '\(name)'")
             }
             return NewPair(image: pair.image, text: pair.text, split: split)
         }

@@ -1,3 +1,4 @@
+import AmberCatalog
 import Foundation
 
 /// A private PostgreSQL cluster that Amber runs itself when no database URL is configured.

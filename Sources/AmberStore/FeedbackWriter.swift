@@ -1,45 +1,5 @@
+import AmberCatalog
 import Foundation
-
-/// What a user of the search said about one result list (`POST /v1/feedback`).
-public struct NewFeedback: Sendable, Equatable {
-    public enum Query: Sendable, Equatable {
-        /// A stored item was the query (search by `item_id`).
-        case item(Int64)
-        /// Free text was the query; `features` are its encoding (nil: no text encoder here),
-        /// needed only to store it as a text item when the feedback becomes a pair.
-        case text(String, features: NewItem?)
-    }
-
-    public var query: Query
-    /// The result the user chose.
-    public var chosen: Int64
-    /// Results the user rejected (shown above the chosen one, or marked wrong).
-    public var rejected: [Int64]
-    /// Where the chosen result stood in the list the user saw (1 = first).
-    public var chosenRank: Int?
-    /// The model version that ranked the list.
-    public var modelVersion: Int64?
-    /// Who sent it (an application's name), for the audit.
-    public var client: String?
-
-    public init(query: Query, chosen: Int64, rejected: [Int64] = [], chosenRank: Int? = nil, modelVersion: Int64? = nil, client: String? = nil) {
-        self.query = query
-        self.chosen = chosen
-        self.rejected = rejected
-        self.chosenRank = chosenRank
-        self.modelVersion = modelVersion
-        self.client = client
-    }
-}
-
-/// What became of a feedback: its row, and the training pair it added or why it added none.
-public struct FeedbackResult: Sendable, Equatable {
-    public var feedbackID: Int64
-    public var pairID: Int64?
-    /// The pair was stored by this feedback (not before it).
-    public var pairAdded: Bool
-    public var notPairedBecause: String?
-}
 
 /// Stores feedback in one transaction: the row (`amber.feedback`), and when the chosen result is
 /// of the other modality and no item of the pair is held out (dev, test), a training pair of the
@@ -95,7 +55,7 @@ public enum FeedbackWriter {
                     if var item = features {
                         item.externalID = externalID(ofQuery: text)
                         item.caption = text
-                        item.modality = "text"
+                        item.modality = .text
                         let (added, _) = try ItemWriter.insert([item], source: "feedback", on: db)
                         if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', '1')") }
                         let row = try db.execute("SELECT item_id FROM amber.items WHERE modality = 'text' AND external_id = $1", [.text(item.externalID)])

@@ -1,48 +1,5 @@
+import AmberCatalog
 import Foundation
-
-/// An item to store (from the HTTP API): features as float32.
-public struct NewItem: Sendable, Equatable {
-    public var modality: String
-    public var externalID: String
-    public var caption: String?
-    /// `[Dg]` and `[localCount, Dl]` row-major.
-    public var global: [Float]
-    public var local: [Float]
-    public var localCount: Int
-    /// An image's picture, stored with it.
-    public var thumbnail: StoredImage?
-
-    public init(modality: String, externalID: String, caption: String?, global: [Float], local: [Float], localCount: Int,
-                thumbnail: StoredImage? = nil) {
-        self.thumbnail = thumbnail
-        self.modality = modality
-        self.externalID = externalID
-        self.caption = caption
-        self.global = global
-        self.local = local
-        self.localCount = localCount
-    }
-}
-
-/// A pair to store, by the items' external ids.
-public struct NewPair: Sendable, Equatable {
-    public var image: String
-    public var text: String
-    public var split: String
-
-    public init(image: String, text: String, split: String) {
-        self.image = image
-        self.text = text
-        self.split = split
-    }
-}
-
-/// A request to store items or pairs that the database cannot take, naming the entry.
-public struct ItemWriteError: Error, CustomStringConvertible, Equatable {
-    /// JSON path of the entry, e.g. `items[3].features.global`.
-    public let field: String
-    public let description: String
-}
 
 /// Writes items (with their features) and pairs in one transaction each call, idempotently:
 /// an item whose external id is already stored for its modality, or a pair already stored, is
@@ -63,20 +20,20 @@ public enum ItemWriter {
     /// The body of ``write(_:source:on:)`` inside the caller's transaction (no notification).
     static func insert(_ items: [NewItem], source: String, on db: PostgresConnection) throws -> (added: Int, existing: Int) {
         do {
-            var dimensions: [String: (global: Int, local: Int)] = [:]
+            var dimensions: [Modality: (global: Int, local: Int)] = [:]
             var added = 0
             for (index, item) in items.enumerated() {
-                let localDimension = item.local.count / max(item.localCount, 1)
+                let localDimension = item.features.localDimension
                 let known: (global: Int, local: Int)
                 if let registered = dimensions[item.modality] {
                     known = registered
                 } else {
-                    known = try FeatureDimensions.register(modality: item.modality, global: item.global.count, local: localDimension, on: db)
+                    known = try FeatureDimensions.register(modality: item.modality.rawValue, global: item.features.global.count, local: localDimension, on: db)
                     dimensions[item.modality] = known
                 }
-                guard known.global == item.global.count else {
+                guard known.global == item.features.global.count else {
                     throw ItemWriteError(field: "items[\(index)].features.global",
-                                         description: "items[\(index)].features.global has \(item.global.count) values; stored \(item.modality) features have \(known.global)")
+                                         description: "items[\(index)].features.global has \(item.features.global.count) values; stored \(item.modality) features have \(known.global)")
                 }
                 guard known.local == localDimension else {
                     throw ItemWriteError(field: "items[\(index)].features.local",
@@ -85,17 +42,17 @@ public enum ItemWriter {
                 let inserted = try db.execute("""
                     INSERT INTO amber.items (modality, external_id, caption, source) VALUES ($1::amber.modality, $2, $3, $4)
                     ON CONFLICT (modality, external_id) DO NOTHING RETURNING item_id
-                    """, [.text(item.modality), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
+                    """, [.text(item.modality.rawValue), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
                 // An existing item keeps what it has: its features, and its thumbnail or none (this
                 // upload's picture need not be the photo those features came from).
                 guard inserted.rowCount == 1 else { continue }
                 let id = try inserted.value(Int64.self, column: "item_id")
-                if let thumbnail = item.thumbnail, item.modality == "image" { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
+                if let thumbnail = item.thumbnail, item.modality == .image { try StoredImage.insert(thumbnail, forImage: item.externalID, on: db) }
                 try db.execute("""
                     INSERT INTO amber.features (item_id, modality, global_dim, local_dim, local_count, global_type, local_type, global_vector, local_vectors)
                     VALUES ($1, $2::amber.modality, $3, $4, $5, 'float32', 'float32', $6, $7)
-                    """, [.int(id), .text(item.modality), .int32(Int32(item.global.count)), .int32(Int32(localDimension)),
-                          .int32(Int32(item.localCount)), .bytes(littleEndian(item.global)), .bytes(littleEndian(item.local))])
+                    """, [.int(id), .text(item.modality.rawValue), .int32(Int32(item.features.global.count)), .int32(Int32(localDimension)),
+                          .int32(Int32(item.features.localCount)), .bytes(littleEndian(item.features.global)), .bytes(littleEndian(item.features.local))])
                 added += 1
             }
             return (added, items.count - added)
@@ -120,7 +77,7 @@ public enum ItemWriter {
                 }
                 added += try db.execute("""
                     INSERT INTO amber.pairs (image_id, text_id, split) VALUES ($1, $2, $3::amber.split) ON CONFLICT (image_id, text_id) DO NOTHING
-                    """, [.int(image), .int(text), .text(pair.split)]).affectedRows
+                    """, [.int(image), .int(text), .text(pair.split.rawValue)]).affectedRows
             }
             return (added, pairs.count - added)
         }

@@ -1,3 +1,4 @@
+import AmberCatalog
 import Foundation
 
 /// One schema change: `NNNN_verb_noun.up.sql` and its inverse `NNNN_verb_noun.down.sql`.

@@ -1,38 +1,12 @@
+import AmberCatalog
 import Foundation
 
 /// Model versions as operators see them: list, promote, roll back. Promotion goes through
 /// `amber.promote_model` (one transaction: statuses, the serving pointer, a `NOTIFY
 /// amber_model_promoted` that the query service hears).
 public enum ModelRegistry {
-    /// One model version.
-    public struct Version: Sendable, Equatable {
-        public var version: Int64
-        public var parentVersion: Int64?
-        public var run: String?
-        public var step: Int
-        public var status: String
-        /// Dev rsum of the ranking as served, and the gate's verdict, from the metrics JSON.
-        public var rsum: Double?
-        public var gate: String?
-        public var createdAt: Date
-        public var promotedAt: Date?
-
-        public init(version: Int64, parentVersion: Int64?, run: String?, step: Int, status: String, rsum: Double?, gate: String?,
-                    createdAt: Date, promotedAt: Date?) {
-            self.version = version
-            self.parentVersion = parentVersion
-            self.run = run
-            self.step = step
-            self.status = status
-            self.rsum = rsum
-            self.gate = gate
-            self.createdAt = createdAt
-            self.promotedAt = promotedAt
-        }
-    }
-
     /// The newest `limit` versions, newest first.
-    public static func list(on connection: PostgresConnection, limit: Int = 50) throws -> [Version] {
+    public static func list(on connection: PostgresConnection, limit: Int = 50) throws -> [ModelVersion] {
         let rows = try connection.execute("""
             SELECT m.version, m.parent_version, r.name AS run, m.step, m.status::text AS status,
                    (m.metrics->>'rsum')::float8 AS rsum,
@@ -41,7 +15,7 @@ public enum ModelRegistry {
             ORDER BY m.version DESC LIMIT $1
             """, [.int(Int64(limit))])
         return try (0..<rows.rowCount).map { row in
-            Version(version: try rows.value(Int64.self, row: row, column: "version"),
+            ModelVersion(version: try rows.value(Int64.self, row: row, column: "version"),
                     parentVersion: try rows.decode(Int64.self, row: row, column: "parent_version"),
                     run: try rows.decode(String.self, row: row, column: "run"),
                     step: try rows.value(Int.self, row: row, column: "step"),
@@ -108,14 +82,5 @@ public enum ModelRegistry {
             try connection.execute("SELECT amber.promote_model($1)", [.int(version)])
             return version
         }
-    }
-}
-
-/// An operator's request that cannot be carried out.
-public struct RegistryError: Error, CustomStringConvertible {
-    public let description: String
-
-    public init(description: String) {
-        self.description = description
     }
 }

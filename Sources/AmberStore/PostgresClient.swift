@@ -1,3 +1,4 @@
+import AmberCatalog
 import Dispatch
 import Foundation
 import Logging

@@ -1,6 +1,7 @@
+import AmberCatalog
 /// An error from PostgreSQL or from talking to it: the SQLSTATE, what kind of failure it is,
 /// the server's words, and what to do about it.
-public struct PostgresError: Error, CustomStringConvertible, Sendable {
+public struct PostgresError: StoreError, CustomStringConvertible, Sendable {
     /// What went wrong, grouped by what a caller does about it.
     public enum Kind: String, Sendable {
         /// Could not connect (server down, wrong URL, authentication).

@@ -1,3 +1,4 @@
+import AmberCatalog
 import Foundation
 
 /// PostgreSQL type OIDs Amber sends or reads in binary.

@@ -1,16 +1,6 @@
-/// The picture kept for an image item (`amber.item_images`): a small JPEG for showing results.
-public struct StoredImage: Sendable, Equatable {
-    public static let mediaType = "image/jpeg"
-    public var width: Int
-    public var height: Int
-    public var bytes: [UInt8]
+import AmberCatalog
 
-    public init(width: Int, height: Int, bytes: [UInt8]) {
-        self.width = width
-        self.height = height
-        self.bytes = bytes
-    }
-
+extension StoredImage {
     /// Stores `image` for the image item `externalID` unless it has one; returns 1 when stored.
     @discardableResult
     public static func insert(_ image: StoredImage, forImage externalID: String, on db: PostgresConnection) throws -> Int {

@@ -341,7 +341,7 @@ public final class ContinuousTrainer {
         let allItems = images.itemIDs.prefix(images.count).map { train.imageItemIDs[$0] }
             + texts.itemIDs.prefix(texts.count).map { train.textItemIDs[$0] }
         var slots: [BankSlot] = []
-        for (modality, queue) in [("image", images), ("text", texts)] {
+        for (modality, queue) in [(Modality.image, images), (.text, texts)] {
             let changed = (0..<queue.count).filter { queue.enqueuedSteps[$0] >= step }
             guard !changed.isEmpty else { continue }
             let keys = queue.keys.indexSelect(changed)
@@ -355,8 +355,8 @@ public final class ContinuousTrainer {
                 let index = queue.itemIDs[slot]
                 slots.append(BankSlot(
                     modality: modality, slot: slot,
-                    itemID: modality == "image" ? train.imageItemIDs[index] : train.textItemIDs[index],
-                    pairID: modality == "image" ? nil : train.pairIDs[index],
+                    itemID: modality == .image ? train.imageItemIDs[index] : train.textItemIDs[index],
+                    pairID: modality == .image ? nil : train.pairIDs[index],
                     imageID: train.imageItemIDs[queue.imageIDs[slot]],
                     embedding: keys.slice(axis: 0, row ..< row + 1).scalars,
                     prototype: queue.prototypes[slot] >= 0 ? queue.prototypes[slot] : nil,

@@ -47,7 +47,7 @@ public final class InMemoryTrainingStore: TrainingStore, @unchecked Sendable {
     }
 
     /// Adds pairs (ids in order) and wakes a waiting trainer.
-    public func addPairs(_ pairs: [(image: Int64, text: Int64, split: PairSplit)]) {
+    public func addPairs(_ pairs: [(image: Int64, text: Int64, split: Split)]) {
         lock.lock()
         defer { lock.unlock() }
         for pair in pairs {

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import AmberCatalog
 import Glibc
 #endif
 

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 
 /// Batches of caption indices (each caption comes with its image): every epoch is a fresh

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 
 /// Batches for a training set that grows: each batch takes the oldest pairs not yet trained on

@@ -1,3 +1,4 @@
+import AmberCatalog
 import Foundation
 
 /// A training report as a self-contained SVG: each loss term and the total over steps (left),

@@ -42,19 +42,14 @@ public protocol TrainingStore: AnyObject {
     func isTransient(_ error: any Error) -> Bool
 }
 
-/// The split a pair belongs to.
-public enum PairSplit: String, Sendable, Codable, CaseIterable {
-    case train, dev, test
-}
-
 /// A stored pair: an image and a text that match.
 public struct StoredPair: Sendable, Equatable {
     public var pairID: Int64
     public var imageID: Int64
     public var textID: Int64
-    public var split: PairSplit
+    public var split: Split
 
-    public init(pairID: Int64, imageID: Int64, textID: Int64, split: PairSplit) {
+    public init(pairID: Int64, imageID: Int64, textID: Int64, split: Split) {
         self.pairID = pairID
         self.imageID = imageID
         self.textID = textID
@@ -134,38 +129,6 @@ public struct StoredCheckpoint: Sendable {
         self.sampler = sampler
         self.modelVersion = modelVersion
         self.feedbackCursor = feedbackCursor
-    }
-}
-
-/// One memory-bank slot as a checkpoint writes it, in the store's ids.
-public struct BankSlot: Sendable, Equatable {
-    public var modality: String
-    public var slot: Int
-    public var itemID: Int64
-    public var pairID: Int64?
-    public var imageID: Int64
-    public var embedding: [Float]
-    public var prototype: Int?
-    /// Cosine similarity to the nearest bank entry of another image, and that entry's item.
-    public var ambiguity: Float?
-    public var neighbourItemID: Int64?
-    public var enqueuedStep: Int
-    /// The model version the checkpoint that wrote the slot belongs to (set by the store).
-    public var modelVersion: Int64?
-
-    public init(modality: String, slot: Int, itemID: Int64, pairID: Int64?, imageID: Int64, embedding: [Float],
-                prototype: Int?, ambiguity: Float?, neighbourItemID: Int64?, enqueuedStep: Int, modelVersion: Int64? = nil) {
-        self.modality = modality
-        self.slot = slot
-        self.itemID = itemID
-        self.pairID = pairID
-        self.imageID = imageID
-        self.embedding = embedding
-        self.prototype = prototype
-        self.ambiguity = ambiguity
-        self.neighbourItemID = neighbourItemID
-        self.enqueuedStep = enqueuedStep
-        self.modelVersion = modelVersion
     }
 }
 

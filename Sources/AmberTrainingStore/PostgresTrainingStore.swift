@@ -101,7 +101,7 @@ public final class PostgresTrainingStore: TrainingStore {
             pairs.reserveCapacity(rows.rowCount)
             for row in 0..<rows.rowCount {
                 let splitName = try rows.value(String.self, row: row, column: "split")
-                guard let split = PairSplit(rawValue: splitName) else {
+                guard let split = Split(rawValue: splitName) else {
                     throw PostgresError(code: "", message: "pair has unknown split '\(splitName)'", kind: .invalidData)
                 }
                 pairs.append(StoredPair(pairID: try rows.value(Int64.self, row: row, column: "pair_id"),
@@ -203,9 +203,9 @@ public final class PostgresTrainingStore: TrainingStore {
                 if let written, checkpoint.promote { try db.execute("SELECT amber.promote_model($1)", [.int(written)]) }
                 let modelVersion = written ?? checkpoint.modelVersion
                 let bank = checkpoint.bank.map { slot in
-                    BankEntry(modality: slot.modality, slot: slot.slot, itemID: slot.itemID, pairID: slot.pairID, imageID: slot.imageID,
-                              embedding: slot.embedding, prototype: slot.prototype, ambiguity: slot.ambiguity, neighbourItemID: slot.neighbourItemID,
-                              enqueuedStep: Int64(slot.enqueuedStep), modelVersion: modelVersion)
+                    var stamped = slot
+                    stamped.modelVersion = modelVersion
+                    return stamped
                 }
                 try db.execute("""
                     INSERT INTO amber.checkpoints (run_id, step, state, pair_cursor, sampler, pending_pairs, model_version, bank_slots, feedback_cursor)

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 import ArgumentParser
 import Foundation

@@ -1,3 +1,4 @@
+import AmberCatalog
 import ArgumentParser
 
 struct BenchCommand: AsyncParsableCommand {

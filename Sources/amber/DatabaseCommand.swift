@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberStore
 import ArgumentParser
 import Foundation

@@ -98,8 +98,8 @@ struct FeedbackExperimentCommand: ParsableCommand {
         let trainImages = images(train), trainTexts = texts(train)
         let devImages = images(dev), devTexts = texts(dev)
         store.addPairs((0..<train.textCount).filter { !heldOut.contains(train.imageOfText[$0]) }
-            .map { (trainImages[train.imageOfText[$0]], trainTexts[$0], PairSplit.train) })
-        store.addPairs((0..<dev.textCount).map { (devImages[dev.imageOfText[$0]], devTexts[$0], PairSplit.dev) })
+            .map { (trainImages[train.imageOfText[$0]], trainTexts[$0], Split.train) })
+        store.addPairs((0..<dev.textCount).map { (devImages[dev.imageOfText[$0]], devTexts[$0], Split.dev) })
         return Catalogue(store: store, imageIDs: trainImages, textIDs: trainTexts)
     }
 
@@ -185,14 +185,14 @@ struct FeedbackExperimentCommand: ParsableCommand {
             switch arm {
             case .none: break
             case .pairs, .rejections:
-                next.store.addPairs(feedback.map { (next.imageIDs[$0.chosen], next.textIDs[$0.text], PairSplit.train) })
+                next.store.addPairs(feedback.map { (next.imageIDs[$0.chosen], next.textIDs[$0.text], Split.train) })
                 if arm == .rejections {
                     for entry in feedback where !entry.rejected.isEmpty {
                         next.store.addRejections(query: next.textIDs[entry.text], rejected: entry.rejected.map { next.imageIDs[$0] })
                     }
                 }
             case .oracle:
-                next.store.addPairs(heldTexts.map { (next.imageIDs[train.imageOfText[$0]], next.textIDs[$0], PairSplit.train) })
+                next.store.addPairs(heldTexts.map { (next.imageIDs[train.imageOfText[$0]], next.textIDs[$0], Split.train) })
             }
             let trainer = ContinuousTrainer(configuration: c2, store: next.store, progress: log)
             _ = try trainer.run()

@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberImage
 import AmberTensor
 import ArgumentParser

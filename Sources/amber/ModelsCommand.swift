@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberModel
 import AmberStore
 import ArgumentParser

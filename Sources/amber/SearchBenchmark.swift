@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberSearch
 import AmberTensor
 import ArgumentParser

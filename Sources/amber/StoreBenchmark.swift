@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberStore
 import AmberTensor
 import ArgumentParser
@@ -123,15 +124,15 @@ struct StoreBenchCommand: ParsableCommand {
             if try ids.value(String.self, row: row, column: "m") == "image" { imageIDs.append(id) } else { textIDs.append(id) }
         }
         var generator = RandomGenerator(seed: 1)
-        func entries(step: Int64) -> [BankEntry] {
-            (0..<bankSize).flatMap { slot -> [BankEntry] in
+        func entries(step: Int64) -> [BankSlot] {
+            (0..<bankSize).flatMap { slot -> [BankSlot] in
                 let image = Tensor.randomNormal([dimension], using: &generator).l2Normalized().scalars
                 let text = Tensor.randomNormal([dimension], using: &generator).l2Normalized().scalars
                 return [
-                    BankEntry(modality: "image", slot: slot, itemID: imageIDs[slot], imageID: imageIDs[slot], embedding: image,
-                              prototype: slot % 64, ambiguity: 0.5, enqueuedStep: step),
-                    BankEntry(modality: "text", slot: slot, itemID: textIDs[slot], imageID: imageIDs[slot], embedding: text,
-                              prototype: slot % 64, ambiguity: 0.5, enqueuedStep: step),
+                    BankSlot(modality: .image, slot: slot, itemID: imageIDs[slot], pairID: nil, imageID: imageIDs[slot], embedding: image,
+                             prototype: slot % 64, ambiguity: 0.5, neighbourItemID: nil, enqueuedStep: Int(step)),
+                    BankSlot(modality: .text, slot: slot, itemID: textIDs[slot], pairID: nil, imageID: imageIDs[slot], embedding: text,
+                             prototype: slot % 64, ambiguity: 0.5, neighbourItemID: nil, enqueuedStep: Int(step)),
                 ]
             }
         }

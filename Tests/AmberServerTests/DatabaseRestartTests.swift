@@ -26,11 +26,11 @@ extension ServerTests {
         let db = try PostgresConnection(url: cluster.url)
         try Migrator(directory: migrations).migrateUp(on: db)
         let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
-        func item(_ entry: (GalleryItem, ItemFeatures), _ modality: String) -> NewItem {
-            NewItem(modality: modality, externalID: entry.0.externalID, caption: entry.0.caption, global: entry.1.global,
-                    local: entry.1.local, localCount: entry.1.localCount)
+        func item(_ entry: (GalleryItem, ItemFeatures), _ modality: Modality) -> NewItem {
+            NewItem(modality: modality, externalID: entry.0.externalID, caption: entry.0.caption, features: ItemFeatures(global: entry.1.global,
+                    local: entry.1.local, localCount: entry.1.localCount))
         }
-        try ItemWriter.write(images.map { item($0, "image") } + texts.map { item($0, "text") }, on: db)
+        try ItemWriter.write(images.map { item($0, .image) } + texts.map { item($0, .text) }, on: db)
         return (cluster, db)
     }
 
@@ -107,11 +107,11 @@ extension ServerTests {
 
         // Items that arrive with a pair (NOTIFY amber_new_pairs) join the galleries of the model in service.
         let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())
-        try ItemWriter.write([NewItem(modality: "image", externalID: "late.jpg", caption: nil, global: images[0].1.global,
-                                      local: images[0].1.local, localCount: 3),
-                              NewItem(modality: "text", externalID: "late-caption", caption: "a late caption", global: texts[0].1.global,
-                                      local: texts[0].1.local, localCount: texts[0].1.localCount)], on: db)
-        try ItemWriter.write([NewPair(image: "late.jpg", text: "late-caption", split: "train")], on: db)
+        try ItemWriter.write([NewItem(modality: .image, externalID: "late.jpg", caption: nil, features: ItemFeatures(global: images[0].1.global,
+                                      local: images[0].1.local, localCount: 3)),
+                              NewItem(modality: .text, externalID: "late-caption", caption: "a late caption", features: ItemFeatures(global: texts[0].1.global,
+                                      local: texts[0].1.local, localCount: texts[0].1.localCount))], on: db)
+        try ItemWriter.write([NewPair(image: "late.jpg", text: "late-caption", split: .train)], on: db)
         var grown = false
         for _ in 0..<100 where !grown {
             grown = service.engine?.images.count == 17 && service.engine?.texts.count == 65

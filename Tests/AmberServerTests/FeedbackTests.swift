@@ -128,8 +128,8 @@ extension ServerTests {
         let image = try db.execute("SELECT min(item_id) AS i FROM amber.items WHERE modality = 'image'").value(Int64.self, column: "i")
         let textFeatures = try db.execute("SELECT f.local_count::int AS n, f.global_dim::int AS g, f.local_dim::int AS l FROM amber.features f JOIN amber.items i USING (item_id) WHERE i.modality = 'text' LIMIT 1")
         let (g, l) = (try textFeatures.value(Int.self, column: "g"), try textFeatures.value(Int.self, column: "l"))
-        let features = NewItem(modality: "text", externalID: "", caption: nil, global: Array(repeating: 0.5, count: g),
-                               local: Array(repeating: 0.25, count: 2 * l), localCount: 2)
+        let features = NewItem(modality: .text, externalID: "", caption: nil, features: ItemFeatures(global: Array(repeating: 0.5, count: g),
+                               local: Array(repeating: 0.25, count: 2 * l), localCount: 2))
         let feedback = NewFeedback(query: .text("a red kite over the sea", features: features), chosen: image, chosenRank: 4)
         let first = try FeedbackWriter.write(feedback, on: db)
         #expect(first.pairAdded && first.notPairedBecause == nil)
@@ -142,7 +142,7 @@ extension ServerTests {
         #expect(FeedbackWriter.externalID(ofQuery: "a") != FeedbackWriter.externalID(ofQuery: "b") && FeedbackWriter.externalID(ofQuery: "a").count == 25)
         // A text of the wrong dimension is refused as the items route refuses it, and nothing is written.
         var wrong = features
-        wrong.global = [1, 2]
+        wrong.features.global = [1, 2]
         #expect(throws: ItemWriteError.self) { try FeedbackWriter.write(NewFeedback(query: .text("another", features: wrong), chosen: image), on: db) }
         #expect(try count(db, "amber.feedback") == 2)
         // The service role may add feedback but not rewrite it.

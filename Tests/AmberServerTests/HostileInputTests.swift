@@ -219,7 +219,7 @@ struct UnservableModelStore: ServingStore {
     func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)] {
         try await inner.galleryFeatures(modality, ids: ids)
     }
-    func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] { [] }
+    func modelVersions(limit: Int) async throws -> [ModelVersion] { [] }
     func promote(_ version: Int64) async throws {}
     func bankSummary() async throws -> [BankSummary] { [] }
     func addItems(_ items: [NewItem]) async throws -> (added: Int, existing: Int) { (0, 0) }

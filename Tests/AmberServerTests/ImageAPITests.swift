@@ -61,14 +61,14 @@ extension ServerTests {
             let upload = try await send("POST", "/v1/items", #"{"items": [{"modality": "image", "external_id": "upload.jpg", "image": "\#(photo)"}]}"#, admin)
             #expect(upload.status == 200 && json(upload.body)["added"] as? Int == 1, "\(upload.body)")
             guard let stored = store.items.last(where: { $0.externalID == "upload.jpg" }) else { Issue.record("not stored"); return }
-            #expect(stored.global.count == 12 && stored.localCount == 64 && stored.local.count == 64 * 12)
+            #expect(stored.features.global.count == 12 && stored.features.localCount == 64 && stored.features.local.count == 64 * 12)
             #expect(stored.thumbnail.map { $0.width == 40 && $0.height == 30 && (try? ImageDecoder.decode($0.bytes)) != nil } == true)
             // The same photo as a query ranks as its features do.
             let byImage = try await send("POST", "/v1/search", #"{"image": "\#(photo)", "k": 8}"#, reader)
             #expect(byImage.status == 200, "\(byImage.body)")
             #expect(json(byImage.body)["target"] as? String == "text")
-            let local = stride(from: 0, to: stored.local.count, by: 12).map { Array(stored.local[$0 ..< $0 + 12]) }
-            let featuresBody = #"{"features": {"global": \#(stored.global), "local": \#(local)}, "target": "text", "k": 8}"#
+            let local = stride(from: 0, to: stored.features.local.count, by: 12).map { Array(stored.features.local[$0 ..< $0 + 12]) }
+            let featuresBody = #"{"features": {"global": \#(stored.features.global), "local": \#(local)}, "target": "text", "k": 8}"#
             let byFeatures = try await send("POST", "/v1/search", featuresBody, reader)
             #expect(byFeatures.status == 200, "\(byFeatures.body)")
             let ids = { (body: String) in ((json(body)["results"] as? [[String: Any]]) ?? []).compactMap { $0["item_id"] as? Int } }

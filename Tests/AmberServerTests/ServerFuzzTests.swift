@@ -149,12 +149,11 @@ extension ServerTests {
         static func checkStored(_ items: [NewItem]) {
             let limits = FeatureLimits()
             for item in items {
-                let modality = Modality(rawValue: item.modality)
-                #expect(modality != nil)
+                let modality: Modality? = item.modality
                 #expect(CatalogText.problem(item.externalID, field: "id", codePoints: 1...CatalogText.maximumExternalID) == nil)
                 if let caption = item.caption { #expect(CatalogText.problem(caption, field: "caption", codePoints: 1...CatalogText.maximumCaption) == nil) }
                 if let modality {
-                    #expect(limits.problem(modality: modality, global: item.global, local: item.local, localCount: item.localCount, field: "f") == nil)
+                    #expect(item.features.problem(under: limits, modality: modality, field: "f") == nil)
                 }
             }
         }

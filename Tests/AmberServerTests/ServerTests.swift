@@ -17,7 +17,7 @@ import Testing
 final class MemoryServingStore: ServingStore, @unchecked Sendable {
     let lock = NSLock()
     var model: (Int64, TrainedModel)?
-    var versions: [ModelRegistry.Version] = []
+    var versions: [ModelVersion] = []
     var images: [(GalleryItem, ItemFeatures)] = []
     var texts: [(GalleryItem, ItemFeatures)] = []
     var promoted: [Int64] = []
@@ -33,7 +33,7 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     }
     /// How many items each features request asked for (what the service had to encode).
     var featureRequests: [Int] = []
-    func modelVersions(limit: Int) async throws -> [ModelRegistry.Version] { lock.withLock { Array(versions.prefix(limit)) } }
+    func modelVersions(limit: Int) async throws -> [ModelVersion] { lock.withLock { Array(versions.prefix(limit)) } }
     func promote(_ version: Int64) async throws {
         try lock.withLock {
             guard versions.contains(where: { $0.version == version }) else { throw RegistryError(description: "model version \(version) does not exist") }
@@ -53,8 +53,8 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
                 for item in fresh {
                     let id = 10_000 + Int64(items.count) + Int64(images.count + texts.count)
                     let entry = (GalleryItem(itemID: id, externalID: item.externalID, caption: item.caption),
-                                 ItemFeatures(global: item.global, local: item.local, localCount: item.localCount))
-                    if item.modality == "image" { images.append(entry) } else { texts.append(entry) }
+                                 item.features)
+                    if item.modality == .image { images.append(entry) } else { texts.append(entry) }
                 }
             }
             return (fresh.count, new.count - fresh.count)
@@ -62,7 +62,7 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     }
     func addPairs(_ new: [NewPair]) async throws -> (added: Int, existing: Int) {
         try lock.withLock {
-            for (index, pair) in new.enumerated() where !items.contains(where: { $0.modality == "image" && $0.externalID == pair.image }) {
+            for (index, pair) in new.enumerated() where !items.contains(where: { $0.modality == .image && $0.externalID == pair.image }) {
                 throw ItemWriteError(field: "pairs[\(index)].image", description: "pairs[\(index)].image: no image with external id '\(pair.image)'")
             }
             pairs += new
@@ -248,7 +248,7 @@ struct ServerTests {
         store.images = images
         store.texts = texts
         store.versions = [3, 4].map {
-            ModelRegistry.Version(version: $0, parentVersion: nil, run: "main", step: Int($0) * 100, status: $0 == 3 ? "promoted" : "candidate",
+            ModelVersion(version: $0, parentVersion: nil, run: "main", step: Int($0) * 100, status: $0 == 3 ? "promoted" : "candidate",
                                   rsum: 400, gate: "promoted", createdAt: Date(timeIntervalSince1970: 1_800_000_000), promotedAt: nil)
         }
         let service = QueryService(store: store, textEncoder: nil)
@@ -369,11 +369,11 @@ struct ServerTests {
             #expect(try await send("POST", "/v1/items", items, ["Authorization": "Bearer reader-key-0123456789"]).status == 403)
             let stored = try await send("POST", "/v1/items", items, admin)
             #expect(stored.status == 200 && json(stored.body)["added"] as? Int == 2, "\(stored.body)")
-            #expect(store.items.last?.local == [1, 2], "base64 float32 decoded")
+            #expect(store.items.last?.features.local == [1, 2], "base64 float32 decoded")
             let again = try await send("POST", "/v1/items", items, admin)
             #expect(json(again.body)["added"] as? Int == 0 && json(again.body)["existing"] as? Int == 2, "re-sending adds nothing")
             let pairs = try await send("POST", "/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "dev"}]}"#, admin)
-            #expect(pairs.status == 200 && json(pairs.body)["added"] as? Int == 1 && store.pairs.first?.split == "dev")
+            #expect(pairs.status == 200 && json(pairs.body)["added"] as? Int == 1 && store.pairs.first?.split == .dev)
             let cases: [(path: String, body: String, status: Int, field: String)] = [
                 ("/v1/items", #"{"items": []}"#, 400, "items"),
                 ("/v1/items", #"{"items": [{"modality": "video", "external_id": "x"}]}"#, 400, "items[0].modality"),

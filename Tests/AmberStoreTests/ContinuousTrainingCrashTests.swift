@@ -1,3 +1,4 @@
+import AmberCatalog
 @testable import AmberStore
 import AmberTensor
 import Foundation

@@ -1,11 +1,12 @@
+import AmberCatalog
 @testable import AmberStore
 import Foundation
 import Testing
 
 @Suite("Items and pairs from the API (real PostgreSQL)")
 struct ItemWriterTests {
-    static let image = NewItem(modality: "image", externalID: "a.jpg", caption: nil, global: [1, 2, 3], local: [1, 2, 3, 4, 5, 6], localCount: 2)
-    static let text = NewItem(modality: "text", externalID: "a.jpg#0", caption: "a dog", global: [0.5, -1], local: [1, 2, 3, 4, 5, 6], localCount: 3)
+    static let image = NewItem(modality: .image, externalID: "a.jpg", caption: nil, features: ItemFeatures(global: [1, 2, 3], local: [1, 2, 3, 4, 5, 6], localCount: 2))
+    static let text = NewItem(modality: .text, externalID: "a.jpg#0", caption: "a dog", features: ItemFeatures(global: [0.5, -1], local: [1, 2, 3, 4, 5, 6], localCount: 3))
 
     @Test func itemsAndPairsAreStoredOnceWithTheirFeaturesAndNotifyTheTrainer() throws {
         let url = try TestDatabase.fresh(migrated: true)
@@ -19,8 +20,8 @@ struct ItemWriterTests {
         #expect(try FeatureBytes.floats(row.value([UInt8].self, column: "global_vector"), type: "float32", item: 0) == [0.5, -1])
         #expect(try FeatureBytes.floats(row.value([UInt8].self, column: "local_vectors"), type: "float32", item: 0) == [1, 2, 3, 4, 5, 6])
         #expect(try row.value(String.self, column: "caption") == "a dog" && row.value(String.self, column: "source") == "http")
-        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: "dev")], on: db) == (1, 0))
-        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: "dev")], on: db) == (0, 1))
+        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: .dev)], on: db) == (1, 0))
+        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: .dev)], on: db) == (0, 1))
         #expect(try listener.waitForNotification(timeout: 2)?.channel == "amber_new_pairs")
         #expect(try db.execute("SELECT split::text AS s FROM amber.pairs").value(String.self, column: "s") == "dev")
     }
@@ -47,8 +48,8 @@ struct ItemWriterTests {
         try ItemWriter.write([Self.image], on: db)
         var wrong = Self.image
         wrong.externalID = "b.jpg"
-        wrong.global = [1, 2]
-        let fresh = NewItem(modality: "image", externalID: "c.jpg", caption: nil, global: [1, 2, 3], local: [1, 2, 3], localCount: 1)
+        wrong.features.global = [1, 2]
+        let fresh = NewItem(modality: .image, externalID: "c.jpg", caption: nil, features: ItemFeatures(global: [1, 2, 3], local: [1, 2, 3], localCount: 1))
         #expect(throws: ItemWriteError.self) { try ItemWriter.write([fresh, wrong], on: db) }
         do {
             try ItemWriter.write([fresh, wrong], on: db)
@@ -56,7 +57,7 @@ struct ItemWriterTests {
             #expect(error.field == "items[1].features.global" && error.description.contains("stored image features have 3"))
         }
         #expect(try count(db, "amber.items") == 1, "the valid item before the bad one was rolled back too")
-        #expect { try ItemWriter.write([NewPair(image: "a.jpg", text: "nope", split: "train")], on: db) } throws: {
+        #expect { try ItemWriter.write([NewPair(image: "a.jpg", text: "nope", split: .train)], on: db) } throws: {
             ($0 as? ItemWriteError)?.field == "pairs[0].text"
         }
         #expect(try count(db, "amber.pairs") == 0)

@@ -1,3 +1,4 @@
+import AmberCatalog
 @testable import AmberStore
 import Testing
 
@@ -7,12 +8,12 @@ struct MemoryBankStoreTests {
         let connection = try PostgresConnection(url: try TestDatabase.fresh(migrated: true))
         let items = try (0..<4).map { try SchemaTests.item(connection, "image", "i\($0).jpg") }
         let run = try connection.execute("INSERT INTO amber.training_runs (seed) VALUES (3) RETURNING run_id").value(Int64.self, column: "run_id")
-        let first = (0..<4).map { slot in
-            BankEntry(modality: "image", slot: slot, itemID: items[slot], imageID: items[slot], embedding: [Float(slot), 1, 0],
-                      prototype: slot % 2, ambiguity: 0.25, neighbourItemID: items[(slot + 1) % 4], enqueuedStep: 10)
+        let first = (0..<4).map { slot -> BankSlot in
+            BankSlot(modality: .image, slot: slot, itemID: items[slot], imageID: items[slot], embedding: [Float(slot), 1, 0],
+                     prototype: slot % 2, ambiguity: 0.25, neighbourItemID: items[(slot + 1) % 4], enqueuedStep: 10)
         }
         #expect(try connection.transaction { try MemoryBankStore.replace(first, run: run, on: connection) } == 4)
-        let second = [BankEntry(modality: "image", slot: 1, itemID: items[3], embedding: [9, 9, 9], enqueuedStep: 20)]
+        let second = [BankSlot(modality: .image, slot: 1, itemID: items[3], imageID: items[3], embedding: [9, 9, 9], enqueuedStep: 20)]
         try connection.transaction { try MemoryBankStore.replace(second, run: run, on: connection) }
         let rows = try connection.execute("""
             SELECT slot, item_id, embedding, enqueued_step, prototype, ambiguity FROM amber.memory_bank WHERE run_id = $1 ORDER BY slot
@@ -24,12 +25,12 @@ struct MemoryBankStoreTests {
         #expect(try rows.value([Float].self, row: 2, column: "embedding") == [2, 1, 0])
         #expect(try rows.value(Float.self, row: 2, column: "ambiguity") == 0.25)
         // A non-finite embedding fails the whole write.
-        let bad = [BankEntry(modality: "image", slot: 0, itemID: items[0], embedding: [.nan, 0, 0], enqueuedStep: 30)]
+        let bad = [BankSlot(modality: .image, slot: 0, itemID: items[0], imageID: items[0], embedding: [.nan, 0, 0], enqueuedStep: 30)]
         #expect(throws: BankEntryError.self) {
             try connection.transaction { try MemoryBankStore.replace(bad, run: run, on: connection) }
         }
-        let mixed = [BankEntry(modality: "image", slot: 0, itemID: items[0], embedding: [1, 0, 0], enqueuedStep: 30),
-                     BankEntry(modality: "image", slot: 2, itemID: items[0], embedding: [1, 0], enqueuedStep: 30)]
+        let mixed = [BankSlot(modality: .image, slot: 0, itemID: items[0], imageID: items[0], embedding: [1, 0, 0], enqueuedStep: 30),
+                     BankSlot(modality: .image, slot: 2, itemID: items[0], imageID: items[0], embedding: [1, 0], enqueuedStep: 30)]
         #expect(throws: BankEntryError.self) {
             try connection.transaction { try MemoryBankStore.replace(mixed, run: run, on: connection) }
         }

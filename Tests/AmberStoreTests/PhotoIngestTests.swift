@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberImage
 import AmberModel
 import AmberServer

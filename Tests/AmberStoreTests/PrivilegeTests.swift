@@ -1,3 +1,4 @@
+import AmberCatalog
 @testable import AmberStore
 import Foundation
 import Testing
@@ -35,10 +36,10 @@ struct PrivilegeTests {
         }
         // The service role writes items and pairs (through the pair lock) but has no DDL.
         let service = try PostgresConnection(url: Self.url(owner, user: EmbeddedPostgres.serviceRole))
-        let image = NewItem(modality: "image", externalID: "a.jpg", caption: nil, global: [1, 2], local: [1, 2, 3, 4], localCount: 2)
-        let text = NewItem(modality: "text", externalID: "a.jpg#0", caption: "a dog", global: [1], local: [1, 2], localCount: 2)
+        let image = NewItem(modality: .image, externalID: "a.jpg", caption: nil, features: ItemFeatures(global: [1, 2], local: [1, 2, 3, 4], localCount: 2))
+        let text = NewItem(modality: .text, externalID: "a.jpg#0", caption: "a dog", features: ItemFeatures(global: [1], local: [1, 2], localCount: 2))
         #expect(try ItemWriter.write([image, text], on: service) == (2, 0))
-        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: "train")], on: service) == (1, 0))
+        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "a.jpg#0", split: .train)], on: service) == (1, 0))
         expectPostgresError(.insufficientPrivilege) { try service.execute("CREATE TABLE amber.nope (x int)") }
         expectPostgresError(.insufficientPrivilege) { try service.execute("CREATE TEMP TABLE t (x int)") }
     }
@@ -46,15 +47,15 @@ struct PrivilegeTests {
     @Test func aHeldIngestLockTimesOutAsATransientError() throws {
         let owner = try TestDatabase.fresh(migrated: true)
         let holder = try PostgresConnection(url: owner)
-        try ItemWriter.write([NewItem(modality: "image", externalID: "a.jpg", caption: nil, global: [1], local: [1, 2], localCount: 2),
-                              NewItem(modality: "text", externalID: "t", caption: "c", global: [1], local: [1, 2], localCount: 2)], on: holder)
+        try ItemWriter.write([NewItem(modality: .image, externalID: "a.jpg", caption: nil, features: ItemFeatures(global: [1], local: [1, 2], localCount: 2)),
+                              NewItem(modality: .text, externalID: "t", caption: "c", features: ItemFeatures(global: [1], local: [1, 2], localCount: 2))], on: holder)
         try holder.execute("BEGIN")
         try holder.execute("SELECT 1 FROM amber.ingest_locks WHERE name = 'pairs' FOR UPDATE")
         let writer = try PostgresConnection(url: owner, lockTimeout: 0.3)
-        let error = expectPostgresError(.lockNotAvailable) { try ItemWriter.write([NewPair(image: "a.jpg", text: "t", split: "train")], on: writer) }
+        let error = expectPostgresError(.lockNotAvailable) { try ItemWriter.write([NewPair(image: "a.jpg", text: "t", split: .train)], on: writer) }
         #expect(error?.isTransient == true)
         try holder.execute("ROLLBACK")
-        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "t", split: "train")], on: writer) == (1, 0))
+        #expect(try ItemWriter.write([NewPair(image: "a.jpg", text: "t", split: .train)], on: writer) == (1, 0))
     }
 
     @Test func concurrentFirstWritersOfAnEmptyDatabaseAllSucceed() throws {
@@ -64,7 +65,7 @@ struct PrivilegeTests {
         DispatchQueue.concurrentPerform(iterations: 8) { i in
             do {
                 let db = try PostgresConnection(url: url)
-                let item = NewItem(modality: "image", externalID: "img\(i).jpg", caption: nil, global: [1, 2, 3], local: [1, 2, 3, 4, 5, 6], localCount: 2)
+                let item = NewItem(modality: .image, externalID: "img\(i).jpg", caption: nil, features: ItemFeatures(global: [1, 2, 3], local: [1, 2, 3, 4, 5, 6], localCount: 2))
                 _ = try ItemWriter.write([item], on: db)
             } catch {
                 failures.lock()

@@ -1,4 +1,5 @@
 @testable import AmberStore
+import AmberCatalog
 import AmberModel
 import AmberTensor
 import AmberTestSupport

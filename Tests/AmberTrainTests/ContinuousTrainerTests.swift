@@ -178,8 +178,8 @@ struct ContinuousTrainerTests {
         // The bank holds the queues of the last checkpoint: 64 slots per modality, store ids.
         #expect(run.bank.count == 128)
         #expect(run.bank.values.allSatisfy { $0.embedding.count == 16 && $0.ambiguity != nil && $0.neighbourItemID != nil })
-        #expect(run.bank.values.filter { $0.modality == "text" }.allSatisfy { $0.pairID != nil && $0.imageID != $0.itemID })
-        #expect(run.bank.values.filter { $0.modality == "image" }.allSatisfy { $0.imageID == $0.itemID })
+        #expect(run.bank.values.filter { $0.modality == .text }.allSatisfy { $0.pairID != nil && $0.imageID != $0.itemID })
+        #expect(run.bank.values.filter { $0.modality == .image }.allSatisfy { $0.imageID == $0.itemID })
         // Slots carry the version of the checkpoint that wrote them; the last one wrote version 3.
         #expect(run.bank.values.allSatisfy { ($0.modelVersion ?? 0) <= 3 } && run.bank.values.contains { $0.modelVersion == 3 })
         #expect(run.checkpoints.last!.modelVersion == 3)

@@ -46,10 +46,6 @@ public struct IngestText: Sendable {
     public let features: IngestFeatures?
 }
 
-public enum Split: String, Sendable, CaseIterable {
-    case train, dev, test
-}
-
 public struct IngestPair: Sendable {
     public let imageExternalID: String
     public let textExternalID: String
