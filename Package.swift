@@ -21,7 +21,6 @@ let package = Package(
         .library(name: "AmberText", targets: ["AmberText"]),
         .library(name: "AmberImage", targets: ["AmberImage"]),
         .library(name: "AmberModel", targets: ["AmberModel"]),
-        .library(name: "AmberTrainingStore", targets: ["AmberTrainingStore"]),
         .library(name: "AmberSearch", targets: ["AmberSearch"]),
     ],
     dependencies: [
@@ -49,12 +48,18 @@ let package = Package(
             name: "AmberCatalog",
             swiftSettings: cpuSettings
         ),
+        // The PostgreSQL adapter: the libpq driver, the migrator, the embedded cluster, the
+        // repositories, ingest, and the stores behind the trainer's and the server's ports.
         .target(
             name: "AmberStore",
             dependencies: [
                 "CLibPQ",
                 "AmberCatalog",
                 "AmberTensor",
+                "AmberModel",
+                "AmberSearch",
+                "AmberTrain",
+                "AmberServer",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: cpuSettings
@@ -73,7 +78,6 @@ let package = Package(
                 "AmberModel",
                 "AmberTensor",
                 "AmberText",
-                "AmberStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -83,17 +87,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ],
-            swiftSettings: cpuSettings
-        ),
-        .target(
-            name: "AmberTrainingStore",
-            dependencies: [
-                "AmberCatalog",
-                "AmberModel",
-                "AmberStore",
-                "AmberTrain",
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: cpuSettings
         ),
@@ -138,7 +131,6 @@ let package = Package(
                 "AmberText",
                 "AmberImage",
                 "AmberModel",
-                "AmberTrainingStore",
                 "AmberSearch",
                 "AmberServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -160,7 +152,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTrainingStore", "AmberTestSupport", "AmberImage", "AmberServer", "AmberSearch", "amber"],
+            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTestSupport", "AmberImage", "AmberServer", "AmberSearch", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(
@@ -188,7 +180,7 @@ let package = Package(
         .testTarget(
             name: "AmberServerTests",
             dependencies: [
-                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage", "AmberTrainingStore",
+                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,6 +1,5 @@
 import AmberCatalog
 import AmberModel
-import AmberStore
 import AmberTensor
 import Foundation
 #if canImport(Glibc)

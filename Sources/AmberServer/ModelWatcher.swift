@@ -1,5 +1,4 @@
 import AmberCatalog
-import AmberStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -13,15 +12,15 @@ import ServiceLifecycle
 /// engine they started with.
 public struct ModelWatcher: Service {
     public let service: QueryService
-    public let url: String
+    public let feed: any ChangeFeed
     public let logger: Logger
     /// Seconds between attempts while the database is unreachable, and between checks of the
     /// serving pointer (a missed notification is caught up this way).
     public var retryDelay: Double = 5
 
-    public init(service: QueryService, url: String, logger: Logger) {
+    public init(service: QueryService, feed: any ChangeFeed, logger: Logger) {
         self.service = service
-        self.url = url
+        self.feed = feed
         self.logger = logger
     }
 
@@ -32,19 +31,18 @@ public struct ModelWatcher: Service {
     }
 
     private func watch() async throws {
-        let listener = PostgresListener(url: url, channels: ["amber_model_promoted", "amber_new_pairs", "amber_new_items"])
         while !Task.isCancelled {
             do {
-                try await listener.connect()
+                try await feed.connect()
                 try await service.reload()
                 // Wait for a promotion; check the pointer every so often anyway.
-                if let notification = try await listener.next(timeout: retryDelay * 12) {
-                    if notification.channel == "amber_model_promoted" {
-                        logger.info("model promoted", metadata: ["serve.version": "\(notification.payload)"])
+                if let change = try await feed.next(timeout: retryDelay * 12) {
+                    if case .modelPromoted(let version) = change {
+                        logger.info("model promoted", metadata: ["serve.version": "\(version)"])
                     } else {
                         // A burst of ingests notifies once per transaction: take them together.
                         try await Task.sleep(for: .milliseconds(200))
-                        while try await listener.next(timeout: 0) != nil {}
+                        while try await feed.next(timeout: 0) != nil {}
                     }
                 }
             } catch is CancellationError {
@@ -55,4 +53,26 @@ public struct ModelWatcher: Service {
             }
         }
     }
+}
+
+/// What changed in the catalogue, as the query service hears it.
+public enum CatalogChange: Sendable, Equatable {
+    /// A model version was promoted (its version, as the notification gave it).
+    case modelPromoted(String)
+    /// Pairs were stored (a page of new training data, or feedback).
+    case pairsAdded
+    /// Items were stored without pairs.
+    case itemsAdded
+}
+
+/// Where the query service hears of changes made by others (the trainer, other servers, an
+/// operator): the store's notifications. ``next(timeout:)`` may miss nothing it was connected
+/// for; the watcher also re-reads the serving pointer every so often, so a missed one costs time,
+/// not correctness.
+public protocol ChangeFeed: Sendable {
+    /// Connects (again, if the connection broke).
+    func connect() async throws
+    /// The next change, or nil after `timeout` seconds; throws `CancellationError` when the task
+    /// is cancelled, and the store's error when the connection breaks.
+    func next(timeout: Double) async throws -> CatalogChange?
 }

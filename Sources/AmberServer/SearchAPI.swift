@@ -2,7 +2,6 @@ import AmberCatalog
 import AmberImage
 import AmberModel
 import AmberSearch
-import AmberStore
 import Foundation
 
 /// Limits the query service enforces (each a 4xx naming the field when exceeded).

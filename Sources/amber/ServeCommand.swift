@@ -111,7 +111,7 @@ struct ServeCommand: AsyncParsableCommand {
                                    cache: cache, codesFrom: prefilterFrom, logger: logger)
         if configuration.keys.isEmpty { logger.warning("no API keys configured: searches are open to anyone who can reach \(host):\(port), admin routes are off") }
         var app = buildApplication(service: service, configuration: configuration, logger: logger)
-        app.addServices(ModelWatcher(service: service, url: url, logger: logger))
+        app.addServices(ModelWatcher(service: service, feed: PostgresChangeFeed(url: url), logger: logger))
         logger.info("listening on http://\(host):\(port)")
         try await app.runService()
         await client.shutdown()

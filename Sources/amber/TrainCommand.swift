@@ -2,7 +2,6 @@ import AmberCatalog
 import AmberModel
 import AmberStore
 import AmberTrain
-import AmberTrainingStore
 import ArgumentParser
 import Foundation
 

@@ -88,7 +88,7 @@ extension ServerTests {
         try ModelRegistry.promote(first, on: db)
         let client = PostgresClient(url: cluster.url, maximumConnections: 2)
         let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil)
-        var watcher = ModelWatcher(service: service, url: cluster.url, logger: Logger(label: "test"))
+        var watcher = ModelWatcher(service: service, feed: PostgresChangeFeed(url: cluster.url), logger: Logger(label: "test"))
         watcher.retryDelay = 1
         let task = Task { [watcher] in try await watcher.run() }
         func waitFor(_ version: Int64) async -> Bool {
@@ -133,7 +133,7 @@ extension ServerTests {
         try ModelRegistry.promote(version, on: db)
         let client = PostgresClient(url: cluster.url, maximumConnections: 2)
         let service = QueryService(store: PostgresServingStore(client: client), textEncoder: nil)
-        let watcher = ModelWatcher(service: service, url: cluster.url, logger: Logger(label: "test"))
+        let watcher = ModelWatcher(service: service, feed: PostgresChangeFeed(url: cluster.url), logger: Logger(label: "test"))
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: watcher)], logger: Logger(label: "test")))
         let running = Task { try await group.run() }
         for _ in 0..<100 where service.engine == nil { try await Task.sleep(for: .milliseconds(50)) }

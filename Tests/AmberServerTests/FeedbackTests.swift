@@ -5,7 +5,6 @@ import AmberSearch
 import AmberStore
 import AmberTestSupport
 import AmberTrain
-import AmberTrainingStore
 import Foundation
 import Testing
 

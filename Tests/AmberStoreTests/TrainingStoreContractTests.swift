@@ -4,7 +4,7 @@ import AmberModel
 import AmberTensor
 import AmberTestSupport
 import AmberTrain
-import AmberTrainingStore
+import AmberStore
 import Foundation
 import Testing
 

@@ -1,6 +1,5 @@
 import AmberCatalog
 import AmberModel
-import AmberStore
 import AmberTrain
 import Foundation
 import Logging
