@@ -36,6 +36,10 @@ public final class MatchingTrainer {
         public var prototypeWeight: Float = 0
         public var prototypeCount = 64
         public var prototypeWarmupSteps = 200
+        /// The prototypes follow the embeddings coded to them with this EMA momentum
+        /// (``PrototypeLoss/follow(_:assignments:momentum:)``) instead of being learned by
+        /// gradient; nil learns them by gradient, as runs written before this option did.
+        public var prototypeMomentum: Float? = 0.99
         /// λ of the relation-graph triplet losses (0: off).
         public var graphWeight: Float = 0
         /// Stage 2: the local alignment and the candidates it re-scores per query.
@@ -64,6 +68,7 @@ public final class MatchingTrainer {
             if !(memoryTemperature.isFinite && memoryTemperature > 0) { return "the memory temperature must be positive, got \(memoryTemperature)" }
             if !(1...65_536).contains(prototypeCount) { return "the number of prototypes (--prototypes) must be 1…65536, got \(prototypeCount)" }
             if prototypeWarmupSteps < 0 { return "--prototype-warmup must not be negative, got \(prototypeWarmupSteps)" }
+            if let m = prototypeMomentum, !(m >= 0 && m < 1) { return "--prototype-momentum must be in [0, 1), got \(m)" }
             if !(1...10_000).contains(rerankDepth) { return "--rerank-depth must be 1…10000, got \(rerankDepth)" }
             if !(alignment.temperature.isFinite && alignment.temperature >= 0) { return "the alignment temperature must be finite and ≥ 0" }
             if alphaGrid.isEmpty || !alphaGrid.allSatisfy({ $0 >= 0 && $0 <= 1 }) { return "every α tried must be in [0, 1]" }
@@ -138,7 +143,7 @@ public final class MatchingTrainer {
         prototypes = PrototypeLoss(count: c.prototypeCount, dimension: c.encoder.jointDimension, generator: &generator)
         graph = RelationGraph(dimension: c.encoder.jointDimension, generator: &generator)
         trainable = model.parameters.filter { parameter in !c.frozen.contains { parameter.name.contains($0) } }
-            + (c.prototypeWeight > 0 ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
+            + (c.prototypeWeight > 0 && c.prototypeMomentum == nil ? [prototypes.prototypes] : []) + (c.graphWeight > 0 ? graph.parameters : [])
         dropout = RandomGenerator(seed: o.seed &+ 2)
         loop = TrainingLoop(configuration: o, parameters: trainable, pairCount: ownBatches ? train.textCount : nil)
         if c.anchorStrength > 0 {
@@ -156,6 +161,12 @@ public final class MatchingTrainer {
 
     /// Steps taken so far.
     public var step: Int { loop.step }
+    /// What a checkpoint keeps of the parameters: the model, everything the optimiser trains,
+    /// and prototypes that follow the data (not trained, but state all the same).
+    private var persistentParameters: [Parameter] {
+        let following = configuration.prototypeWeight > 0 && configuration.prototypeMomentum != nil
+        return trainable + model.parameters + (following ? [prototypes.prototypes] : [])
+    }
     /// The memory-bank queues of the momentum encoder's keys (item ids are data indices).
     public var queues: (images: MemoryQueue, texts: MemoryQueue) { (imageQueue, textQueue) }
     /// The prototype centroids `[K, D]`.
@@ -174,6 +185,13 @@ public final class MatchingTrainer {
         var imageIDs: [Int]
         var textIDs: [Int]
         var prototypes: ([Int], [Int])?
+    }
+
+    /// What a step leaves for prototypes that follow the data: the batch's fused embeddings
+    /// (images, then texts) and their codes' prototypes.
+    private struct PrototypeMembers {
+        var embeddings: Tensor
+        var assignments: [Int]
     }
 
     /// Results users rejected for the queries of one batch (search feedback), as rows of the
@@ -233,7 +251,8 @@ public final class MatchingTrainer {
 
     /// The loss terms of `batch` (caption indices of `data`) at `step`, and the keys the step
     /// will enqueue. Builds the graph.
-    private func lossTerms(step: Int, batch: [Int], data: RetrievalData, hardNegatives: HardNegatives? = nil) -> (terms: LossTerms, pending: PendingKeys?) {
+    private func lossTerms(step: Int, batch: [Int], data: RetrievalData, hardNegatives: HardNegatives? = nil)
+        -> (terms: LossTerms, pending: PendingKeys?, members: PrototypeMembers?) {
         let c = configuration
         let imageIDs = batch.map { data.imageOfText[$0] }
         let imageInput = data.imageInput(imageIDs), textInput = data.textInput(batch)
@@ -255,6 +274,7 @@ public final class MatchingTrainer {
         }
         // Prototype assignments: the loss's codes once it is on; they mark soft positives.
         var assignments: ([Int], [Int])?
+        var members: PrototypeMembers?
         if c.prototypeWeight > 0 && step >= c.prototypeWarmupSteps {
             if step == c.prototypeWarmupSteps {
                 // The loss's first step: prototypes on this batch's embeddings (k-means++), from
@@ -266,8 +286,12 @@ public final class MatchingTrainer {
             let result = prototypes(images: imageBatch.fused, texts: textBatch.fused)
             terms.add("prototype", result.loss * c.prototypeWeight)
             assignments = (result.imagePrototypes, result.textPrototypes)
+            if c.prototypeMomentum != nil {
+                members = PrototypeMembers(embeddings: Tensor.concatenate([imageBatch.fused.detached, textBatch.fused.detached], axis: 0),
+                                           assignments: result.imagePrototypes + result.textPrototypes)
+            }
         }
-        guard c.memoryWeight > 0 else { return (terms, nil) }
+        guard c.memoryWeight > 0 else { return (terms, nil, members) }
         let imageKeys = withoutGradients { keyModel.imageEncoder(imageInput).local.l2Normalized(axis: -1) }
         let textKeys = withoutGradients { keyModel.textEncoder(textInput).local.l2Normalized(axis: -1) }
         if textQueue.count > 0 && imageQueue.count > 0 {
@@ -288,7 +312,7 @@ public final class MatchingTrainer {
             hardNegativesUsed += hardTexts + hardImages
             terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
         }
-        return (terms, PendingKeys(images: imageKeys, texts: textKeys, imageIDs: imageIDs, textIDs: batch, prototypes: assignments))
+        return (terms, PendingKeys(images: imageKeys, texts: textKeys, imageIDs: imageIDs, textIDs: batch, prototypes: assignments), members)
     }
 
     /// After the optimiser step: the momentum encoder follows the model, the batch's keys join the queues.
@@ -318,9 +342,12 @@ public final class MatchingTrainer {
     public func train(batch: [Int], data: RetrievalData, hardNegatives: HardNegatives? = nil) -> StepLoss {
         loop.optimizer.zeroGradients()
         let step = loop.step
-        let (terms, pending) = lossTerms(step: step, batch: batch, data: data, hardNegatives: hardNegatives)
+        let (terms, pending, members) = lossTerms(step: step, batch: batch, data: data, hardNegatives: hardNegatives)
         let skippedBefore = loop.skippedSteps
         let learningRate = loop.optimize(terms)
+        if let members, let momentum = configuration.prototypeMomentum, loop.skippedSteps == skippedBefore {
+            prototypes.follow(members.embeddings, assignments: members.assignments, momentum: momentum)
+        }
         updateMomentumAndQueues(step: step, pending)
         var values: [String: Float] = [:]
         for term in terms.terms { values[term.name, default: 0] += term.value.scalar }
@@ -376,13 +403,22 @@ public final class MatchingTrainer {
                     progress: (String) -> Void = { _ in }) throws -> Result {
         let c = configuration
         var pending: PendingKeys?
+        var members: PrototypeMembers?
+        var skippedBefore = 0
         _ = try loop.run(
             loss: { step, batch in
-                let (terms, keys) = lossTerms(step: step, batch: batch, data: train)
+                let (terms, keys, batchMembers) = lossTerms(step: step, batch: batch, data: train)
                 pending = keys
+                members = batchMembers
+                skippedBefore = loop.skippedSteps
                 return terms
             },
-            afterStep: { step in updateMomentumAndQueues(step: step, pending) },
+            afterStep: { step in
+                if let members, let momentum = c.prototypeMomentum, loop.skippedSteps == skippedBefore {
+                    prototypes.follow(members.embeddings, assignments: members.assignments, momentum: momentum)
+                }
+                updateMomentumAndQueues(step: step, pending)
+            },
             evaluate: { evaluate(on: dev) },
             afterEvaluation: { evaluation in
                 let improved = best.map { evaluation.metrics.rsum > $0.evaluation.metrics.rsum } ?? true
@@ -436,7 +472,7 @@ extension MatchingTrainer {
 
     private func stateChunks() throws -> [[UInt8]] {
         var entries: [String: SafetensorsFile.Entry] = [:]
-        for parameter in trainable + model.parameters { entries["param." + parameter.name] = .float(parameter.value, .float32) }
+        for parameter in persistentParameters { entries["param." + parameter.name] = .float(parameter.value, .float32) }
         for parameter in keyModel.parameters { entries["key." + parameter.name] = .float(parameter.value, .float32) }
         for (name, tensor) in loop.optimizer.stateTensors() { entries["optimizer." + name] = .float(tensor, .float32) }
         if let best {
@@ -499,7 +535,7 @@ extension MatchingTrainer {
                 parameter.assign(value)
             }
         }
-        try load(trainable + model.parameters, prefix: "param.")
+        try load(persistentParameters, prefix: "param.")
         try load(keyModel.parameters, prefix: "key.")
         var optimizerState: [String: Tensor] = [:]
         for name in file.names where name.hasPrefix("optimizer.") { optimizerState[String(name.dropFirst(10))] = try file.tensor(name) }

@@ -24,6 +24,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "λ of the Sinkhorn prototype loss (0: off).") var prototypeWeight: Float = 0
     @Option(help: "Number of prototypes K.") var prototypes: Int = 64
     @Option(help: "Steps before the prototype loss starts (the embeddings settle first).") var prototypeWarmup: Int = 200
+    @Option(help: "EMA momentum with which the prototypes follow the embeddings coded to them; 'gradient' learns them by gradient instead.")
+    var prototypeMomentum: String = "0.99"
     @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
     @Option(parsing: .upToNextOption, help: "Keep parameters whose name contains one of these at their start (e.g. fragment gate.weight).")
@@ -88,6 +90,13 @@ struct TrainCommand: ParsableCommand {
         configuration.prototypeWeight = prototypeWeight
         configuration.prototypeCount = prototypes
         configuration.prototypeWarmupSteps = prototypeWarmup
+        if prototypeMomentum == "gradient" {
+            configuration.prototypeMomentum = nil
+        } else if let momentum = Float(prototypeMomentum) {
+            configuration.prototypeMomentum = momentum
+        } else {
+            throw ValidationError("--prototype-momentum must be a number in [0, 1) or 'gradient', got '\(prototypeMomentum)'")
+        }
         configuration.graphWeight = graphWeight
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength

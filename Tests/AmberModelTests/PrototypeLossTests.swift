@@ -128,4 +128,30 @@ struct PrototypeLossTests {
         }.count
         #expect(onCluster >= 115, "\(onCluster) of 128 pairs coded to prototypes of their cluster")
     }
+
+    @Test func followingMovesEachPrototypeTowardsItsMembers() {
+        var generator = RandomGenerator(seed: 11)
+        let loss = PrototypeLoss(count: 3, dimension: 4, generator: &generator)
+        let before = loss.prototypes.value.l2Normalized()
+        let embeddings = Tensor.randomNormal([5, 4], using: &generator)
+        let assignments = [0, 2, 0, 7, -1]              // prototype 1 has no members; 7 and −1 are ignored
+        loss.follow(embeddings, assignments: assignments, momentum: 0.9)
+        // Naive reference in Double.
+        let x = embeddings.l2Normalized()
+        for k in 0..<3 {
+            let members = assignments.indices.filter { assignments[$0] == k }
+            var expected = (0..<4).map { Double(before[k, $0]) }
+            if !members.isEmpty {
+                let mean = (0..<4).map { j in members.map { Double(x[$0, j]) }.reduce(0, +) / Double(members.count) }
+                expected = (0..<4).map { 0.9 * expected[$0] + 0.1 * mean[$0] }
+                let norm = expected.map { $0 * $0 }.reduce(0, +).squareRoot()
+                expected = expected.map { $0 / norm }
+            }
+            for j in 0..<4 { #expect(abs(Double(loss.prototypes.value[k, j]) - expected[j]) < 1e-6, "prototype \(k)") }
+        }
+        // Momentum 0 puts a prototype on its members' mean direction.
+        loss.follow(embeddings, assignments: [1, 1, 1, 1, 1], momentum: 0)
+        let mean = x.mean(axis: 0).l2Normalized()
+        #expect(loss.prototypes.value.slice(axis: 0, 1..<2).reshaped([4]).maxAbsoluteDifference(to: mean) < 1e-6)
+    }
 }

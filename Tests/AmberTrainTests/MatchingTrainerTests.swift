@@ -110,6 +110,31 @@ struct MatchingTrainerTests {
         for a in 0..<4 { for b in 0..<4 where a != b { #expect(pairwise[a, b] < 0.999, "prototypes \(a) and \(b) coincide") } }
     }
 
+    @Test func prototypesFollowTheDataOrLearnByGradientAsConfigured() throws {
+        let (train, _) = Self.data()
+        let batches = (0..<8).map { step in (0..<25).map { (step * 25 + $0 * 7) % train.textCount } }
+        for momentum in [Float(0.9), nil] {
+            var configuration = Self.fullConfiguration
+            configuration.prototypeWarmupSteps = 2
+            configuration.prototypeMomentum = momentum
+            let trainer = try MatchingTrainer(configuration: configuration, train: train, ownBatches: false)
+            var seen: [Tensor] = []
+            for batch in batches {
+                _ = trainer.train(batch: batch, data: train)
+                seen.append(trainer.prototypeCentroids)
+            }
+            // Every step from the third moves the prototypes, either way.
+            for step in 3..<8 { #expect(seen[step].maxAbsoluteDifference(to: seen[step - 1]) > 0, "momentum \(String(describing: momentum)) step \(step)") }
+            // Following keeps them unit vectors (they are normalised after each move); Adam's moves do not.
+            let norms = trainer.prototypeCentroids.squared().sum(axis: -1).sqrt().scalars
+            if momentum != nil {
+                #expect(norms.allSatisfy { abs($0 - 1) < 1e-5 }, "\(norms)")
+            } else {
+                #expect(norms.contains { abs($0 - 1) > 1e-4 }, "\(norms)")
+            }
+        }
+    }
+
     @Test func theResultIsTheBestOnDevWithBetaAndAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
