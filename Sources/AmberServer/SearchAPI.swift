@@ -2,6 +2,7 @@ import AmberCatalog
 import AmberImage
 import AmberModel
 import AmberSearch
+import AmberTensor
 import Foundation
 
 /// Limits the query service enforces (each a 4xx naming the field when exceeded).
@@ -95,9 +96,7 @@ public struct WireVector: Decodable, Sendable, Equatable {
         guard let data = Data(base64Encoded: text), data.count % 4 == 0 else {
             throw DecodingError.dataCorruptedError(in: container, debugDescription: "not base64 of little-endian float32 (length must be a multiple of 4 bytes)")
         }
-        values = data.withUnsafeBytes { raw in
-            (0..<(data.count / 4)).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
-        }
+        values = data.withUnsafeBytes { ElementType.float32.floats($0) }
         wasBase64 = true
     }
 }

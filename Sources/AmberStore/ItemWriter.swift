@@ -1,4 +1,5 @@
 import AmberCatalog
+import AmberTensor
 import Foundation
 
 /// Writes items (with their features) and pairs in one transaction each call, idempotently:
@@ -52,7 +53,7 @@ public enum ItemWriter {
                     INSERT INTO amber.features (item_id, modality, global_dim, local_dim, local_count, global_type, local_type, global_vector, local_vectors)
                     VALUES ($1, $2::amber.modality, $3, $4, $5, 'float32', 'float32', $6, $7)
                     """, [.int(id), .text(item.modality.rawValue), .int32(Int32(item.features.global.count)), .int32(Int32(localDimension)),
-                          .int32(Int32(item.features.localCount)), .bytes(littleEndian(item.features.global)), .bytes(littleEndian(item.features.local))])
+                          .int32(Int32(item.features.localCount)), .bytes(ElementType.float32.bytes(item.features.global)), .bytes(ElementType.float32.bytes(item.features.local))])
                 added += 1
             }
             return (added, items.count - added)
@@ -81,15 +82,5 @@ public enum ItemWriter {
             }
             return (added, pairs.count - added)
         }
-    }
-
-    static func littleEndian(_ values: [Float]) -> [UInt8] {
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(values.count * 4)
-        for value in values {
-            let bits = value.bitPattern.littleEndian
-            withUnsafeBytes(of: bits) { bytes += $0 }
-        }
-        return bytes
     }
 }

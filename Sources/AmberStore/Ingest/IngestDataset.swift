@@ -250,7 +250,7 @@ public enum DatasetReader {
                 let regions = block(part.ims, rows: i..<i + 1, flatten: true)
                 let mean = regions.meanRow()
                 for (k, value) in mean.enumerated() {
-                    globals.mutableBytes.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: (row * dimension + k) * 4, as: UInt32.self)
+                    ElementType.float32.store(value, into: globals.start, at: row * dimension + k)
                 }
                 row += 1
             }
@@ -375,24 +375,23 @@ public enum DatasetReader {
 
 /// Owns computed bytes (precomp global vectors) for feature blocks to point into.
 final class OwnedBytes: @unchecked Sendable {
-    let mutableBytes: UnsafeMutableRawBufferPointer
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(mutableBytes) }
+    let start: UnsafeMutableRawPointer
+    let count: Int
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: start, count: count) }
 
     init(count: Int) {
-        mutableBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
+        start = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
+        self.count = count
     }
 
-    deinit { mutableBytes.deallocate() }
+    deinit { start.deallocate() }
 }
 
 extension FeatureBlock {
     /// Element `index` as a Float.
     func element(_ index: Int) -> Float {
-        switch elementType {
-        case .float16: return Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))))
-        case .float32: return Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
-        default: preconditionFailure("FeatureBlock holds \(elementType)")
-        }
+        guard let base = bytes.baseAddress else { return 0 }
+        return elementType.float(in: base, at: index)
     }
 
     /// The mean of the rows.

@@ -15,6 +15,46 @@ public enum ElementType: String, Sendable, CaseIterable {
     }
 
     public var isFloatingPoint: Bool { self != .int64 }
+
+    /// Element `index` of little-endian `bytes` of this type as a `Float` (int64 converted).
+    /// The one place Amber turns stored or received bytes into floats: files, feature rows,
+    /// base64 request bodies.
+    @inline(__always)
+    public func float(in bytes: UnsafeRawPointer, at index: Int) -> Float {
+        switch self {
+        case .float32: Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+        case .float16: Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))))
+        case .bfloat16: Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))) << 16)
+        case .int64: Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 8, as: Int64.self)))
+        }
+    }
+
+    /// Every whole element of little-endian `bytes` as floats (a trailing partial element is ignored).
+    public func floats(_ bytes: UnsafeRawBufferPointer) -> [Float] {
+        guard let base = bytes.baseAddress else { return [] }
+        return (0..<(bytes.count / byteCount)).map { float(in: base, at: $0) }
+    }
+
+    /// `values` as little-endian bytes of this type.
+    public func bytes(_ values: some Collection<Float>) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: values.count * byteCount)
+        bytes.withUnsafeMutableBytes { out in
+            guard let base = out.baseAddress else { return }
+            for (i, v) in values.enumerated() { store(v, into: base, at: i) }
+        }
+        return bytes
+    }
+
+    /// Writes `value` as element `index` of little-endian `bytes` of this type.
+    @inline(__always)
+    public func store(_ value: Float, into bytes: UnsafeMutableRawPointer, at index: Int) {
+        switch self {
+        case .float32: bytes.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: index * 4, as: UInt32.self)
+        case .float16: bytes.storeBytes(of: Float16(value).bitPattern.littleEndian, toByteOffset: index * 2, as: UInt16.self)
+        case .bfloat16: bytes.storeBytes(of: ElementEncoding.bfloat16Bits(value).littleEndian, toByteOffset: index * 2, as: UInt16.self)
+        case .int64: bytes.storeBytes(of: Int64(value).littleEndian, toByteOffset: index * 8, as: Int64.self)
+        }
+    }
 }
 
 /// An array of elements read from a file: shape, element type and the raw little-endian bytes
@@ -69,21 +109,8 @@ public struct RawArray: @unchecked Sendable {
         let result = Tensor(uninitializedShape: outShape)
         guard let source, total > 0 else { return result }
         let out = result.pointer
-        switch elementType {
-        case .float32:
-            for i in 0..<total { out[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))) }
-        case .float16:
-            for i in 0..<total {
-                let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-                out[i] = Float(Float16(bitPattern: bits))
-            }
-        case .bfloat16:
-            for i in 0..<total {
-                let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-                out[i] = Float(bitPattern: UInt32(bits) << 16)
-            }
-        case .int64:
-            break
+        if elementType.isFloatingPoint {
+            for i in 0..<total { out[i] = elementType.float(in: source, at: i) }
         }
         return result
     }
@@ -105,16 +132,8 @@ public enum ElementEncoding {
         var bytes = [UInt8](repeating: 0, count: tensor.count * type.byteCount)
         tensor.withUnsafeBufferPointer { values in
             bytes.withUnsafeMutableBytes { out in
-                switch type {
-                case .float32:
-                    for (i, v) in values.enumerated() { out.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self) }
-                case .float16:
-                    for (i, v) in values.enumerated() { out.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self) }
-                case .bfloat16:
-                    for (i, v) in values.enumerated() { out.storeBytes(of: bfloat16Bits(v).littleEndian, toByteOffset: i * 2, as: UInt16.self) }
-                case .int64:
-                    for (i, v) in values.enumerated() { out.storeBytes(of: Int64(v).littleEndian, toByteOffset: i * 8, as: Int64.self) }
-                }
+                guard let base = out.baseAddress else { return }
+                for (i, v) in values.enumerated() { type.store(v, into: base, at: i) }
             }
         }
         return bytes
