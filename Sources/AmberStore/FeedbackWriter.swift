@@ -10,15 +10,16 @@ public enum FeedbackWriter {
     ///   `rejected[i]` when it is not a stored item.
     public static func write(_ feedback: NewFeedback, on db: PostgresConnection) throws -> FeedbackResult {
         try db.transaction {
-            func modality(of item: Int64, field: String) throws -> String {
+            func modality(of item: Int64, field: String) throws -> Modality {
                 let row = try db.execute("SELECT modality::text AS modality FROM amber.items WHERE item_id = $1", [.int(item)])
-                guard row.rowCount == 1, let modality = try row.decode(String.self, row: 0, column: "modality") else {
+                guard row.rowCount == 1, let name = try row.decode(String.self, row: 0, column: "modality"),
+                      let modality = Modality(rawValue: name) else {
                     throw ItemWriteError(field: field, description: "\(field): no item with item_id \(item)")
                 }
                 return modality
             }
             let chosenModality = try modality(of: feedback.chosen, field: "chosen")
-            let queryModality: String
+            let queryModality: Modality
             var queryItem: Int64?
             var queryText: String?
             switch feedback.query {
@@ -26,7 +27,7 @@ public enum FeedbackWriter {
                 queryModality = try modality(of: id, field: "query.item_id")
                 queryItem = id
             case .text(let text, _):
-                queryModality = "text"
+                queryModality = .text
                 queryText = text
             }
             if !feedback.rejected.isEmpty {
@@ -41,10 +42,10 @@ public enum FeedbackWriter {
             // The pair, if this feedback makes one.
             var pairID: Int64?, pairAdded = false, reason: String?
             if queryModality == chosenModality {
-                reason = "the query and the chosen result are both \(chosenModality)s: no image–text pair"
+                reason = "the query and the chosen result are both \(chosenModality.rawValue)s: no image–text pair"
             } else {
-                let imageID = chosenModality == "image" ? feedback.chosen : queryItem
-                var textID = chosenModality == "text" ? feedback.chosen : queryItem
+                let imageID = chosenModality == .image ? feedback.chosen : queryItem
+                var textID = chosenModality == .text ? feedback.chosen : queryItem
                 let heldOut = try db.execute("""
                     SELECT count(*)::bigint AS n FROM amber.pairs
                     WHERE split <> 'train' AND (image_id = $1 OR text_id = $2)
@@ -82,7 +83,7 @@ public enum FeedbackWriter {
                 INSERT INTO amber.feedback (query_modality, query_item_id, query_text, chosen_item_id, chosen_rank, rejected_item_ids,
                                             model_version, client, pair_id, not_paired_because)
                 VALUES ($1::amber.modality, $2, $3, $4, $5, $6::bigint[], $7, $8, $9, $10) RETURNING feedback_id
-                """, [.text(queryModality), queryItem.map(PostgresValue.int) ?? .null, queryText.map(PostgresValue.text) ?? .null,
+                """, [.text(queryModality.rawValue), queryItem.map(PostgresValue.int) ?? .null, queryText.map(PostgresValue.text) ?? .null,
                       .int(feedback.chosen), feedback.chosenRank.map { .int32(Int32(clamping: $0)) } ?? .null,
                       .text("{" + feedback.rejected.map(String.init).joined(separator: ",") + "}"),
                       feedback.modelVersion.map(PostgresValue.int) ?? .null, feedback.client.map(PostgresValue.text) ?? .null,

@@ -29,7 +29,7 @@ public enum ItemWriter {
                 if let registered = dimensions[item.modality] {
                     known = registered
                 } else {
-                    known = try FeatureDimensions.register(modality: item.modality.rawValue, global: item.features.global.count, local: localDimension, on: db)
+                    known = try FeatureDimensions.register(modality: item.modality, global: item.features.global.count, local: localDimension, on: db)
                     dimensions[item.modality] = known
                 }
                 guard known.global == item.features.global.count else {

@@ -117,10 +117,10 @@ struct PhotoIngest {
             JOIN amber.features f ON f.item_id = i.item_id
             """)
         for row in 0..<items.rowCount {
-            guard let modality = try items.decode(String.self, row: row, column: "modality"),
+            guard let modality = try items.decode(String.self, row: row, column: "modality").flatMap(Modality.init(rawValue:)),
                   let id = try items.decode(String.self, row: row, column: "external_id") else { continue }
             let source = try items.decode(String.self, row: row, column: "source") ?? ""
-            if modality == "image" {
+            if modality == .image {
                 stored.images[id] = source
             } else {
                 stored.texts[id] = (try items.decode(String.self, row: row, column: "caption") ?? "", source)

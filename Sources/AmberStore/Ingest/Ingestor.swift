@@ -48,12 +48,12 @@ public enum Ingestor {
             report.rowsSent += try connection.copy(into: "amber.ingest_stage_items", columns: ["txid", "ordinal", "modality", "external_id", "caption"]) { sink in
                 var ordinal: Int64 = 0
                 for image in dataset.images {
-                    try sink.append([.int(txid), .int(ordinal), .text("image"), .text(image.externalID), .null])
+                    try sink.append([.int(txid), .int(ordinal), .text(Modality.image.rawValue), .text(image.externalID), .null])
                     ordinal += 1
                     if ordinal % 1024 == 0 { progress(IngestProgress(phase: "items", done: Int(ordinal), total: itemTotal)) }
                 }
                 for text in dataset.texts {
-                    try sink.append([.int(txid), .int(ordinal), .text("text"), .text(text.externalID), .text(text.caption)])
+                    try sink.append([.int(txid), .int(ordinal), .text(Modality.text.rawValue), .text(text.externalID), .text(text.caption)])
                     ordinal += 1
                     if ordinal % 1024 == 0 { progress(IngestProgress(phase: "items", done: Int(ordinal), total: itemTotal)) }
                 }
@@ -86,17 +86,18 @@ public enum Ingestor {
             for row in 0..<needing.rowCount {
                 itemIDs[try needing.value(Int.self, row: row, column: "ordinal")] = try needing.value(Int64.self, row: row, column: "item_id")
             }
-            let candidates: [(Int, String, IngestFeatures)] =
-                dataset.images.enumerated().compactMap { index, image in image.features.map { (index, "image", $0) } }
-                + dataset.texts.enumerated().compactMap { index, text in text.features.map { (dataset.images.count + index, "text", $0) } }
+            let candidates: [(Int, Modality, IngestFeatures)] =
+                dataset.images.enumerated().compactMap { index, image in image.features.map { (index, Modality.image, $0) } }
+                + dataset.texts.enumerated().compactMap { index, text in text.features.map { (dataset.images.count + index, Modality.text, $0) } }
             let pending = candidates.filter { itemIDs[$0.0] != nil }
             report.featuresAdded = try connection.copy(into: "amber.features", columns: [
                 "item_id", "modality", "global_dim", "local_dim", "local_count", "global_type", "local_type",
                 "global_vector", "local_vectors",
             ]) { sink in
                 for (index, (ordinal, modality, features)) in pending.enumerated() {
+                    guard let itemID = itemIDs[ordinal] else { continue }
                     try sink.append([
-                        .int(itemIDs[ordinal]!), .text(modality),
+                        .int(itemID), .text(modality.rawValue),
                         .int32(Int32(features.global.dimension)), .int32(Int32(features.local.dimension)),
                         .int32(Int32(features.local.rows)),
                         .text(features.global.elementType.rawValue), .text(features.local.elementType.rawValue),
@@ -137,12 +138,12 @@ public enum Ingestor {
     /// Records the dataset's feature dimensions per modality, or fails if the database already
     /// holds features of other dimensions for that modality.
     static func registerDimensions(_ dataset: IngestDataset, on connection: PostgresConnection) throws {
-        var wanted: [(String, Int, Int)] = []
+        var wanted: [(Modality, Int, Int)] = []
         if let features = dataset.images.first(where: { $0.features != nil })?.features {
-            wanted.append(("image", features.global.dimension, features.local.dimension))
+            wanted.append((.image, features.global.dimension, features.local.dimension))
         }
         if let features = dataset.texts.first(where: { $0.features != nil })?.features {
-            wanted.append(("text", features.global.dimension, features.local.dimension))
+            wanted.append((.text, features.global.dimension, features.local.dimension))
         }
         for (modality, global, local) in wanted {
             let (storedGlobal, storedLocal) = try FeatureDimensions.register(modality: modality, global: global, local: local, on: connection)
@@ -150,20 +151,5 @@ public enum Ingestor {
                 throw IngestError(file: dataset.source, "\(modality) features are \(global) global + n×\(local) local, but the database holds \(modality) features of \(storedGlobal) + n×\(storedLocal); one database serves one pair of encoders")
             }
         }
-    }
-}
-
-/// The feature dimensions a modality's items have in the database (`amber.feature_dimensions`,
-/// fixed by the first items stored).
-public enum FeatureDimensions {
-    /// Records `global` + n×`local` for `modality` unless a row exists (concurrent first writers
-    /// agree: `ON CONFLICT DO NOTHING` waits for the other's commit), and returns what is stored.
-    public static func register(modality: String, global: Int, local: Int, on connection: PostgresConnection) throws -> (global: Int, local: Int) {
-        try connection.execute("""
-            INSERT INTO amber.feature_dimensions (modality, global_dim, local_dim) VALUES ($1::amber.modality, $2, $3)
-            ON CONFLICT DO NOTHING
-            """, [.text(modality), .int(Int64(global)), .int(Int64(local))])
-        let stored = try connection.execute("SELECT global_dim, local_dim FROM amber.feature_dimensions WHERE modality = $1::amber.modality", [.text(modality)])
-        return (try stored.value(Int.self, column: "global_dim"), try stored.value(Int.self, column: "local_dim"))
     }
 }
