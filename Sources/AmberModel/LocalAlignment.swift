@@ -126,8 +126,7 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                 let count = scores.count
                 let k = min(depth, count)
                 // The top k by (score desc, index asc).
-                var top = Array(0..<count).partialSorted(k) { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-                top.removeLast(top.count - k)
+                let top = TopScores.indices(of: scores, k: k)
                 let inTop = Set(top)
                 let localScores = local(top)
                 // Best stage-1 rank among positives outside the top (depth + 1 + higher non-top).
@@ -184,26 +183,5 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                 (alphas[a], RetrievalMetrics(imageToText: RankSummary(ranks: imageRanks[a]), textToImage: RankSummary(ranks: textRanks[a])))
             }
         }
-    }
-}
-
-extension Array {
-    /// The first `k` elements in `areInIncreasingOrder` order, then the rest in no order.
-    func partialSorted(_ k: Int, by areInIncreasingOrder: (Element, Element) -> Bool) -> [Element] {
-        guard k < count else { return sorted(by: areInIncreasingOrder) }
-        // A bounded selection: keep the best k seen so far, sorted.
-        var best: [Element] = []
-        best.reserveCapacity(k + 1)
-        for element in self {
-            if best.count == k, let last = best.last, !areInIncreasingOrder(element, last) { continue }
-            var low = 0, high = best.count
-            while low < high {
-                let mid = (low + high) / 2
-                if areInIncreasingOrder(best[mid], element) { low = mid + 1 } else { high = mid }
-            }
-            best.insert(element, at: low)
-            if best.count > k { best.removeLast() }
-        }
-        return best
     }
 }

@@ -58,14 +58,11 @@ public struct RelationGraph: Sendable {
         }
         // The k strongest of each row in each block (ties: the lower index).
         var weights = [Float](repeating: 0, count: N * N)
-        var candidates: [(Float, Int)] = []
-        candidates.reserveCapacity(B)
         for a in 0..<N {
             for blockStart in [0, B] {
-                candidates.removeAll(keepingCapacity: true)
-                for b in blockStart..<(blockStart + B) where b != a { candidates.append((value[a * N + b], b)) }
-                candidates.sort { $0.0 > $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
-                for (v, b) in candidates.prefix(k) { weights[a * N + b] = v }
+                var top = TopScores(k)
+                for b in blockStart..<(blockStart + B) where b != a { top.offer(value[a * N + b], b) }
+                for (v, b) in top.entries { weights[a * N + b] = v }
             }
         }
         return Tensor(shape: [N, N], scalars: weights)

@@ -144,14 +144,14 @@ public final class GalleryIndex: @unchecked Sendable {
             return searchPrefiltered(query, k: k, candidates: max(prefilter, k), weighted: weighted, codes: codeWords.base)
         }
         return query.withUnsafeBufferPointer { q in
-            let parts = Self.parallelMap(count) { range -> [Hit] in
-                var top = TopK(k)
-                for item in range { top.offer(Hit(position: item, score: score(item, q.baseAddress!))) }
-                return top.hits
+            let parts = Self.parallelMap(count) { range -> [(score: Float, index: Int)] in
+                var top = TopScores(k)
+                for item in range { top.offer(score(item, q.baseAddress!), item) }
+                return top.entries
             }
-            var merged = TopK(k)
-            for part in parts { for hit in part { merged.offer(hit) } }
-            return merged.sorted
+            var merged = TopScores(k)
+            for part in parts { for entry in part { merged.offer(entry.score, entry.index) } }
+            return merged.sorted.map { Hit(position: $0.index, score: $0.score) }
         }
     }
 
@@ -218,9 +218,9 @@ public final class GalleryIndex: @unchecked Sendable {
         }
         // Exact re-score of the survivors.
         return query.withUnsafeBufferPointer { q in
-            var top = TopK(k)
-            for candidate in survivors { top.offer(Hit(position: candidate, score: score(candidate, q.baseAddress!))) }
-            return top.sorted
+            var top = TopScores(k)
+            for candidate in survivors { top.offer(score(candidate, q.baseAddress!), candidate) }
+            return top.sorted.map { Hit(position: $0.index, score: $0.score) }
         }
     }
 
@@ -291,51 +291,4 @@ public final class GalleryIndex: @unchecked Sendable {
     static func parallelMap<T>(_ count: Int, _ body: (Range<Int>) -> T) -> [T] {
         Parallel.map(count, minimum: 4096, body)
     }
-}
-
-/// The `k` best hits seen (higher score first; ties: lower position first), as a binary min-heap
-/// whose root is the worst kept.
-struct TopK {
-    let k: Int
-    private(set) var hits: [GalleryIndex.Hit] = []
-
-    init(_ k: Int) {
-        self.k = k
-        hits.reserveCapacity(k)
-    }
-
-    /// Whether `a` ranks below `b`.
-    @inline(__always)
-    static func worse(_ a: GalleryIndex.Hit, _ b: GalleryIndex.Hit) -> Bool {
-        a.score < b.score || (a.score == b.score && a.position > b.position)
-    }
-
-    @inline(__always)
-    mutating func offer(_ hit: GalleryIndex.Hit) {
-        if hits.count < k {
-            hits.append(hit)
-            var child = hits.count - 1
-            while child > 0 {
-                let parent = (child - 1) / 2
-                guard Self.worse(hits[child], hits[parent]) else { break }
-                hits.swapAt(child, parent)
-                child = parent
-            }
-        } else if k > 0, Self.worse(hits[0], hit) {
-            hits[0] = hit
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1, right = left + 1
-                var worst = parent
-                if left < k && Self.worse(hits[left], hits[worst]) { worst = left }
-                if right < k && Self.worse(hits[right], hits[worst]) { worst = right }
-                if worst == parent { break }
-                hits.swapAt(parent, worst)
-                parent = worst
-            }
-        }
-    }
-
-    /// Best first.
-    var sorted: [GalleryIndex.Hit] { hits.sorted { Self.worse($1, $0) } }
 }

@@ -1,3 +1,5 @@
+import AmberTensor
+
 /// A user of the search, simulated for experiments on learning from feedback: shown a
 /// ranked list, the user looks at the first `patience` results, chooses the first one that is
 /// right and rejects every result ranked above it; when none of those is right, the user says
@@ -35,14 +37,6 @@ public struct SimulatedUser: Sendable, Equatable {
 
     /// The `count` best gallery indices of `scores` (highest first; ties to the lower index).
     public static func ranking(_ scores: UnsafeBufferPointer<Float>, count: Int) -> [Int] {
-        var best: [(Float, Int)] = []
-        best.reserveCapacity(count + 1)
-        for (index, score) in scores.enumerated() where best.count < count || score > best[best.count - 1].0 {
-            var position = best.count
-            while position > 0 && best[position - 1].0 < score { position -= 1 }
-            best.insert((score, index), at: position)
-            if best.count > count { best.removeLast() }
-        }
-        return best.map(\.1)
+        TopScores.indices(of: scores, k: count)
     }
 }

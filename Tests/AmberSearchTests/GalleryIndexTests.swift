@@ -1,4 +1,5 @@
 @testable import AmberSearch
+import AmberTensor
 import Foundation
 import Testing
 
@@ -184,10 +185,14 @@ struct GalleryIndexTests {
     @Test func topKKeepsTheBestInOrder() {
         var generator = SplitMix(seed: 2)
         let scores = (0..<500).map { _ in Float(generator.below(50)) }
-        var top = TopK(17)
-        for (position, score) in scores.enumerated() { top.offer(GalleryIndex.Hit(position: position, score: score)) }
+        var top = TopScores(17)
+        for (position, score) in scores.enumerated() { top.offer(score, position) }
         let expected = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(17)
-        #expect(top.sorted.map(\.position) == Array(expected))
+        #expect(top.sorted.map(\.index) == Array(expected))
+        #expect(TopScores.indices(of: scores, k: 17) == Array(expected))
+        // k beyond the count keeps everything, sorted; k = 0 keeps nothing.
+        #expect(TopScores.indices(of: Array(scores.prefix(5)), k: 9) == Array(scores.prefix(5).indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }))
+        #expect(TopScores.indices(of: scores, k: 0).isEmpty)
     }
 }
 
