@@ -88,6 +88,17 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
         self.depth = depth
     }
 
+    /// The fusion of the two stages, in one place for evaluation and serving: each candidate's
+    /// score `α · global + (1 − α) · local`, best first, ties to the lower candidate (gallery
+    /// index). Returns each fused candidate's slot in `candidates` and its fused score.
+    /// - Parameters: `candidates` gallery indices; `global`, `local` their scores, slot by slot.
+    public static func fuse(candidates: [Int], global: [Float], local: [Float], alpha: Float) -> [(slot: Int, score: Float)] {
+        precondition(global.count == candidates.count && local.count == candidates.count,
+                     "TwoStageRanking.fuse: \(global.count) global and \(local.count) local scores for \(candidates.count) candidates")
+        return candidates.indices.map { (slot: $0, score: alpha * global[$0] + (1 - alpha) * local[$0]) }
+            .sorted { $0.score > $1.score || ($0.score == $1.score && candidates[$0.slot] < candidates[$1.slot]) }
+    }
+
     /// Re-ranks the candidates `global` orders first, given the local score of each candidate.
     /// Returns candidate indices and fused scores, best first: the re-scored top `depth`, then
     /// the rest by their global score.
@@ -97,8 +108,8 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
         guard alpha < 1, !top.isEmpty else { return order.map { ($0, global[$0]) } }
         let localScores = local(top)
         precondition(localScores.count == top.count, "TwoStageRanking: \(localScores.count) local scores for \(top.count) candidates")
-        let fused = zip(top, localScores).map { (index: $0, score: alpha * global[$0] + (1 - alpha) * $1) }
-            .sorted { $0.score > $1.score || ($0.score == $1.score && $0.index < $1.index) }
+        let fused = Self.fuse(candidates: top, global: top.map { global[$0] }, local: localScores, alpha: alpha)
+            .map { (index: top[$0.slot], score: $0.score) }
         return fused + order.dropFirst(top.count).map { ($0, global[$0]) }
     }
 
@@ -136,10 +147,10 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                     for j in 0..<count where scores[j] > scores[p] && !inTop.contains(j) { higher += 1 }
                     outside = min(outside, k + 1 + higher)
                 }
+                let topGlobal = top.map { scores[$0] }
                 return alphas.map { alpha in
-                    let order = zip(top, localScores).map { (index: $0, score: alpha * scores[$0] + (1 - alpha) * $1) }
-                        .sorted { $0.score > $1.score || ($0.score == $1.score && $0.index < $1.index) }
-                    if let position = order.firstIndex(where: { positives.contains($0.index) }) { return position + 1 }
+                    let order = Self.fuse(candidates: top, global: topGlobal, local: localScores, alpha: alpha)
+                    if let position = order.firstIndex(where: { positives.contains(top[$0.slot]) }) { return position + 1 }
                     return outside
                 }
             }

@@ -272,14 +272,9 @@ public final class SearchEngine: @unchecked Sendable {
             local = model.alignment.scores(images: queryFragments, imageCounts: [queryCount],
                                            texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) }).scalars
         }
-        // Fused order; ties go to the lower gallery position (as in TwoStageRanking).
-        var scored: [(position: Int, hit: SearchHit)] = []
-        for (hit, l) in zip(candidates, local) {
-            let fused: Float = alpha * hit.score + (1 - alpha) * l
-            scored.append((hit.position, SearchHit(item: gallery.item(at: hit.position), global: hit.score, local: l, fused: fused)))
+        let reranked = TwoStageRanking.fuse(candidates: positions, global: candidates.map(\.score), local: local, alpha: alpha).map { fused in
+            SearchHit(item: gallery.item(at: positions[fused.slot]), global: candidates[fused.slot].score, local: local[fused.slot], fused: fused.score)
         }
-        scored.sort { a, b in a.hit.fused > b.hit.fused || (a.hit.fused == b.hit.fused && a.position < b.position) }
-        let reranked = scored.map(\.hit)
         let rest = first.dropFirst(depth).map { SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score) }
         return Array((reranked + rest).prefix(options.k))
     }
