@@ -66,12 +66,17 @@ public struct MatchingModel: Sendable {
         withoutGradients {
             func encodeAll(_ count: Int, _ encode: ([Int]) -> EncodedBatch) -> (fused: Tensor, fragments: Tensor) {
                 let batches = stride(from: 0, to: count, by: chunkSize).map { encode(Array($0 ..< min($0 + chunkSize, count))) }
-                let width = batches.map { $0.fragments.shape[1] }.max() ?? 0
-                let padded = batches.map { batch -> Tensor in
-                    let f = batch.fragments, missing = width - f.shape[1]
-                    return missing == 0 ? f : Tensor.concatenate([f, Tensor.zeros([f.shape[0], missing, f.shape[2]])], axis: 1)
+                // Every item keeps its batch's width (its own fragments and that batch's padding).
+                let owners = batches.enumerated().flatMap { b, batch in (0..<batch.fragments.shape[0]).map { (b, $0) } }
+                let D = batches.first?.fragments.shape[2] ?? 0
+                let padded = Tensor.padded(counts: owners.map { batches[$0.0].fragments.shape[1] }, rowWidth: D) { item, row in
+                    let (b, position) = owners[item]
+                    let n = batches[b].fragments.shape[1]
+                    batches[b].fragments.withUnsafeBufferPointer { f in
+                        for j in 0..<(n * D) { row[j] = f[position * n * D + j] }
+                    }
                 }
-                return (Tensor.concatenate(batches.map(\.fused), axis: 0), Tensor.concatenate(padded, axis: 0))
+                return (Tensor.concatenate(batches.map(\.fused), axis: 0), padded)
             }
             let images = encodeAll(data.imageCount) { imageEncoder(data.imageInput($0)) }
             let texts = encodeAll(data.textCount) { textEncoder(data.textInput($0)) }

@@ -101,15 +101,13 @@ extension RetrievalData {
     /// Encoder input for texts `indices`: global `[B, Dg]`, tokens padded to the longest `[B, n, Dl]`.
     public func textInput(_ indices: [Int]) -> EncoderInput {
         let counts = indices.map { tokenOffsets[$0 + 1] - tokenOffsets[$0] }
-        let n = counts.max() ?? 0
-        var rows: [Int] = []
-        rows.reserveCapacity(indices.count * n)
-        for (index, count) in zip(indices, counts) {
-            for i in 0..<n { rows.append(i < count ? tokenOffsets[index] + i : tokenOffsets[index]) }
-        }
         let width = textTokens.shape[1]
-        return EncoderInput(global: textGlobal.indexSelect(indices),
-                            fragments: textTokens.indexSelect(rows).reshaped([indices.count, n, width]),
-                            fragmentCounts: counts)
+        let fragments = textTokens.withUnsafeBufferPointer { all in
+            Tensor.padded(counts: counts, rowWidth: width) { item, row in
+                guard let base = all.baseAddress else { return }
+                row.update(from: base + tokenOffsets[indices[item]] * width, count: counts[item] * width)
+            }
+        }
+        return EncoderInput(global: textGlobal.indexSelect(indices), fragments: fragments, fragmentCounts: counts)
     }
 }

@@ -97,14 +97,9 @@ public final class EncodedModalityGallery: @unchecked Sendable {
     /// The fragments of the items at `positions`, zero-padded to the widest: `[c, max n_i, D]`.
     func paddedFragments(_ positions: [Int]) -> Tensor {
         let D = index.dimension
-        let width = max(positions.map { counts[$0] }.max() ?? 1, 1)
-        var values = [Float](repeating: 0, count: positions.count * width * D)
-        values.withUnsafeMutableBufferPointer { out in
-            for (row, p) in positions.enumerated() {
-                (out.baseAddress! + row * width * D).update(from: fragments.base + starts[p] * D, count: counts[p] * D)
-            }
+        return Tensor.padded(counts: positions.map { counts[$0] }, rowWidth: D, minimumLength: 1) { item, row in
+            row.update(from: fragments.base + starts[positions[item]] * D, count: counts[positions[item]] * D)
         }
-        return Tensor(shape: [positions.count, width, D], scalars: values)
     }
 
     /// The position of the item with store id `itemID`, if it is in the gallery.
@@ -214,13 +209,12 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// Encoder input for a batch of items.
     static func input(_ features: [ItemFeatures]) -> EncoderInput {
-        let n = features.map(\.localCount).max() ?? 1
-        let Dg = features.first?.global.count ?? 0, Dl = features.first.map { $0.local.count / $0.localCount } ?? 0
-        var local = [Float](repeating: 0, count: features.count * n * Dl)
-        for (row, f) in features.enumerated() { local.replaceSubrange((row * n * Dl) ..< (row * n * Dl + f.local.count), with: f.local) }
+        let Dg = features.first?.global.count ?? 0, Dl = features.first?.localDimension ?? 0
+        let fragments = Tensor.padded(counts: features.map(\.localCount), rowWidth: Dl, minimumLength: 1) { item, row in
+            for (j, value) in features[item].local.enumerated() { row[j] = value }
+        }
         return EncoderInput(global: Tensor(shape: [features.count, Dg], scalars: features.flatMap(\.global)),
-                            fragments: Tensor(shape: [features.count, n, Dl], scalars: local),
-                            fragmentCounts: features.map(\.localCount))
+                            fragments: fragments, fragmentCounts: features.map(\.localCount))
     }
 
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.

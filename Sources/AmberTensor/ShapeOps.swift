@@ -243,3 +243,21 @@ extension Tensor {
         return reshaped(newShape)
     }
 }
+
+extension Tensor {
+    /// Items of different lengths stacked into one batch, zero-padded to the longest:
+    /// `[counts.count, n, rowWidth]` with `n = max(counts ∪ [minimumLength])`. `write(item, row)`
+    /// fills item `item`'s `counts[item] × rowWidth` values starting at `row`. The one padding of
+    /// Amber's variable-length inputs (fragments of a batch of items, a gallery's candidates).
+    public static func padded(counts: [Int], rowWidth: Int, minimumLength: Int = 0,
+                              write: (_ item: Int, _ row: UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+        let n = Swift.max(counts.max() ?? 0, minimumLength)
+        let result = Tensor(shape: [counts.count, n, rowWidth], repeating: 0)
+        let out = result.pointer
+        for (item, count) in counts.enumerated() {
+            precondition(count >= 0 && count <= n, "Tensor.padded: item \(item) has \(count) rows of at most \(n)")
+            write(item, out + item * n * rowWidth)
+        }
+        return result
+    }
+}

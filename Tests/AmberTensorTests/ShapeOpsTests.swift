@@ -127,4 +127,20 @@ struct ShapeOpsTests {
             _ = Tensor.zeros([2, 3]).indexSelect([2])
         }
     }
+
+    @Test func paddedStacksItemsOfDifferentLengthsWithZeros() {
+        let items: [[Float]] = [[1, 2, 3, 4], [5, 6], [], [7, 8, 9, 10, 11, 12]]     // rows of width 2: 2, 1, 0, 3
+        let counts = items.map { $0.count / 2 }
+        let padded = Tensor.padded(counts: counts, rowWidth: 2) { item, row in
+            for (j, value) in items[item].enumerated() { row[j] = value }
+        }
+        #expect(padded.shape == [4, 3, 2])
+        // Naive reference: each item's rows, then zero rows up to the longest.
+        var expected: [Float] = []
+        for item in items { expected += item + [Float](repeating: 0, count: 6 - item.count) }
+        #expect(padded.scalars == expected)
+        // A minimum length pads further; no items gives an empty batch.
+        #expect(Tensor.padded(counts: [1], rowWidth: 2, minimumLength: 3) { _, row in row[0] = 1; row[1] = 2 }.scalars == [1, 2, 0, 0, 0, 0])
+        #expect(Tensor.padded(counts: [], rowWidth: 4) { _, _ in }.shape == [0, 0, 4])
+    }
 }
