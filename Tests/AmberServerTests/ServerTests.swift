@@ -7,10 +7,10 @@ import AmberTensor
 import AmberTestSupport
 import Foundation
 import Hummingbird
+import HummingbirdTesting
 import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOEmbedded
 import Testing
 
 /// A store in memory for the routes that read models and the bank.
@@ -189,8 +189,10 @@ func withServer(_ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sen
     }
 }
 
-/// How a test reaches the routes: over a real socket, or in process (the router's responder
-/// called directly with a request and a context, no network).
+/// How a test reaches the routes, through Hummingbird's own testing library: over a real socket
+/// (`.live`: the application runs on an ephemeral port, requests go through a NIO client), or in
+/// process (`.router`: the router's responder, no network). Tests of HTTP framing itself
+/// (malformed requests, oversize bodies cut off mid-stream) use ``withServer`` and raw sockets.
 enum Transport: String, CaseIterable, Sendable {
     case socket, inProcess
 }
@@ -198,42 +200,24 @@ enum Transport: String, CaseIterable, Sendable {
 typealias Send = @Sendable (_ method: String, _ path: String, _ body: String?, _ headers: [String: String]) async throws
     -> (status: Int, headers: [String: String], body: String)
 
-/// Collects a response body.
-struct CollectingWriter: ResponseBodyWriter {
-    let box: NIOLockedValueBox<ByteBuffer>
-    mutating func write(_ buffer: ByteBuffer) async throws { box.withLockedValue { $0.writeImmutableBuffer(buffer) } }
-    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
-}
-
 func withTransport(_ transport: Transport, _ service: QueryService, keys: APIKeys = APIKeys(), _ body: @Sendable (Send) async throws -> Void) async throws {
-    switch transport {
-    case .socket:
-        try await withServer(service, keys: keys) { port in
-            try await body { method, path, payload, headers in try http(method, path, port: port, body: payload, headers: headers) }
-        }
-    case .inProcess:
-        var configuration = ServerConfiguration()
-        configuration.keys = keys
-        let app = buildApplication(service: service, configuration: configuration)
-        let responder = app.responder
+    var configuration = ServerConfiguration()
+    configuration.port = 0
+    configuration.keys = keys
+    let app = buildApplication(service: service, configuration: configuration)
+    try await app.test(transport == .socket ? .live : .router) { client in
         try await body { method, path, payload, headers in
             var fields = HTTPFields()
-            for (name, value) in headers { fields[HTTPField.Name(name)!] = value }
-            if payload != nil { fields[.contentType] = "application/json" }
-            let request = Request(head: HTTPRequest(method: HTTPRequest.Method(method)!, scheme: "http", authority: "localhost", path: path, headerFields: fields),
-                                  body: RequestBody(buffer: ByteBuffer(string: payload ?? "")))
-            let context = AmberRequestContext(source: ApplicationRequestContextSource(channel: EmbeddedChannel(), logger: app.logger))
-            let response: Response
-            do {
-                response = try await responder.respond(to: request, context: context)
-            } catch let error as HTTPError {
-                response = Response(status: error.status)          // what the server does with an unmatched route
+            for (name, value) in headers {
+                guard let field = HTTPField.Name(name) else { throw HTTPError(.badRequest, message: "test: bad header name \(name)") }
+                fields[field] = value
             }
-            let box = NIOLockedValueBox(ByteBuffer())
-            try await response.body.write(CollectingWriter(box: box))
+            if payload != nil { fields[.contentType] = "application/json" }
+            let response = try await client.execute(uri: path, method: HTTPRequest.Method(method) ?? .get, headers: fields,
+                                                    body: payload.map { ByteBuffer(string: $0) })
             var out: [String: String] = [:]
             for field in response.headers { out[field.name.canonicalName] = field.value }
-            return (Int(response.status.code), out, box.withLockedValue { String(buffer: $0) })
+            return (Int(response.status.code), out, String(buffer: response.body))
         }
     }
 }
