@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "AmberTensor", targets: ["AmberTensor"]),
         .library(name: "AmberTrain", targets: ["AmberTrain"]),
         .library(name: "AmberStore", targets: ["AmberStore"]),
+        .library(name: "AmberIngest", targets: ["AmberIngest"]),
         .library(name: "AmberText", targets: ["AmberText"]),
         .library(name: "AmberImage", targets: ["AmberImage"]),
         .library(name: "AmberModel", targets: ["AmberModel"]),
@@ -48,6 +49,13 @@ let package = Package(
             name: "AmberCatalog",
             swiftSettings: cpuSettings
         ),
+        // Reading catalogues in (photo folders with captions, feature-file layouts), encoding
+        // them, and writing them through the CatalogWriter port.
+        .target(
+            name: "AmberIngest",
+            dependencies: ["AmberCatalog", "AmberTensor", "AmberImage", "AmberText"],
+            swiftSettings: cpuSettings
+        ),
         // The PostgreSQL adapter: the libpq driver, the migrator, the embedded cluster, the
         // repositories, ingest, and the stores behind the trainer's and the server's ports.
         .target(
@@ -55,6 +63,7 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 "AmberCatalog",
+                "AmberIngest",
                 "AmberTensor",
                 "AmberModel",
                 "AmberSearch",
@@ -73,6 +82,7 @@ let package = Package(
             name: "AmberServer",
             dependencies: [
                 "AmberImage",
+                "AmberIngest",
                 "AmberCatalog",
                 "AmberSearch",
                 "AmberModel",
@@ -125,6 +135,7 @@ let package = Package(
             name: "amber",
             dependencies: [
                 "AmberCatalog",
+                "AmberIngest",
                 "AmberTensor",
                 "AmberTrain",
                 "AmberStore",
@@ -152,7 +163,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AmberStoreTests",
-            dependencies: ["AmberCatalog", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTestSupport", "AmberImage", "AmberServer", "AmberSearch", "amber"],
+            dependencies: ["AmberCatalog", "AmberIngest", "AmberStore", "AmberTensor", "AmberModel", "AmberTrain", "AmberTestSupport", "AmberImage", "AmberServer", "AmberSearch", "amber"],
             swiftSettings: cpuSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import AmberCatalog
 import AmberImage
+import AmberIngest
 import AmberModel
 import AmberSearch
 import AmberText
@@ -28,13 +29,6 @@ public protocol ServingStore: Sendable {
     /// Stores a user's feedback and the training pair it makes (one transaction).
     /// - Throws: ``ItemWriteError`` naming the field of an item that is not stored.
     func addFeedback(_ feedback: NewFeedback) async throws -> FeedbackResult
-}
-
-extension StoredImage {
-    /// The picture kept for a photo (``Thumbnail``: ≤ 256 px JPEG); nil if it cannot be made.
-    public static func thumbnail(of image: RGBImage) -> StoredImage? {
-        (try? Thumbnail.make(image)).map { StoredImage(width: $0.width, height: $0.height, bytes: $0.jpeg) }
-    }
 }
 
 extension ServingStore {

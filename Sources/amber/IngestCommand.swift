@@ -1,4 +1,5 @@
 import AmberCatalog
+import AmberIngest
 import AmberImage
 import AmberStore
 import ArgumentParser
@@ -91,11 +92,16 @@ struct IngestCommand: ParsableCommand {
             let connection = try PostgresConnection(url: url)
             if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: connection) }
             var ingest = PhotoIngest(photos: photos, splits: splits, chunkSize: chunk, skipBadImages: skipBadImages, limits: .standard,
-                                     idPrefix: idPrefix, source: source ?? PhotoIngest.defaultSource(of: photos))
+                                     source: source ?? PhotoIngest.defaultSource(of: photos))
+            ingest.idPrefix = idPrefix
             if source == nil { ingest.legacySources = [PhotoIngest.legacySource(of: photos)] }
             let summary: PhotoIngest.Summary
+            let bar = ProgressBar(label: "ingest")
             do {
-                summary = try ingest.run(on: connection, images: imageEncoder, texts: textEncoder)
+                defer { bar.finish() }
+                summary = try ingest.run(into: PostgresCatalogWriter(connection: connection), images: imageEncoder, texts: textEncoder) { done, total in
+                    bar.update(phase: "photos", done: done, total: total, unit: "photos")
+                }
             } catch let error as IngestError {
                 throw ValidationError("\(error) (photos before it are committed; a re-run continues from there)")
             }

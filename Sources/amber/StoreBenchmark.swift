@@ -1,4 +1,5 @@
 import AmberCatalog
+import AmberIngest
 import AmberStore
 import AmberTensor
 import ArgumentParser

@@ -1,4 +1,5 @@
 import AmberCatalog
+@testable import AmberIngest
 import AmberImage
 import AmberModel
 import AmberServer

@@ -1,4 +1,5 @@
 import AmberCatalog
+@testable import AmberIngest
 @testable import AmberStore
 import Foundation
 import Testing

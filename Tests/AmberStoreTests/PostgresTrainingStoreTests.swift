@@ -1,5 +1,6 @@
 @testable import AmberStore
 import AmberCatalog
+@testable import AmberIngest
 import AmberModel
 import AmberTensor
 import AmberTestSupport
