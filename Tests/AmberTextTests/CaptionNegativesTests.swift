@@ -1,0 +1,55 @@
+@testable import AmberText
+import Testing
+
+@Suite("Typed hard-negative captions")
+struct CaptionNegativesTests {
+    let generator = CaptionNegatives(seed: 7)
+
+    /// The words of `a` and `b` that differ, position by position (same length required).
+    func differences(_ a: String, _ b: String) -> [(String, String)] {
+        let x = a.split(separator: " ").map(String.init), y = b.split(separator: " ").map(String.init)
+        #expect(x.count == y.count, "\(a) / \(b)")
+        return zip(x, y).filter { $0 != $1 }
+    }
+
+    @Test func relationSwapsTwoNounsOfOneNumber() {
+        #expect(generator.negative(of: "A dog chases a cat .", type: .relation) == "A cat chases a dog .")
+        #expect(generator.negative(of: "Dog on a couch", type: .relation) == nil, "couch is not in the lexicon: one noun only")
+        #expect(generator.negative(of: "A man rides a horse on the beach .", type: .relation).map { differences("A man rides a horse on the beach .", $0).count } == 2)
+        // The capital moves with the position, not with the word.
+        #expect(generator.negative(of: "Man with a dog", type: .relation) == "Dog with a man")
+        // A plural and a singular noun are not swapped ("a dogs chase two cat" is not a caption).
+        #expect(generator.negative(of: "Two dogs chase a cat .", type: .relation) == nil)
+        #expect(generator.negative(of: "A dog and a dog .", type: .relation) == nil, "the same noun twice: nothing to swap")
+    }
+
+    @Test func replacementsStayInTheirCategoryAndChangeOneWord() {
+        let lexicon = NegativeLexicon.standard
+        func category(_ word: String, in groups: [[String]]) -> Int? { groups.firstIndex { $0.contains(word.lowercased()) } }
+        let captions = ["A little girl in a pink dress is climbing the stairs .", "Two brown dogs are running through the snow .",
+                        "A young man in a red shirt is riding a bike on the street , smiling .", "Black cat sleeping on a wooden chair ."]
+        for caption in captions {
+            for (type, groups) in [(NegativeType.attribute, lexicon.attributes), (.object, lexicon.nouns), (.action, lexicon.actions)] {
+                guard let negative = generator.negative(of: caption, type: type) else { Issue.record("\(type) of \(caption)"); continue }
+                let changed = differences(caption, negative)
+                #expect(changed.count == 1, "\(type): \(caption) → \(negative)")
+                if let (old, new) = changed.first {
+                    #expect(category(old, in: groups) != nil && category(old, in: groups) == category(new, in: groups), "\(type): \(old) → \(new)")
+                    #expect(!caption.lowercased().split(separator: " ").contains(Substring(new.lowercased())), "\(new) was already in the caption")
+                }
+            }
+        }
+        // Punctuation and capitals stay where they were.
+        #expect(generator.negative(of: "Red car, parked .", type: .attribute).map { $0.hasSuffix(" car, parked .") && $0.first!.isUppercase } == true)
+    }
+
+    @Test func deterministicPerSeedAndAbsentWhenNothingFits() {
+        let caption = "A brown dog is running on the green grass near a white fence ."
+        #expect(CaptionNegatives(seed: 7).negatives(of: caption) == generator.negatives(of: caption))
+        let seeds = (0..<20).map { CaptionNegatives(seed: UInt64($0)).negative(of: caption, type: .attribute) }
+        #expect(Set(seeds).count > 3, "other seeds choose other words: \(Set(seeds))")
+        #expect(generator.negatives(of: "Scenery at dusk .").isEmpty)
+        #expect(generator.negatives(of: "").isEmpty)
+        #expect(Set(generator.negatives(of: caption).keys) == Set(NegativeType.allCases))
+    }
+}
