@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 
 // Shape legend: `B` items, `n` fragments (padded to the longest in the batch), `Dg` global
@@ -23,6 +24,16 @@ public struct EncoderInput: Sendable {
     }
 
     public var count: Int { global.shape[0] }
+
+    /// The input of a batch of items given by their features (fragments zero-padded to the longest).
+    public init(_ features: [ItemFeatures]) {
+        let Dg = features.first?.global.count ?? 0, Dl = features.first?.localDimension ?? 0
+        let fragments = Tensor.padded(counts: features.map(\.localCount), rowWidth: Dl, minimumLength: 1) { item, row in
+            for (j, value) in features[item].local.enumerated() { row[j] = value }
+        }
+        self.init(global: Tensor(shape: [features.count, Dg], scalars: features.flatMap(\.global)),
+                  fragments: fragments, fragmentCounts: features.map(\.localCount))
+    }
 }
 
 /// What an encoder produces for a batch: the pooled local vector `l`, the projected global

@@ -208,14 +208,7 @@ public final class SearchEngine: @unchecked Sendable {
     public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
 
     /// Encoder input for a batch of items.
-    static func input(_ features: [ItemFeatures]) -> EncoderInput {
-        let Dg = features.first?.global.count ?? 0, Dl = features.first?.localDimension ?? 0
-        let fragments = Tensor.padded(counts: features.map(\.localCount), rowWidth: Dl, minimumLength: 1) { item, row in
-            for (j, value) in features[item].local.enumerated() { row[j] = value }
-        }
-        return EncoderInput(global: Tensor(shape: [features.count, Dg], scalars: features.flatMap(\.global)),
-                            fragments: fragments, fragmentCounts: features.map(\.localCount))
-    }
+    static func input(_ features: [ItemFeatures]) -> EncoderInput { EncoderInput(features) }
 
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.
     public func search(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {

@@ -113,6 +113,9 @@ public struct CaptionNegatives: Sendable {
             for a in nouns.indices {
                 for b in (a + 1)..<nouns.count where words[nouns[a].position] != words[nouns[b].position]
                     && lexicon.pluralNouns.contains(nouns[a].group) == lexicon.pluralNouns.contains(nouns[b].group) {
+                    // "a child and a woman" swapped means the same: only nouns with a relation between them.
+                    let between = words[(nouns[a].position + 1) ..< nouns[b].position]
+                    if between.allSatisfy({ Self.conjoining.contains($0) }) { continue }
                     pairs.append((nouns[a].position, nouns[b].position))
                 }
             }
@@ -137,6 +140,9 @@ public struct CaptionNegatives: Sendable {
         let negative = tokens.map { $0.leading + $0.word + $0.trailing }.joined(separator: " ")
         return negative == caption ? nil : negative
     }
+
+    /// Words that join two nouns without relating them (a swap across only these changes nothing).
+    private static let conjoining: Set<String> = ["and", "or", "a", "an", "the", "", "with"]
 
     /// A caption split on spaces, each token's word apart from punctuation around it.
     private static func tokens(_ caption: String) -> [(leading: String, word: String, trailing: String)] {

@@ -17,10 +17,15 @@ struct CaptionNegativesTests {
         #expect(generator.negative(of: "Dog on a couch", type: .relation) == nil, "couch is not in the lexicon: one noun only")
         #expect(generator.negative(of: "A man rides a horse on the beach .", type: .relation).map { differences("A man rides a horse on the beach .", $0).count } == 2)
         // The capital moves with the position, not with the word.
-        #expect(generator.negative(of: "Man with a dog", type: .relation) == "Dog with a man")
+        #expect(generator.negative(of: "Dog chases a cat", type: .relation) == "Cat chases a dog")
         // A plural and a singular noun are not swapped ("a dogs chase two cat" is not a caption).
         #expect(generator.negative(of: "Two dogs chase a cat .", type: .relation) == nil)
         #expect(generator.negative(of: "A dog and a dog .", type: .relation) == nil, "the same noun twice: nothing to swap")
+        // Nouns only joined ("a child and a woman", "a man with a dog") mean the same swapped: not a negative.
+        #expect(generator.negative(of: "A child and a woman .", type: .relation) == nil)
+        #expect(generator.negative(of: "A man with a dog .", type: .relation) == nil)
+        let swapped = generator.negative(of: "A child and a woman are at the beach .", type: .relation)
+        #expect(swapped != nil && swapped != "A woman and a child are at the beach .", "\(swapped ?? "nil")")
     }
 
     @Test func replacementsStayInTheirCategoryAndChangeOneWord() {
