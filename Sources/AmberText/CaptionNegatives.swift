@@ -15,19 +15,23 @@ public enum NegativeType: String, CaseIterable, Sendable, Codable {
     case action
 }
 
-/// Word categories of the generator. A category's words replace each other; singular and plural
-/// nouns are separate categories so that a replacement keeps the sentence's number.
+/// Word categories of the generator. A category holds classes of words that mean the same
+/// ("big", "large"); a replacement takes a word of another class of the same category, so the
+/// negative says something else ("small"), never a synonym or a broader word of the same thing
+/// ("boy" → "child" would still be true of the photo, so "child" is in no class). Singular and
+/// plural nouns are separate categories so that a replacement keeps the sentence's number.
 public struct NegativeLexicon: Sendable {
-    /// Attribute categories (replacement within one).
-    public var attributes: [[String]]
-    /// Noun kinds, singular and plural separately (replacement within one; swaps within one number).
-    public var nouns: [[String]]
+    public typealias Category = [[String]]
+    /// Attribute categories: colour, size, age, number, material…
+    public var attributes: [Category]
+    /// Noun kinds (animals, people, vehicles, places…), singular and plural separately.
+    public var nouns: [Category]
     /// Which of `nouns` hold plurals (a relation swaps two nouns of the same number).
     public var pluralNouns: Set<Int>
-    /// Actions (replacement among them).
-    public var actions: [[String]]
+    /// Actions.
+    public var actions: [Category]
 
-    public init(attributes: [[String]], nouns: [[String]], pluralNouns: Set<Int>, actions: [[String]]) {
+    public init(attributes: [Category], nouns: [Category], pluralNouns: Set<Int>, actions: [Category]) {
         self.attributes = attributes
         self.nouns = nouns
         self.pluralNouns = pluralNouns
@@ -37,29 +41,32 @@ public struct NegativeLexicon: Sendable {
     /// Words of everyday photo captions (Flickr8k, COCO).
     public static let standard = NegativeLexicon(
         attributes: [
-            ["red", "blue", "green", "yellow", "black", "white", "brown", "orange", "pink", "purple", "gray", "grey"],
-            ["big", "small", "large", "little", "tall", "tiny", "huge"],
-            ["young", "old", "elderly"],
-            ["two", "three", "four", "five", "six"],
-            ["wooden", "metal", "plastic", "stone", "brick", "glass"],
-            ["wet", "dry"],
-            ["empty", "crowded"],
+            [["red"], ["blue"], ["green"], ["yellow"], ["black"], ["white"], ["brown"], ["orange"], ["pink"], ["purple"], ["gray", "grey"]],
+            [["big", "large", "huge"], ["small", "little", "tiny"]],
+            [["young"], ["old", "elderly"]],
+            [["two"], ["three"], ["four"], ["five"], ["six"]],
+            [["wooden"], ["metal"], ["plastic"], ["stone"], ["brick"], ["glass"]],
+            [["wet"], ["dry"]],
+            [["empty"], ["crowded"]],
         ],
         nouns: [
-            ["dog", "cat", "horse", "bird", "cow", "sheep", "puppy", "bull", "duck", "goat"],
-            ["dogs", "cats", "horses", "birds", "cows", "puppies", "bulls", "ducks", "goats"],
-            ["man", "woman", "boy", "girl", "child", "person", "baby", "lady", "guy", "toddler"],
-            ["men", "women", "boys", "girls", "children", "people", "babies", "ladies", "kids"],
-            ["car", "bike", "bicycle", "truck", "bus", "boat", "motorcycle", "train"],
-            ["beach", "street", "field", "park", "road", "pool", "lake", "river", "mountain", "forest", "sidewalk", "stage", "ocean", "hill"],
-            ["grass", "snow", "sand", "water", "dirt", "mud"],
-            ["ball", "frisbee", "rope", "stick", "toy", "umbrella", "camera", "bench", "fence", "wall", "rock", "tree", "chair", "table"],
-            ["shirt", "jacket", "dress", "coat", "helmet", "hat", "sweater", "uniform"],
+            [["dog", "puppy"], ["cat"], ["horse"], ["bird"], ["cow", "bull"], ["sheep"], ["duck"], ["goat"]],
+            [["dogs", "puppies"], ["cats"], ["horses"], ["birds"], ["cows", "bulls"], ["ducks"], ["goats"]],
+            [["man", "guy"], ["woman", "lady"], ["boy"], ["girl"], ["baby", "toddler"]],
+            [["men", "guys"], ["women", "ladies"], ["boys"], ["girls"], ["babies", "toddlers"]],
+            [["car"], ["bike", "bicycle"], ["truck"], ["bus"], ["boat"], ["motorcycle"], ["train"]],
+            [["beach"], ["street", "road"], ["field"], ["park"], ["pool"], ["lake"], ["river"], ["mountain", "hill"], ["forest"],
+             ["sidewalk"], ["stage"], ["ocean"]],
+            [["grass"], ["snow"], ["sand"], ["dirt", "mud"]],
+            [["ball"], ["frisbee"], ["rope"], ["stick"], ["toy"], ["umbrella"], ["camera"], ["bench"], ["fence"], ["wall"], ["rock"],
+             ["tree"], ["chair"], ["table"]],
+            [["shirt"], ["jacket", "coat"], ["dress"], ["helmet"], ["hat"], ["sweater"], ["uniform"]],
         ],
         pluralNouns: [1, 3],
         actions: [
-            ["running", "walking", "jumping", "swimming", "sitting", "standing", "climbing", "riding", "playing", "eating",
-             "sleeping", "throwing", "catching", "lying", "dancing", "smiling", "reading", "skiing", "surfing", "digging"],
+            [["running"], ["walking"], ["jumping"], ["swimming"], ["sitting"], ["standing"], ["climbing"], ["riding"], ["eating"],
+             ["sleeping"], ["throwing"], ["catching"], ["lying", "laying"], ["dancing"], ["smiling"], ["reading"], ["skiing"],
+             ["surfing"], ["digging"]],
         ])
 }
 
@@ -67,18 +74,20 @@ public struct NegativeLexicon: Sendable {
 public struct CaptionNegatives: Sendable {
     public let lexicon: NegativeLexicon
     public let seed: UInt64
-    /// Word → its family (attribute, noun, action) and its group in that family.
-    private let category: [String: (kind: Int, index: Int)]
+    /// Word → its family (attribute, noun, action), its category in that family and its class.
+    private let category: [String: (kind: Int, index: Int, synonyms: Int)]
 
     private enum Family: Int { case attribute, noun, action }
 
     public init(lexicon: NegativeLexicon = .standard, seed: UInt64 = 0) {
         self.lexicon = lexicon
         self.seed = seed
-        var category: [String: (Int, Int)] = [:]
-        for (family, groups) in [(Family.attribute, lexicon.attributes), (.noun, lexicon.nouns), (.action, lexicon.actions)] {
-            for (index, group) in groups.enumerated() {
-                for word in group where category[word] == nil { category[word] = (family.rawValue, index) }
+        var category: [String: (Int, Int, Int)] = [:]
+        for (family, categories) in [(Family.attribute, lexicon.attributes), (.noun, lexicon.nouns), (.action, lexicon.actions)] {
+            for (index, classes) in categories.enumerated() {
+                for (synonyms, words) in classes.enumerated() {
+                    for word in words where category[word] == nil { category[word] = (family.rawValue, index, synonyms) }
+                }
             }
         }
         self.category = category
@@ -98,10 +107,10 @@ public struct CaptionNegatives: Sendable {
     public func negative(of caption: String, type: NegativeType) -> String? {
         var tokens = Self.tokens(caption)
         let words = tokens.map { $0.word.lowercased() }
-        func positions(_ family: Family) -> [(position: Int, group: Int)] {
+        func positions(_ family: Family) -> [(position: Int, group: Int, synonyms: Int)] {
             words.enumerated().compactMap { position, word in
                 guard let found = category[word], found.kind == family.rawValue else { return nil }
-                return (position, found.index)
+                return (position, found.index, found.synonyms)
             }
         }
         var pick = Pick(seed: seed, caption: caption, type: type)
@@ -111,7 +120,7 @@ public struct CaptionNegatives: Sendable {
             let nouns = positions(.noun)
             var pairs: [(Int, Int)] = []
             for a in nouns.indices {
-                for b in (a + 1)..<nouns.count where words[nouns[a].position] != words[nouns[b].position]
+                for b in (a + 1)..<nouns.count where (nouns[a].group, nouns[a].synonyms) != (nouns[b].group, nouns[b].synonyms)
                     && lexicon.pluralNouns.contains(nouns[a].group) == lexicon.pluralNouns.contains(nouns[b].group) {
                     // "a child and a woman" swapped means the same: only nouns with a relation between them.
                     let between = words[(nouns[a].position + 1) ..< nouns[b].position]
@@ -124,18 +133,22 @@ public struct CaptionNegatives: Sendable {
             let first = tokens[a].word, second = tokens[b].word
             tokens[a].word = Self.matchingCase(second, like: first)
             tokens[b].word = Self.matchingCase(first, like: second)
+            Self.fixArticle(before: a, in: &tokens)
+            Self.fixArticle(before: b, in: &tokens)
         case .attribute, .object, .action:
             let family: Family = type == .attribute ? .attribute : (type == .object ? .noun : .action)
             let groups = family == .attribute ? lexicon.attributes : (family == .noun ? lexicon.nouns : lexicon.actions)
             let candidates = positions(family)
             guard !candidates.isEmpty else { return nil }
             let chosen = candidates[pick.below(candidates.count)]
-            // Replacements: the category's other words that the caption does not already use.
+            // Replacements: words of the category's other classes that the caption does not already use.
             let present = Set(words)
-            let replacements = groups[chosen.group].filter { !present.contains($0) }
+            let replacements = groups[chosen.group].enumerated().filter { $0.offset != chosen.synonyms }.flatMap(\.element)
+                .filter { !present.contains($0) }
             guard !replacements.isEmpty else { return nil }
             let replacement = replacements[pick.below(replacements.count)]
             tokens[chosen.position].word = Self.matchingCase(replacement, like: tokens[chosen.position].word)
+            Self.fixArticle(before: chosen.position, in: &tokens)
         }
         let negative = tokens.map { $0.leading + $0.word + $0.trailing }.joined(separator: " ")
         return negative == caption ? nil : negative
@@ -153,6 +166,15 @@ public struct CaptionNegatives: Sendable {
             guard start < end else { return ("", "", text) }
             return (String(text[..<start]), String(text[start..<end]), String(text[end...]))
         }
+    }
+
+    /// "a" or "an" before the word at `position`, as its first letter asks ("an old kid").
+    private static func fixArticle(before position: Int, in tokens: inout [(leading: String, word: String, trailing: String)]) {
+        guard position > 0, let first = tokens[position].word.lowercased().first else { return }
+        let article = tokens[position - 1].word
+        guard ["a", "an"].contains(article.lowercased()), tokens[position - 1].trailing.isEmpty else { return }
+        let wanted = "aeiou".contains(first) ? "an" : "a"
+        tokens[position - 1].word = matchingCase(wanted, like: article)
     }
 
     /// `word` with the capitalisation of `like` (first letter upper case or not): a word moved to

@@ -28,24 +28,41 @@ struct CaptionNegativesTests {
         #expect(swapped != nil && swapped != "A woman and a child are at the beach .", "\(swapped ?? "nil")")
     }
 
-    @Test func replacementsStayInTheirCategoryAndChangeOneWord() {
+    @Test func replacementsStayInTheirCategoryAndNeverNameTheSameThing() {
         let lexicon = NegativeLexicon.standard
-        func category(_ word: String, in groups: [[String]]) -> Int? { groups.firstIndex { $0.contains(word.lowercased()) } }
+        /// (category, class) of a word in `categories`.
+        func place(_ word: String, in categories: [NegativeLexicon.Category]) -> (Int, Int)? {
+            for (c, classes) in categories.enumerated() {
+                if let k = classes.firstIndex(where: { $0.contains(word.lowercased()) }) { return (c, k) }
+            }
+            return nil
+        }
         let captions = ["A little girl in a pink dress is climbing the stairs .", "Two brown dogs are running through the snow .",
-                        "A young man in a red shirt is riding a bike on the street , smiling .", "Black cat sleeping on a wooden chair ."]
+                        "A young man in a red shirt is riding a bike on the street , smiling .", "Black cat sleeping on a wooden chair .",
+                        "A big dog is jumping over a small fence on the grass ."]
         for caption in captions {
-            for (type, groups) in [(NegativeType.attribute, lexicon.attributes), (.object, lexicon.nouns), (.action, lexicon.actions)] {
+            for (type, categories) in [(NegativeType.attribute, lexicon.attributes), (.object, lexicon.nouns), (.action, lexicon.actions)] {
                 guard let negative = generator.negative(of: caption, type: type) else { Issue.record("\(type) of \(caption)"); continue }
-                let changed = differences(caption, negative)
+                let changed = differences(caption, negative).filter { !["a", "an"].contains($0.0.lowercased()) }
                 #expect(changed.count == 1, "\(type): \(caption) → \(negative)")
-                if let (old, new) = changed.first {
-                    #expect(category(old, in: groups) != nil && category(old, in: groups) == category(new, in: groups), "\(type): \(old) → \(new)")
+                if let (old, new) = changed.first, let from = place(old, in: categories), let to = place(new, in: categories) {
+                    #expect(from.0 == to.0, "\(type): \(old) → \(new) leaves its category")
+                    #expect(from.1 != to.1, "\(type): \(old) → \(new) is a synonym")
                     #expect(!caption.lowercased().split(separator: " ").contains(Substring(new.lowercased())), "\(new) was already in the caption")
+                } else {
+                    Issue.record("\(type): \(caption) → \(negative) changed a word outside the lexicon")
                 }
             }
         }
-        // Punctuation and capitals stay where they were.
+        // Synonyms are never a negative: the only size word's replacement is of the other class.
+        for seed in 0..<20 {
+            let negative = CaptionNegatives(seed: UInt64(seed)).negative(of: "A big dog .", type: .attribute)
+            #expect(["A small dog .", "A little dog .", "A tiny dog ."].contains(negative ?? ""), "\(negative ?? "nil")")
+        }
+        // Punctuation and capitals stay where they were; the article follows the new word.
         #expect(generator.negative(of: "Red car, parked .", type: .attribute).map { $0.hasSuffix(" car, parked .") && $0.first!.isUppercase } == true)
+        let aged = CaptionNegatives(seed: 1).negative(of: "A young kid runs .", type: .attribute)
+        #expect(aged == "An old kid runs ." || aged == "An elderly kid runs .", "\(aged ?? "nil")")
     }
 
     @Test func deterministicPerSeedAndAbsentWhenNothingFits() {
