@@ -21,6 +21,8 @@ struct CompositionalEvalCommand: ParsableCommand {
     @Option(help: "Seed of the negative generator.") var seed: UInt64 = 0
     @Option(help: "Dev captions used (the first N; default all).") var limit: Int?
     @Option(help: "Print this many examples of each type (caption → negative).") var examples: Int = 0
+    @Option(help: "Hand-checked dev caption/negative pairs (type, caption, negative; TSV with a header) scored beside the generated ones; 'none' to skip.")
+    var checked: String = "data/compositional/flickr8k-dev-checked.tsv"
 
     func run() throws {
         let trained = try TrainedModel.read(from: model)
@@ -56,6 +58,26 @@ struct CompositionalEvalCommand: ParsableCommand {
             }
         }
         if examples > 0 { print("") }
+        // The hand-checked pairs: found among the dev captions by their text.
+        var checkedCases: [(text: Int, type: NegativeType, original: Int, negative: Int)] = []
+        if checked != "none" {
+            guard let table = try? String(contentsOfFile: checked, encoding: .utf8) else {
+                throw ValidationError("\(checked): cannot read the hand-checked negatives (pass --checked none to skip them)")
+            }
+            var captionIndex: [String: Int] = [:]
+            for (j, caption) in dev.captions.enumerated() where captionIndex[caption] == nil { captionIndex[caption] = j }
+            var missing = 0
+            for (number, line) in table.split(separator: "\n", omittingEmptySubsequences: true).enumerated().dropFirst() {
+                let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+                guard fields.count == 3, let type = NegativeType(rawValue: fields[0]), !fields[2].isEmpty else {
+                    throw ValidationError("\(checked):\(number + 1): expected type, caption and negative separated by tabs, type one of \(NegativeType.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                guard let j = captionIndex[fields[1]] else { missing += 1; continue }
+                checkedCases.append((j, type, texts.count, texts.count + 1))
+                texts += [fields[1], fields[2]]
+            }
+            if missing > 0 { print("\(checked): \(missing) captions are not among these dev captions and were left out") }
+        }
         print("\(model): step \(trained.step); dev captions \(count), with a negative \(Set(cases.map(\.text)).count); negatives: "
               + NegativeType.allCases.map { type in "\(type.rawValue) \(cases.filter { $0.type == type }.count)" }.joined(separator: ", "))
         let started = Date()
@@ -77,7 +99,7 @@ struct CompositionalEvalCommand: ParsableCommand {
             }
             return (Tensor.concatenate(fused, axis: 0), fragments)
         }
-        let images = Array(Set(cases.map { dev.imageOfText[$0.text] })).sorted()
+        let images = Array(Set((cases + checkedCases).map { dev.imageOfText[$0.text] })).sorted()
         let imageRow = Dictionary(uniqueKeysWithValues: images.enumerated().map { ($1, $0) })
         let (imageFused, imageFragments) = withoutGradients { () -> (Tensor, [Tensor]) in
             var fused: [Tensor] = [], fragments: [Tensor] = []
@@ -94,41 +116,48 @@ struct CompositionalEvalCommand: ParsableCommand {
         let alpha = trained.ranking.alpha
         // Right answers per type: stage 1 (cosine of the fused embeddings), the served two-stage
         // score at the model's α, and the local alignment alone (α = 0).
-        var right = [NegativeType: (stage1: Int, served: Int, local: Int, total: Int)]()
-        withoutGradients {
-            for c in cases {
-                guard let i = imageRow[dev.imageOfText[c.text]] else { continue }
-                let image = imageFused.slice(axis: 0, i ..< i + 1)
-                let global = Tensor.matmul(image, Tensor.concatenate([textFused.slice(axis: 0, c.original ..< c.original + 1),
-                                                                       textFused.slice(axis: 0, c.negative ..< c.negative + 1)], axis: 0),
-                                           transposeB: true).scalars
-                let pair = [textFragments[c.original], textFragments[c.negative]]
-                let padded = Tensor.padded(counts: pair.map { $0.shape[1] }, rowWidth: pair[0].shape[2]) { item, row in
-                    pair[item].withUnsafeBufferPointer { values in for (k, v) in values.enumerated() { row[k] = v } }
+        func score(_ list: [(text: Int, type: NegativeType, original: Int, negative: Int)]) -> [NegativeType: (stage1: Int, served: Int, local: Int, total: Int)] {
+            var right = [NegativeType: (stage1: Int, served: Int, local: Int, total: Int)]()
+            withoutGradients {
+                for c in list {
+                    guard let i = imageRow[dev.imageOfText[c.text]] else { continue }
+                    let image = imageFused.slice(axis: 0, i ..< i + 1)
+                    let global = Tensor.matmul(image, Tensor.concatenate([textFused.slice(axis: 0, c.original ..< c.original + 1),
+                                                                           textFused.slice(axis: 0, c.negative ..< c.negative + 1)], axis: 0),
+                                               transposeB: true).scalars
+                    let pair = [textFragments[c.original], textFragments[c.negative]]
+                    let padded = Tensor.padded(counts: pair.map { $0.shape[1] }, rowWidth: pair[0].shape[2]) { item, row in
+                        pair[item].withUnsafeBufferPointer { values in for (k, v) in values.enumerated() { row[k] = v } }
+                    }
+                    let local = trained.alignment.scores(images: imageFragments[i], imageCounts: [imageFragments[i].shape[1]],
+                                                         texts: padded, textCounts: pair.map { $0.shape[1] }).scalars
+                    let served = zip(global, local).map { alpha * $0 + (1 - alpha) * $1 }
+                    var tally = right[c.type] ?? (0, 0, 0, 0)
+                    tally.total += 1
+                    if global[0] > global[1] { tally.stage1 += 1 }
+                    if served[0] > served[1] { tally.served += 1 }
+                    if local[0] > local[1] { tally.local += 1 }
+                    right[c.type] = tally
                 }
-                let local = trained.alignment.scores(images: imageFragments[i], imageCounts: [imageFragments[i].shape[1]],
-                                                     texts: padded, textCounts: pair.map { $0.shape[1] }).scalars
-                let served = zip(global, local).map { alpha * $0 + (1 - alpha) * $1 }
-                var tally = right[c.type] ?? (0, 0, 0, 0)
-                tally.total += 1
-                if global[0] > global[1] { tally.stage1 += 1 }
-                if served[0] > served[1] { tally.served += 1 }
-                if local[0] > local[1] { tally.local += 1 }
-                right[c.type] = tally
             }
+            return right
         }
-        print(String(format: "accuracy (chance 50 %%), stage 1 / served (α %.2f) / local alignment alone:", alpha))
-        var all = (stage1: 0, served: 0, local: 0, total: 0)
-        for type in NegativeType.allCases {
-            guard let t = right[type], t.total > 0 else { continue }
-            print(String(format: "  %@ %5d  %5.1f %%  %5.1f %%  %5.1f %%", type.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0), t.total,
-                         100 * Double(t.stage1) / Double(t.total), 100 * Double(t.served) / Double(t.total), 100 * Double(t.local) / Double(t.total)))
-            all = (all.stage1 + t.stage1, all.served + t.served, all.local + t.local, all.total + t.total)
+        func report(_ title: String, _ right: [NegativeType: (stage1: Int, served: Int, local: Int, total: Int)]) {
+            print(String(format: "%@ (chance 50 %%), stage 1 / served (α %.2f) / local alignment alone:", title, alpha))
+            var all = (stage1: 0, served: 0, local: 0, total: 0)
+            func line(_ name: String, _ t: (stage1: Int, served: Int, local: Int, total: Int)) {
+                print(String(format: "  %@ %5d  %5.1f %%  %5.1f %%  %5.1f %%", name.padding(toLength: 9, withPad: " ", startingAt: 0), t.total,
+                             100 * Double(t.stage1) / Double(t.total), 100 * Double(t.served) / Double(t.total), 100 * Double(t.local) / Double(t.total)))
+            }
+            for type in NegativeType.allCases {
+                guard let t = right[type], t.total > 0 else { continue }
+                line(type.rawValue, t)
+                all = (all.stage1 + t.stage1, all.served + t.served, all.local + t.local, all.total + t.total)
+            }
+            if all.total > 0 { line("all", all) }
         }
-        if all.total > 0 {
-            print(String(format: "  %@ %5d  %5.1f %%  %5.1f %%  %5.1f %%", "all".padding(toLength: 9, withPad: " ", startingAt: 0), all.total,
-                         100 * Double(all.stage1) / Double(all.total), 100 * Double(all.served) / Double(all.total), 100 * Double(all.local) / Double(all.total)))
-        }
+        report("generated negatives, accuracy", score(cases))
+        if !checkedCases.isEmpty { report("hand-checked negatives (\(checked)), accuracy", score(checkedCases)) }
         print(String(format: "(%.1f s)", Date().timeIntervalSince(started)))
     }
 }
