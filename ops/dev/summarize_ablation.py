@@ -75,8 +75,9 @@ def main():
 
     def stats(values):
         mean = statistics.mean(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{mean:.1f} ± {std:.1f}"
+        if len(values) < 2:
+            return f"{mean:.1f} (one seed)"
+        return f"{mean:.1f} ± {statistics.stdev(values):.1f}"
 
     print("| variant | seeds | stage 1, best on dev (start included) | best after training began | + querybank norm. (β per seed) | served: + stage 2 (α per seed) | pairs/s |")
     print("|---|---|---|---|---|---|---|")
