@@ -21,6 +21,12 @@ struct HardNegativeCaptionLossTests {
         (0..<D).map { Double(a.scalars[i * D + $0]) * Double(b.scalars[j * D + $0]) }.reduce(0, +)
     }
 
+    /// log Σ eˣ of `terms`, in Double.
+    static func logSumExp(_ terms: [Double]) -> Double {
+        let peak = terms.max() ?? 0
+        return peak + Foundation.log(terms.map { Foundation.exp($0 - peak) }.reduce(0, +))
+    }
+
     /// s(I_b, T_b^k) and s(T_b, T_b^k) in Double.
     static func negative(_ a: Tensor, _ b: Int, _ negatives: Tensor, _ k: Int) -> Double {
         (0..<D).map { Double(a.scalars[b * D + $0]) * Double(negatives.scalars[(b * K + k) * D + $0]) }.reduce(0, +)
@@ -33,9 +39,7 @@ struct HardNegativeCaptionLossTests {
         for b in 0..<Self.B {
             var terms = (0..<Self.B).map { Self.dot(images, b, texts, $0) / 0.1 }
             for k in 0..<Self.K where valid[b * Self.K + k] { terms.append(Self.negative(images, b, negatives, k) / 0.1) }
-            let peak = terms.max()!
-            let lse = peak + Foundation.log(terms.map { Foundation.exp($0 - peak) }.reduce(0, +))
-            expected += -(Self.dot(images, b, texts, b) / 0.1 - lse)
+            expected += -(Self.dot(images, b, texts, b) / 0.1 - Self.logSumExp(terms))
         }
         expected /= Double(Self.B)
         #expect(abs(Double(loss.contrastive(images: images, texts: texts, negatives: negatives, valid: valid).scalar) - expected) < 1e-4)
@@ -85,8 +89,7 @@ struct HardNegativeCaptionLossTests {
             let positive = Self.dot(images, b, texts, b) / 0.2
             var terms = [positive]
             for k in 0..<Self.K where valid[b * Self.K + k] { terms.append(Self.negative(texts, b, negatives, k) / 0.2) }
-            let peak = terms.max()!
-            expected += -(positive - (peak + Foundation.log(terms.map { Foundation.exp($0 - peak) }.reduce(0, +))))
+            expected += -(positive - Self.logSumExp(terms))
         }
         expected /= Double(Self.B)
         #expect(abs(Double(loss.intraModal(images: images, texts: texts, negatives: negatives, valid: valid).scalar) - expected) < 1e-4)
