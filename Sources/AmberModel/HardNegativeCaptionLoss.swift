@@ -1,3 +1,4 @@
+import AmberCatalog
 import AmberTensor
 
 // Shape legend: `B` pairs, `K` negative types (relation, attribute, object, action), `D` joint
@@ -99,5 +100,24 @@ public struct HardNegativeCaptionLoss: Sendable {
         }
         let logProbabilities = logits.maskedFill(hidden, with: -1e9).logSoftmax(axis: 1)
         return (logProbabilities * Tensor(shape: [B, 1 + K], scalars: target)).sum() * (-1 / Float(B))
+    }
+}
+
+/// Typed negative captions of a training set's texts, as features: for each text, one row per
+/// type (``NegativeType``'s order in the caller) giving the index of its negative in `features`,
+/// or −1 when that type could not be made for the text.
+public struct CaptionNegativeSet: Sendable {
+    /// Types per text (the width of each row).
+    public let types: Int
+    /// `[textCount][types]` indices into `features`, −1 for none.
+    public let rows: [[Int]]
+    public let features: [ItemFeatures]
+
+    /// Nil when a row has another width or an index is out of range.
+    public init?(rows: [[Int]], features: [ItemFeatures], types: Int) {
+        guard types >= 1, rows.allSatisfy({ $0.count == types && $0.allSatisfy { $0 >= -1 && $0 < features.count } }) else { return nil }
+        self.types = types
+        self.rows = rows
+        self.features = features
     }
 }

@@ -42,6 +42,17 @@ public final class MatchingTrainer {
         public var prototypeMomentum: Float? = 0.99
         /// λ of the relation-graph triplet losses (0: off).
         public var graphWeight: Float = 0
+        /// CE-CLIP: λ of the image→text contrast with each caption's typed negatives
+        /// (``HardNegativeCaptionLoss/contrastive(images:texts:negatives:valid:)``); nil or 0: off.
+        /// The negatives come from ``MatchingTrainer/captionNegatives``.
+        public var captionNegativeWeight: Float?
+        /// CE-CLIP: λ of the cross-modal rank loss with adaptive per-type margins; nil or 0: off.
+        public var rankWeight: Float?
+        /// CE-CLIP: λ of the intra-modal contrast of a caption with its negatives; nil or 0: off.
+        public var intraWeight: Float?
+
+        /// Whether a CE-CLIP term is on.
+        public var usesCaptionNegatives: Bool { [captionNegativeWeight, rankWeight, intraWeight].contains { ($0 ?? 0) > 0 } }
         /// Stage 2: the local alignment and the candidates it re-scores per query.
         public var alignment = LocalAlignment()
         public var rerankDepth = 32
@@ -57,7 +68,9 @@ public final class MatchingTrainer {
             if let problem = encoder.problem { return problem + " (--dimension, --fragment-dropout, --attention-temperature)" }
             if let problem = optimization.problem { return problem }
             for (name, weight) in [("--memory-weight", memoryWeight), ("--prototype-weight", prototypeWeight),
-                                   ("--graph-weight", graphWeight), ("--anchor-strength", anchorStrength)] where !(weight.isFinite && weight >= 0) {
+                                   ("--graph-weight", graphWeight), ("--anchor-strength", anchorStrength),
+                                   ("--caption-negative-weight", captionNegativeWeight ?? 0), ("--rank-weight", rankWeight ?? 0),
+                                   ("--intra-weight", intraWeight ?? 0)] where !(weight.isFinite && weight >= 0) {
                 return "\(name) must be a finite number ≥ 0, got \(weight)"
             }
             if !(1...1_048_576).contains(queueSize) { return "the queue size (--queue-size) must be 1…1048576, got \(queueSize)" }
@@ -161,6 +174,12 @@ public final class MatchingTrainer {
 
     /// Steps taken so far.
     public var step: Int { loop.step }
+    /// The typed negative captions of the training texts (CE-CLIP), by the training data's text
+    /// index; the CE-CLIP terms are computed only when this is set.
+    public var captionNegatives: CaptionNegativeSet?
+    /// The cross-modal rank loss's margins θ_k, one per negative type: each step uses the ones the
+    /// step before measured (its batch's mean gap, clamped to [0, 10]); 0 before the first.
+    public private(set) var rankThresholds: [Float] = []
     /// What a checkpoint keeps of the parameters: the model, everything the optimiser trains,
     /// and prototypes that follow the data (not trained, but state all the same).
     private var persistentParameters: [Parameter] {
@@ -272,6 +291,9 @@ public final class MatchingTrainer {
                    + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
             terms.add("graph", graphLoss * c.graphWeight)
         }
+        if let negatives = captionNegatives, c.usesCaptionNegatives {
+            captionNegativeTerms(negatives, batch: batch, images: imageBatch.fused, texts: textBatch.fused, into: &terms)
+        }
         // Prototype assignments: the loss's codes once it is on; they mark soft positives.
         var assignments: ([Int], [Int])?
         var members: PrototypeMembers?
@@ -313,6 +335,37 @@ public final class MatchingTrainer {
             terms.add("memory", (imageToText + textToImage) * (c.memoryWeight / 2))
         }
         return (terms, PendingKeys(images: imageKeys, texts: textKeys, imageIDs: imageIDs, textIDs: batch, prototypes: assignments), members)
+    }
+
+    /// The CE-CLIP terms of a batch: its captions' valid negatives go through the text encoder
+    /// (with dropout, as any caption), the invalid ones are zero rows the losses ignore.
+    private func captionNegativeTerms(_ negatives: CaptionNegativeSet, batch: [Int], images: Tensor, texts: Tensor, into terms: inout LossTerms) {
+        let c = configuration, K = negatives.types, B = batch.count, D = images.shape[1]
+        var valid: [Bool] = [], selected: [ItemFeatures] = [], indices: [Int] = []
+        for text in batch {
+            let row = text < negatives.rows.count ? negatives.rows[text] : [Int](repeating: -1, count: K)
+            for index in row {
+                valid.append(index >= 0)
+                indices.append(index >= 0 ? selected.count : -1)
+                if index >= 0 { selected.append(negatives.features[index]) }
+            }
+        }
+        guard !selected.isEmpty else { return }
+        let encoded = model.textEncoder(EncoderInput(selected), dropoutUsing: &dropout).fused                 // [M, D]
+        let table = Tensor.concatenate([encoded, Tensor.zeros([1, D])], axis: 0)
+        let rows = table.indexSelect(indices.map { $0 >= 0 ? $0 : selected.count }).reshaped([B, K, D])
+        let loss = HardNegativeCaptionLoss()
+        if let weight = c.captionNegativeWeight, weight > 0 {
+            terms.add("caption negatives", loss.contrastive(images: images, texts: texts, negatives: rows, valid: valid) * weight)
+        }
+        if let weight = c.rankWeight, weight > 0 {
+            if rankThresholds.count != K { rankThresholds = [Float](repeating: 0, count: K) }
+            terms.add("rank", loss.rank(images: images, texts: texts, negatives: rows, valid: valid, thresholds: rankThresholds) * weight)
+            rankThresholds = HardNegativeCaptionLoss.thresholds(images: images, texts: texts, negatives: rows, valid: valid)
+        }
+        if let weight = c.intraWeight, weight > 0 {
+            terms.add("intra", loss.intraModal(images: images, texts: texts, negatives: rows, valid: valid) * weight)
+        }
     }
 
     /// After the optimiser step: the momentum encoder follows the model, the batch's keys join the queues.
@@ -493,6 +546,7 @@ extension MatchingTrainer {
             "dropout": MetadataJSON.encode(dropout),
             "queues": MetadataJSON.encode(queues),
             "best": MetadataJSON.encode(best?.evaluation),
+            "rankThresholds": MetadataJSON.encode(rankThresholds),
         ]
         return try SafetensorsFile.encode(entries, metadata: metadata)
     }
@@ -556,6 +610,10 @@ extension MatchingTrainer {
         }
         imageQueue = try queue("image")
         textQueue = try queue("text")
+        // Written since the CE-CLIP losses; older states have none (all margins start at 0).
+        if let text = file.metadata["rankThresholds"] {
+            do { rankThresholds = try MetadataJSON.decode([Float].self, from: text) } catch { throw fail("metadata 'rankThresholds' does not decode: \(error)") }
+        }
         if let evaluation = try field("best", as: TrainingEvaluation?.self) {
             best = (evaluation, try model.parameters.map { try file.tensor("best." + $0.name) })
         }

@@ -2,6 +2,7 @@ import AmberCatalog
 import AmberModel
 import AmberStore
 import AmberTrain
+import AmberText
 import ArgumentParser
 import Foundation
 
@@ -27,6 +28,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "EMA momentum with which the prototypes follow the embeddings coded to them; 'gradient' learns them by gradient instead.")
     var prototypeMomentum: String = "0.99"
     @Option(help: "λ of the relation-graph triplet losses (0: off).") var graphWeight: Float = 0
+    @Option(help: "CE-CLIP: λ of the image→text contrast with each caption's typed negatives (0: off; offline training).") var captionNegativeWeight: Float = 0
+    @Option(help: "CE-CLIP: λ of the cross-modal rank loss with adaptive per-type margins (0: off).") var rankWeight: Float = 0
+    @Option(help: "CE-CLIP: λ of the intra-modal contrast of a caption with its negatives (0: off).") var intraWeight: Float = 0
+    @Option(help: "Seed of the typed negative captions (CaptionNegatives).") var negativeSeed: UInt64 = 0
+    @OptionGroup var textModel: TextModelOptions
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
     @Option(parsing: .upToNextOption, help: "Keep parameters whose name contains one of these at their start (e.g. fragment gate.weight).")
     var freeze: [String] = []
@@ -98,6 +104,9 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--prototype-momentum must be a number in [0, 1) or 'gradient', got '\(prototypeMomentum)'")
         }
         configuration.graphWeight = graphWeight
+        if captionNegativeWeight != 0 { configuration.captionNegativeWeight = captionNegativeWeight }
+        if rankWeight != 0 { configuration.rankWeight = rankWeight }
+        if intraWeight != 0 { configuration.intraWeight = intraWeight }
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
@@ -126,6 +135,9 @@ struct TrainCommand: ParsableCommand {
             }
             trainer = try MatchingTrainer(configuration: configuration, train: train)
         }
+        if configuration.usesCaptionNegatives {
+            trainer.captionNegatives = try captionNegatives(of: train)
+        }
         print("train on \(dataOptions.data): \(train.textCount) pairs, dev \(dev.textCount) captions; D=\(dimension), fusion \(fusion), \(OptimizationOptions.describe(configuration.optimization))")
         // Flushed line by line, so that `amber train > log` shows each evaluation as it happens.
         fflush(nil)
@@ -148,6 +160,37 @@ struct TrainCommand: ParsableCommand {
                           : String(format: "chosen α %.1f: %@", chosen, result.model.stageTwoMetrics?.description ?? ""))
         if let served = result.model.stageTwoMetrics { print("served ranking on dev (β \(beta), α \(chosen)): \(served)") }
         print("wrote \(output)/best.safetensors (step \(result.model.step)), \(output)/training.safetensors, \(output)/report.svg")
+    }
+
+    /// The typed negatives of every training caption (CE-CLIP), encoded by MiniLM as the
+    /// features were (tokens rounded to float16).
+    private func captionNegatives(of train: RetrievalData) throws -> CaptionNegativeSet {
+        guard train.captions.count == train.textCount else {
+            throw ValidationError("the CE-CLIP losses need the captions' text (caps.txt in \(dataOptions.data)) to make their negatives")
+        }
+        let generator = CaptionNegatives(seed: negativeSeed)
+        var rows: [[Int]] = [], texts: [String] = []
+        for caption in train.captions {
+            let negatives = generator.negatives(of: caption)
+            rows.append(NegativeType.allCases.map { type in
+                guard let negative = negatives[type] else { return -1 }
+                texts.append(negative)
+                return texts.count - 1
+            })
+        }
+        let encoder = try textModel.load()
+        let started = Date()
+        print("encoding \(texts.count) negative captions of \(train.textCount) training captions (MiniLM)…")
+        fflush(nil)
+        let features = encoder.encode(texts).map { encoding in
+            ItemFeatures(global: encoding.sentenceVector.scalars,
+                         local: encoding.tokenVectors.scalars.map { Float(Float16($0)) }, localCount: encoding.tokenVectors.shape[0])
+        }
+        print(String(format: "encoded in %.0f s", Date().timeIntervalSince(started)))
+        guard let set = CaptionNegativeSet(rows: rows, features: features, types: NegativeType.allCases.count) else {
+            throw ValidationError("internal: the negative captions do not index their features")
+        }
+        return set
     }
 
     /// `amber train --continuous`: the model configuration from the same options, data from the database.

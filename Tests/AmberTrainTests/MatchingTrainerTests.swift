@@ -135,6 +135,62 @@ struct MatchingTrainerTests {
         }
     }
 
+    /// Negatives for every text of `data`: type 0 for all, type 1 for even texts, type 2 for none;
+    /// each negative is its caption's tokens reversed with a perturbed sentence vector.
+    static func captionNegatives(_ data: RetrievalData) -> CaptionNegativeSet {
+        var rows: [[Int]] = [], features: [ItemFeatures] = []
+        var generator = RandomGenerator(seed: 9)
+        for t in 0..<data.textCount {
+            var row = [-1, -1, -1]
+            for k in 0..<2 where k == 0 || t % 2 == 0 {
+                let global = (data.textGlobal.slice(axis: 0, t..<t + 1) + Tensor.randomNormal([1, 8], standardDeviation: 0.5, using: &generator)).scalars
+                let tokens = data.textTokens.slice(axis: 0, data.tokenOffsets[t + 1] - 1 ..< data.tokenOffsets[t + 1]).scalars
+                    + data.textTokens.slice(axis: 0, data.tokenOffsets[t] ..< data.tokenOffsets[t] + 1).scalars
+                row[k] = features.count
+                features.append(ItemFeatures(global: global, local: tokens, localCount: 2))
+            }
+            rows.append(row)
+        }
+        return CaptionNegativeSet(rows: rows, features: features, types: 3)!
+    }
+
+    @Test func captionNegativeTermsTrainDeterministicallyAndResume() throws {
+        let (train, _) = Self.data()
+        var configuration = Self.fullConfiguration
+        configuration.captionNegativeWeight = 0.5
+        configuration.rankWeight = 0.2
+        configuration.intraWeight = 0.3
+        let negatives = Self.captionNegatives(train)
+        let batches = (0..<12).map { step in (0..<25).map { (step * 25 + $0 * 7) % train.textCount } }
+        func trainer() throws -> MatchingTrainer {
+            let trainer = try MatchingTrainer(configuration: configuration, train: train, ownBatches: false)
+            trainer.captionNegatives = negatives
+            return trainer
+        }
+        let first = try trainer(), second = try trainer()
+        var losses: [[String: Float]] = []
+        for batch in batches.prefix(6) {
+            let a = first.train(batch: batch, data: train), b = second.train(batch: batch, data: train)
+            #expect(a.total.bitPattern == b.total.bitPattern && !a.skipped)
+            #expect(["caption negatives", "rank", "intra"].allSatisfy { a.terms[$0].map(\.isFinite) == true }, "\(a.terms)")
+            losses.append(a.terms)
+        }
+        // The margins are the last batch's clamped mean gaps, one per type; the type nobody has stays 0.
+        #expect(first.rankThresholds.count == 3 && first.rankThresholds[2] == 0 && first.rankThresholds.allSatisfy { (0...10).contains($0) })
+        // A trainer restored from the state after 6 steps ends where the uninterrupted one does.
+        let resumed = try MatchingTrainer(resumingFrom: first.stateBytes(), name: "state", configuration: configuration, train: train, ownBatches: false)
+        resumed.captionNegatives = negatives
+        #expect(resumed.rankThresholds == first.rankThresholds)
+        for batch in batches.dropFirst(6) {
+            let a = first.train(batch: batch, data: train), b = resumed.train(batch: batch, data: train)
+            #expect(a.total.bitPattern == b.total.bitPattern)
+        }
+        #expect(first.model.parameters.map(\.value.scalars) == resumed.model.parameters.map(\.value.scalars))
+        // Without negatives set, the terms are absent (the configuration alone does nothing).
+        let plain = try MatchingTrainer(configuration: configuration, train: train, ownBatches: false)
+        #expect(plain.train(batch: batches[0], data: train).terms["rank"] == nil)
+    }
+
     @Test func theResultIsTheBestOnDevWithBetaAndAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
