@@ -65,7 +65,7 @@ public struct GalleryEncoding: @unchecked Sendable {
         fragments.reserveCapacity(items.reduce(0) { $0 + $1.features.localCount } * D)
         for start in stride(from: 0, to: items.count, by: chunkSize) {
             let batch = items[start ..< min(start + chunkSize, items.count)].map(\.features)
-            let encoded = withoutGradients { encoder(SearchEngine.input(batch)) }
+            let encoded = withoutGradients { encoder(EncoderInput(batch)) }
             fused += encoded.fused.scalars
             let n = encoded.fragments.shape[1]
             encoded.fragments.scalars.withUnsafeBufferPointer { padded in

@@ -207,13 +207,10 @@ public final class SearchEngine: @unchecked Sendable {
     /// The gallery of `modality`.
     public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
 
-    /// Encoder input for a batch of items.
-    static func input(_ features: [ItemFeatures]) -> EncoderInput { EncoderInput(features) }
-
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.
     public func search(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-        let encoded = withoutGradients { encoder(Self.input([query])) }
+        let encoded = withoutGradients { encoder(EncoderInput([query])) }
         return search(fused: encoded.fused.scalars, fragments: encoded.fragments.slice(axis: 1, 0..<query.localCount),
                       of: modality, options: options)
     }
@@ -223,7 +220,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// and has no same-modality form, so there is none.
     public func searchSameModality(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-        let encoded = withoutGradients { encoder(Self.input([query])) }
+        let encoded = withoutGradients { encoder(EncoderInput([query])) }
         let gallery = gallery(modality)
         return gallery.index.search(encoded.fused.scalars, k: options.k, prefilter: options.prefilter).map {
             SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score)
