@@ -130,3 +130,47 @@ public struct DoubleMatrix: Sendable, Equatable {
         return (u, s, vt)
     }
 }
+
+extension DoubleMatrix {
+    /// Moore–Penrose pseudo-inverse `A⁺ = V diag(1/s) Uᵀ` from the thin SVD, with singular values
+    /// at or below `relativeCutoff · s_max` treated as zero (as `numpy.linalg.pinv`'s `rcond`).
+    /// `A` is `rows × columns`; `A⁺` is `columns × rows`.
+    public func pseudoInverse(relativeCutoff: Double = 1e-12) throws -> DoubleMatrix {
+        let (u, s, vt) = try singularValueDecomposition()
+        let r = s.count, cutoff = relativeCutoff * (s.first ?? 0)
+        var inverse = DoubleMatrix(rows: columns, columns: rows)
+        for k in 0..<r where s[k] > cutoff {
+            let w = 1 / s[k]
+            for i in 0..<columns {
+                let v = vt[k, i] * w
+                guard v != 0 else { continue }
+                for j in 0..<rows { inverse.values[i * rows + j] += v * u[j, k] }
+            }
+        }
+        return inverse
+    }
+
+    /// A `rows × columns` matrix with orthonormal columns (`rows ≥ columns`), as PyTorch's
+    /// `orthogonal_` makes one: Gaussian entries from `generator`, orthonormalised by modified
+    /// Gram–Schmidt (re-drawn in the measure-zero case of a dependent column).
+    public static func orthonormalColumns(rows: Int, columns: Int, using generator: inout RandomGenerator) -> DoubleMatrix {
+        precondition(rows >= columns && columns >= 1, "orthonormalColumns: needs rows ≥ columns ≥ 1, got \(rows)×\(columns)")
+        var m = DoubleMatrix(rows: rows, columns: columns)
+        var j = 0
+        while j < columns {
+            for i in 0..<rows { m[i, j] = Double(generator.nextNormal()) }
+            for k in 0..<j {
+                var dot = 0.0
+                for i in 0..<rows { dot += m[i, j] * m[i, k] }
+                for i in 0..<rows { m[i, j] -= dot * m[i, k] }
+            }
+            var norm = 0.0
+            for i in 0..<rows { norm += m[i, j] * m[i, j] }
+            norm = norm.squareRoot()
+            guard norm > 1e-8 else { continue }
+            for i in 0..<rows { m[i, j] /= norm }
+            j += 1
+        }
+        return m
+    }
+}

@@ -9,7 +9,7 @@ struct BaselineCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "baseline",
         abstract: "Baselines in the evaluation harness of the model.",
-        subcommands: [CCABaselineCommand.self, VSEBaselineCommand.self]
+        subcommands: [CCABaselineCommand.self, VSEBaselineCommand.self, LabelBaselineCommand.self]
     )
 }
 

@@ -43,7 +43,7 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Evaluations: a trained model's retrieval (default), the text encoder's parity.",
-        subcommands: [RetrievalEvalCommand.self, TextParityCommand.self, ImageParityCommand.self, FeedbackExperimentCommand.self, CompositionalEvalCommand.self],
+        subcommands: [RetrievalEvalCommand.self, TextParityCommand.self, ImageParityCommand.self, FeedbackExperimentCommand.self, CompositionalEvalCommand.self, LabelEvalCommand.self],
         defaultSubcommand: RetrievalEvalCommand.self
     )
 }

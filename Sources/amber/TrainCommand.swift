@@ -13,6 +13,9 @@ struct TrainCommand: ParsableCommand {
     )
 
     @OptionGroup var dataOptions: OfflineDataOptions
+    @Option(help: "What the model learns from: pairs (image–caption pairs: the matching model) or labels (class labels: DRCL, options marked 'Labels').")
+    var supervision: Supervision = .pairs
+    @OptionGroup var labelOptions: LabelTrainingOptions
 
     @Option(help: "Joint dimension D.") var dimension: Int = 1024
     @OptionGroup var optimization: OptimizationOptions
@@ -57,6 +60,11 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
+        if supervision == .labels {
+            if continuous { throw ValidationError("--supervision labels trains offline on a labelled set (--data); continuous label training is not built yet") }
+            if let problem = labelOptions.configuration(optimization).problem { throw ValidationError(problem) }
+            return
+        }
         if let problem = try configuration().problem { throw ValidationError(problem) }
         if continuous {
             guard checkpointEvery >= 1, versionEvery >= 1, keepCheckpoints >= 1 else {
@@ -114,6 +122,10 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        if supervision == .labels {
+            try labelOptions.run(data: dataOptions.data, optimization: optimization, output: output)
+            return
+        }
         let configuration = try configuration()
         if continuous {
             // Data comes from the database; --data is not read.

@@ -73,6 +73,45 @@ struct NumpyFileTests {
         #expect(try NumpyFile.read(directory + "/s.npy").tensor().scalar == 3.5)
     }
 
+    /// The file's bytes with its header's `'fortran_order': False` turned to `True` (data untouched).
+    static func flaggedFortran(_ file: [UInt8], as flag: String = "True ") -> [UInt8] {
+        var out = file
+        let key = Array("'fortran_order': False".utf8)
+        guard let at = (0...(min(file.count, 256) - key.count)).first(where: { Array(file[$0 ..< $0 + key.count]) == key }) else { return file }
+        out.replaceSubrange((at + key.count - 5) ..< (at + key.count), with: Array(flag.utf8))
+        return out
+    }
+
+    /// NumPy writes a Fortran-order array (e.g. a transposed or MATLAB-born one) with its first
+    /// index fastest; it reads as the same array in C order.
+    @Test func readsFortranOrderArrays() throws {
+        let directory = temporaryDirectory()
+        // The 2 × 2 file [1, 2, 3, 4] flagged Fortran order is [[1, 3], [2, 4]].
+        let flagged = directory + "/f2.npy"
+        writeBytes(Self.flaggedFortran(bytes(hex: Self.float32Hex)), to: flagged)
+        #expect(try NumpyFile.read(flagged).tensor().scalars == [1, 3, 2, 4])
+        // A 2 × 3 × 4 int64 and float32 array, laid out first index fastest by hand.
+        let shape = [2, 3, 4]
+        let x = randomTensor(shape, seed: 3)
+        var fortranValues: [Float] = [], fortranIntegers: [Int64] = []
+        for k in 0..<4 { for j in 0..<3 { for i in 0..<2 {
+            fortranValues.append(x[i, j, k])
+            fortranIntegers.append(Int64(i * 100 + j * 10 + k))
+        } } }
+        for (name, write) in [("x", { try NumpyFile.write(Tensor(shape: shape, scalars: fortranValues), to: $0) }),
+                              ("n", { try NumpyFile.write(fortranIntegers, shape: shape, to: $0) })] as [(String, (String) throws -> Void)] {
+            let path = directory + "/\(name).npy"
+            try write(path)
+            writeBytes(Self.flaggedFortran(Array(try Data(contentsOf: URL(fileURLWithPath: path)))), to: path)
+        }
+        let values = try NumpyFile.read(directory + "/x.npy")
+        #expect(values.shape == shape)
+        #expect(try values.tensor().scalars == x.scalars)
+        var expected: [Int64] = []
+        for i in 0..<2 { for j in 0..<3 { for k in 0..<4 { expected.append(Int64(i * 100 + j * 10 + k)) } } }
+        #expect(try NumpyFile.read(directory + "/n.npy").int64Values() == expected)
+    }
+
     @Test func truncatedAndMistypedFilesNameTheFileAndTheProblem() throws {
         let directory = temporaryDirectory()
         let good = bytes(hex: Self.float32Hex)
@@ -98,9 +137,9 @@ struct NumpyFileTests {
             #expect(error.path == mistyped)
             #expect(error.problem.contains("'<f8' is not supported"))
         }
-        let fortran = directory + "/fortran.npy"
-        writeBytes(Array(String(decoding: good, as: UTF8.self).replacingOccurrences(of: "False", with: "True ").utf8), to: fortran)
-        #expect(throws: TensorFileError.self) { try NumpyFile.read(fortran) }
+        let unreadableOrder = directory + "/order.npy"
+        writeBytes(Self.flaggedFortran(good, as: "Maybe"), to: unreadableOrder)
+        #expect(throws: TensorFileError(path: unreadableOrder, problem: "cannot read 'fortran_order' in the header")) { try NumpyFile.read(unreadableOrder) }
         let notNpy = directory + "/text.npy"
         writeBytes(Array("hello world".utf8), to: notNpy)
         #expect(throws: TensorFileError.self) { try NumpyFile.read(notNpy) }

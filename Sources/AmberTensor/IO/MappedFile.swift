@@ -60,7 +60,7 @@ public final class MappedFile: @unchecked Sendable {
             return
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: contents.count, alignment: 16)
-        buffer.copyMemory(from: UnsafeRawBufferPointer(start: contents, count: contents.count))
+        contents.withUnsafeBytes { buffer.copyMemory(from: $0) }
         bytes = UnsafeRawBufferPointer(buffer)
     }
 

@@ -1,5 +1,5 @@
-/// NumPy `.npy` files (format versions 1.0–3.0): little-endian float16, float32 and int64 in
-/// C order. Anything else is rejected with an error naming the file and the problem.
+/// NumPy `.npy` files (format versions 1.0–3.0): little-endian float16, float32 and int64, in C
+/// order (mapped in place) or Fortran order (copied into C order on reading). Anything else is rejected with an error naming the file and the problem.
 ///
 /// Layout: magic `\x93NUMPY`, major and minor version bytes, header length (2 bytes in 1.0,
 /// 4 bytes later), an ASCII Python dict `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`
@@ -50,10 +50,8 @@ public enum NumpyFile {
         }
         guard let fortranRange = header.range(of: "'fortran_order':") else { throw fail("header has no 'fortran_order'") }
         let afterFortran = header[fortranRange.upperBound...].drop(while: { $0 == " " })
-        if afterFortran.hasPrefix("True") {
-            throw fail("Fortran-order arrays are not supported; save with np.ascontiguousarray")
-        }
-        guard afterFortran.hasPrefix("False") else { throw fail("cannot read 'fortran_order' in the header") }
+        let fortranOrder = afterFortran.hasPrefix("True")
+        guard fortranOrder || afterFortran.hasPrefix("False") else { throw fail("cannot read 'fortran_order' in the header") }
         let shape = try shapeValue(in: header, fail: fail)
         let dataStart = headerStart + headerLength
         let expected = Tensor.elementCount(shape) * elementType.byteCount
@@ -65,7 +63,36 @@ public enum NumpyFile {
             throw fail("\(available - expected) unexpected bytes after the data of shape \(shape)")
         }
         let data = UnsafeRawBufferPointer(rebasing: bytes[dataStart ..< dataStart + expected])
+        if fortranOrder && shape.count >= 2 {
+            let copy = MappedFile(copying: cOrder(fortran: data, shape: shape, elementSize: elementType.byteCount), name: file.path)
+            return RawArray(shape: shape, elementType: elementType, bytes: copy.bytes, path: file.path, owner: copy)
+        }
         return RawArray(shape: shape, elementType: elementType, bytes: data, path: file.path, owner: file)
+    }
+
+    /// The bytes of a Fortran-order (first index fastest) array rearranged in C order.
+    static func cOrder(fortran data: UnsafeRawBufferPointer, shape: [Int], elementSize: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: data.count)
+        let count = Tensor.elementCount(shape)
+        guard count > 0 else { return out }
+        var fortranStrides = [Int](repeating: 1, count: shape.count)
+        for axis in 1..<shape.count { fortranStrides[axis] = fortranStrides[axis - 1] * shape[axis - 1] }
+        var index = [Int](repeating: 0, count: shape.count)
+        var source = 0
+        for element in 0..<count {
+            for b in 0..<elementSize { out[element * elementSize + b] = data[source * elementSize + b] }
+            // Next C-order multi-index (last axis fastest), keeping its Fortran offset.
+            var axis = shape.count - 1
+            while axis >= 0 {
+                index[axis] += 1
+                source += fortranStrides[axis]
+                if index[axis] < shape[axis] { break }
+                source -= fortranStrides[axis] * shape[axis]
+                index[axis] = 0
+                axis -= 1
+            }
+        }
+        return out
     }
 
     private static func stringValue(of key: String, in header: String, fail: (String) -> TensorFileError) throws -> String {
