@@ -136,4 +136,20 @@ public enum CatalogText {
     public static let maximumExternalID = 512
     /// Most code points of a caption (the `items.caption` constraint).
     public static let maximumCaption = 10_000
+    /// Most code points of a label (the `item_labels.label` constraint).
+    public static let maximumLabel = 200
+    /// Most labels one item may be given at once.
+    public static let maximumLabelsPerItem = 64
+
+    /// The problem with an item's `labels`, or nil: at most ``maximumLabelsPerItem``, each 1 to
+    /// ``maximumLabel`` code points without NUL. `field` names the list (`items[3].labels`).
+    public static func labelProblem(_ labels: [String], field: String) -> FeatureProblem? {
+        guard labels.count <= maximumLabelsPerItem else {
+            return FeatureProblem(field: field, message: "\(field) has \(labels.count) labels; at most \(maximumLabelsPerItem) per item")
+        }
+        for (index, label) in labels.enumerated() {
+            if let problem = problem(label, field: "\(field)[\(index)]", codePoints: 1...maximumLabel) { return problem }
+        }
+        return nil
+    }
 }

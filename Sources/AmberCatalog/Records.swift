@@ -19,13 +19,17 @@ public struct NewItem: Sendable, Equatable {
     public var features: ItemFeatures
     /// An image's picture, stored with it.
     public var thumbnail: StoredImage?
+    /// Categories (see ``CatalogText/labelProblem(_:field:)``): added to the item, new or stored.
+    public var labels: [String]
 
-    public init(modality: Modality, externalID: String, caption: String?, features: ItemFeatures, thumbnail: StoredImage? = nil) {
+    public init(modality: Modality, externalID: String, caption: String?, features: ItemFeatures, thumbnail: StoredImage? = nil,
+                labels: [String] = []) {
         self.modality = modality
         self.externalID = externalID
         self.caption = caption
         self.features = features
         self.thumbnail = thumbnail
+        self.labels = labels
     }
 }
 

@@ -12,11 +12,14 @@ public struct GalleryItem: Sendable, Equatable {
     public var externalID: String
     /// The caption, for texts.
     public var caption: String?
+    /// The item's categories, sorted.
+    public var labels: [String]
 
-    public init(itemID: Int64, externalID: String, caption: String?) {
+    public init(itemID: Int64, externalID: String, caption: String?, labels: [String] = []) {
         self.itemID = itemID
         self.externalID = externalID
         self.caption = caption
+        self.labels = labels
     }
 }
 

@@ -19,6 +19,7 @@ public final class InMemoryServingStore: ServingStore {
         var caption: String?
         var features: ItemFeatures
         var thumbnail: StoredImage?
+        var labels: Set<String> = []
     }
 
     private struct Model {
@@ -52,7 +53,9 @@ public final class InMemoryServingStore: ServingStore {
 
     public func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] {
         state.withLock { state in
-            state.items.filter { $0.modality == modality }.map { GalleryItem(itemID: $0.itemID, externalID: $0.externalID, caption: $0.caption) }
+            state.items.filter { $0.modality == modality }.map {
+                GalleryItem(itemID: $0.itemID, externalID: $0.externalID, caption: $0.caption, labels: $0.labels.sorted())
+            }
         }
     }
 
@@ -119,10 +122,13 @@ public final class InMemoryServingStore: ServingStore {
                                          description: "items[\(index)].features.local has vectors of \(local) values; stored \(item.modality.rawValue) features have \(known.local)")
                 }
                 let key = State.key(item.modality, item.externalID)
-                guard next.itemIndex[key] == nil else { continue }
+                if let stored = next.itemIndex[key] {
+                    next.items[stored].labels.formUnion(item.labels)
+                    continue
+                }
                 next.itemIndex[key] = next.items.count
                 next.items.append(Item(itemID: next.nextItemID, modality: item.modality, externalID: item.externalID, caption: item.caption,
-                                       features: item.features, thumbnail: item.modality == .image ? item.thumbnail : nil))
+                                       features: item.features, thumbnail: item.modality == .image ? item.thumbnail : nil, labels: Set(item.labels)))
                 next.nextItemID += 1
                 added += 1
             }

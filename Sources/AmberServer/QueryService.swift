@@ -386,7 +386,7 @@ public final class QueryService: Sendable {
         return SearchResponse(
             modelVersion: engine.version, target: target.rawValue, query: described,
             results: hits.map { SearchResponse.Result(itemID: $0.item.itemID, externalID: $0.item.externalID, caption: $0.item.caption,
-                                                      global: $0.global, local: $0.local, fused: $0.fused) },
+                                                      global: $0.global, local: $0.local, fused: $0.fused, labels: $0.item.labels) },
             tookMilliseconds: Date().timeIntervalSince(started) * 1000)
     }
 }

@@ -175,9 +175,11 @@ public struct SearchResponse: Encodable, Sendable {
         public var global: Float
         public var local: Float?
         public var fused: Float
+        /// The item's categories (empty when it has none).
+        public var labels: [String] = []
 
         enum CodingKeys: String, CodingKey {
-            case global, local, fused, caption
+            case global, local, fused, caption, labels
             case itemID = "item_id"
             case externalID = "external_id"
         }
@@ -286,9 +288,11 @@ public struct ItemsRequest: Decodable, Sendable {
         /// An image item's photo, JPEG or PNG in base64: encoded by the service (unless features
         /// are given) and kept as its thumbnail.
         public var image: String?
+        /// Categories, added to the item (new or stored).
+        public var labels: [String]?
 
         enum CodingKeys: String, CodingKey {
-            case modality, caption, features, image
+            case modality, caption, features, image, labels
             case externalID = "external_id"
         }
     }
@@ -470,6 +474,9 @@ extension ItemsRequest {
             if modality == .text, item.image != nil {
                 throw APIError.badRequest("\(at).image", "\(at).image: only images have photos")
             }
+            if let labels = item.labels, let problem = CatalogText.labelProblem(labels, field: "\(at).labels") {
+                throw APIError.badRequest(problem.field, problem.message)
+            }
             var thumbnail: StoredImage?
             var encodedImage: ItemFeatures?
             if let image = item.image {
@@ -501,7 +508,8 @@ extension ItemsRequest {
                 }
                 features = encode(caption)
             }
-            return NewItem(modality: modality, externalID: item.externalID, caption: item.caption, features: features, thumbnail: thumbnail)
+            return NewItem(modality: modality, externalID: item.externalID, caption: item.caption, features: features, thumbnail: thumbnail,
+                           labels: item.labels ?? [])
         }
     }
 }

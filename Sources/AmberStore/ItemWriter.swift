@@ -44,6 +44,14 @@ public enum ItemWriter {
                     INSERT INTO amber.items (modality, external_id, caption, source) VALUES ($1::amber.modality, $2, $3, $4)
                     ON CONFLICT (modality, external_id) DO NOTHING RETURNING item_id
                     """, [.text(item.modality.rawValue), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
+                // Labels are added to the item, new or stored (never removed here).
+                for label in Set(item.labels).sorted() {
+                    try db.execute("""
+                        INSERT INTO amber.item_labels (item_id, label)
+                        SELECT item_id, $3 FROM amber.items WHERE modality = $1::amber.modality AND external_id = $2
+                        ON CONFLICT DO NOTHING
+                        """, [.text(item.modality.rawValue), .text(item.externalID), .text(label)])
+                }
                 // An existing item keeps what it has: its features, and its thumbnail or none (this
                 // upload's picture need not be the photo those features came from).
                 guard inserted.rowCount == 1 else { continue }

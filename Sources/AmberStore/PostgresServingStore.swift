@@ -26,14 +26,22 @@ public struct PostgresServingStore: ServingStore {
     public func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] {
         try await client.withConnection { db in
             let rows = try db.execute("""
-                SELECT i.item_id, i.external_id, i.caption
+                SELECT i.item_id, i.external_id, i.caption,
+                       (SELECT json_agg(l.label ORDER BY l.label) FROM amber.item_labels l WHERE l.item_id = i.item_id)::text AS labels
                 FROM amber.items i JOIN amber.features f USING (item_id)
                 WHERE i.modality = $1::amber.modality ORDER BY i.item_id
                 """, [.text(modality.rawValue)])
             return try (0..<rows.rowCount).map { row in
-                GalleryItem(itemID: try rows.value(Int64.self, row: row, column: "item_id"),
-                            externalID: try rows.value(String.self, row: row, column: "external_id"),
-                            caption: try rows.decode(String.self, row: row, column: "caption"))
+                let itemID = try rows.value(Int64.self, row: row, column: "item_id")
+                var labels: [String] = []
+                if let json = try rows.decode(String.self, row: row, column: "labels") {
+                    // A label list that does not decode is logged and left out: the item still serves.
+                    do { labels = try JSONDecoder().decode([String].self, from: Data(json.utf8)) } catch {
+                        logger.error("labels of an item skipped", metadata: ["serve.item": "\(itemID)", "error": "\(error)"])
+                    }
+                }
+                return GalleryItem(itemID: itemID, externalID: try rows.value(String.self, row: row, column: "external_id"),
+                                   caption: try rows.decode(String.self, row: row, column: "caption"), labels: labels)
             }
         }
     }

@@ -230,7 +230,12 @@ struct ServerTests {
         let (images, texts) = SearchEngineFixture.features(data)
         store.model = (3, SearchEngineFixture.model(alpha: 0.7, beta: 10))
         store.images = images
-        store.texts = texts
+        // Texts carry categories (search results show them); images none.
+        store.texts = texts.map { entry in
+            var item = entry.0
+            item.labels = ["group\(item.itemID % 2)", "text"]
+            return (item, entry.1)
+        }
         store.versions = [3, 4].map {
             ModelVersion(version: $0, parentVersion: nil, run: "main", step: Int($0) * 100, status: $0 == 3 ? "promoted" : "candidate",
                                   rsum: 400, gate: "promoted", createdAt: Date(timeIntervalSince1970: 1_800_000_000), promotedAt: nil)
@@ -254,6 +259,7 @@ struct ServerTests {
             #expect(body["model_version"] as? Int == 3 && body["target"] as? String == "text")
             let results = body["results"] as? [[String: Any]] ?? []
             #expect(results.count == 5 && results.allSatisfy { ($0["caption"] as? String)?.hasPrefix("caption ") == true })
+            #expect(results.allSatisfy { $0["labels"] as? [String] == ["group\(($0["item_id"] as? Int ?? 0) % 2)", "text"] }, "each result carries its item's labels")
             #expect(results.prefix(3).allSatisfy { $0["local"] != nil } && results.dropFirst(3).allSatisfy { $0["local"] == nil })
             // The same query in-process gives the same ranking.
             let direct = try service.search(SearchRequest(itemID: 100, k: 5, rerank: 3))
@@ -263,6 +269,8 @@ struct ServerTests {
             let numbers = "{\"features\": {\"global\": \(image.global), \"local\": \(Array(0..<3).map { Array(image.local[($0 * 12) ..< (($0 + 1) * 12)]) })}, \"target\": \"text\", \"k\": 4}"
             let base64 = "{\"features\": {\"global\": \"\(Self.base64(image.global))\", \"local\": \"\(Self.base64(image.local))\"}, \"target\": \"text\", \"k\": 4}"
             let a = try await send("POST", "/v1/search", numbers, [:]), b = try await send("POST", "/v1/search", base64, [:])
+            let imageResults = try await send("POST", "/v1/search", #"{"item_id": 1000, "k": 2}"#, [:])
+            #expect((json(imageResults.body)["results"] as? [[String: Any]])?.allSatisfy { ($0["labels"] as? [String]) == [] } == true, "\(imageResults.body)")
             #expect(a.status == 200 && b.status == 200, "\(a.body) \(b.body)")
             #expect((json(a.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int } == (json(b.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int })
             let models = try await send("GET", "/v1/models", nil, [:])
@@ -348,16 +356,20 @@ struct ServerTests {
         let keys = try APIKeys(configuration: "read:reader-key-0123456789, admin:admin-key-0123456789")
         let admin = ["Authorization": "Bearer admin-key-0123456789"]
         try await withTransport(transport, service, keys: keys) { send in
-            let items = #"{"items": [{"modality": "image", "external_id": "new.jpg", "features": {"global": [1, 2], "local": [[1, 2], [3, 4]]}},"#
+            let items = #"{"items": [{"modality": "image", "external_id": "new.jpg", "features": {"global": [1, 2], "local": [[1, 2], [3, 4]]}, "labels": ["dog", "pet"]},"#
                 + #" {"modality": "text", "external_id": "new.jpg#0", "caption": "a dog", "features": {"global": [1], "local": ["AACAPw==", "AAAAQA=="]}}]}"#
             #expect(try await send("POST", "/v1/items", items, ["Authorization": "Bearer reader-key-0123456789"]).status == 403)
             let stored = try await send("POST", "/v1/items", items, admin)
             #expect(stored.status == 200 && json(stored.body)["added"] as? Int == 2, "\(stored.body)")
             #expect(store.items.last?.features.local == [1, 2], "base64 float32 decoded")
+            #expect(store.items.first?.labels == ["dog", "pet"] && store.items.last?.labels == [])
             let again = try await send("POST", "/v1/items", items, admin)
             #expect(json(again.body)["added"] as? Int == 0 && json(again.body)["existing"] as? Int == 2, "re-sending adds nothing")
             let pairs = try await send("POST", "/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "dev"}]}"#, admin)
             #expect(pairs.status == 200 && json(pairs.body)["added"] as? Int == 1 && store.pairs.first?.split == .dev)
+            let labels65 = (0..<65).map { "\"l\($0)\"" }.joined(separator: ", ")
+            let tooManyLabels = #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1], [1]]}, "labels": ["#
+                + labels65 + "]}]}"
             let cases: [(path: String, body: String, status: Int, field: String)] = [
                 ("/v1/items", #"{"items": []}"#, 400, "items"),
                 ("/v1/items", #"{"items": [{"modality": "video", "external_id": "x"}]}"#, 400, "items[0].modality"),
@@ -368,6 +380,9 @@ struct ServerTests {
                 ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1, 2], [3]]}}]}"#, 400, "items[0].features.local[1]"),
                 ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1e39], "local": [[1], [1]]}}]}"#, 400, "items[0].features.global"),
                 ("/v1/items", #"{"items": [{"modality": "image", "features": {"global": [1], "local": [[1]]}}]}"#, 400, "items[0].external_id"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1], [1]]}, "labels": ["ok", ""]}]}"#, 400, "items[0].labels[1]"),
+                ("/v1/items", #"{"items": [{"modality": "image", "external_id": "x", "features": {"global": [1], "local": [[1], [1]]}, "labels": "dog"}]}"#, 400, "items[0].labels"),
+                ("/v1/items", tooManyLabels, 400, "items[0].labels"),
                 ("/v1/pairs", #"{"pairs": [{"image": "nope.jpg", "text": "new.jpg#0"}]}"#, 404, "pairs[0].image"),
                 ("/v1/pairs", #"{"pairs": [{"image": "new.jpg", "text": "new.jpg#0", "split": "holdout"}]}"#, 400, "pairs[0].split"),
                 ("/v1/pairs", #"{"pairs": []}"#, 400, "pairs"),

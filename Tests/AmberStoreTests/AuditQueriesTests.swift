@@ -32,6 +32,10 @@ struct AuditQueriesTests {
                 let image = try SchemaTests.item(connection, "image", "img\(i).jpg")
                 try SchemaTests.features(connection, item: image, modality: "image", global: 2, local: 2)
                 images.append(image)
+                // Categories: every image is a "photo"; even ones are also "even".
+                for label in i % 2 == 0 ? ["photo", "even"] : ["photo"] {
+                    try connection.execute("INSERT INTO amber.item_labels (item_id, label) VALUES ($1, $2)", [.int(image), .text(label)])
+                }
                 for k in 0..<2 {
                     let text = try SchemaTests.item(connection, "text", "img\(i).jpg#\(k)", caption: "caption \(k) of image \(i)")
                     texts.append(text)
@@ -143,6 +147,11 @@ struct AuditQueriesTests {
         #expect(abs(try again.value(Double.self, column: "a") - 0.5) < 1e-6)
         let top = try connection.execute("SELECT external_id, ambiguity FROM amber.ambiguous_entries LIMIT 1")
         #expect(try top.value(String.self, column: "external_id") == "img0.jpg")
+        // Labels: 6 labelled photos with features, 3 of them "even".
+        let labels = try connection.execute("SELECT label, items, with_features FROM amber.label_overview WHERE modality = 'image' ORDER BY label")
+        #expect(labels.rowCount == 2)
+        #expect(try labels.value(String.self, row: 0, column: "label") == "even" && labels.value(Int.self, row: 0, column: "items") == 3)
+        #expect(try labels.value(Int.self, row: 1, column: "items") == 6 && labels.value(Int.self, row: 1, column: "with_features") == 6)
         let backlog = try connection.execute("SELECT pending_pairs FROM amber.ingest_backlog")
         #expect(try backlog.value(Int.self, column: "pending_pairs") == 3)
         // Nearest neighbours of image 0 (angle 0): text entries at angle 0 first (same image).

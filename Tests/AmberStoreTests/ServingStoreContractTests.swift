@@ -20,7 +20,7 @@ struct ServingStoreContractTests {
         for modality in Modality.allCases {
             let catalog = try await store.galleryCatalog(modality)
             let rank = Dictionary(uniqueKeysWithValues: catalog.enumerated().map { ($1.itemID, $0) })
-            lines += catalog.map { "\(modality) #\(rank[$0.itemID]!) \($0.externalID) \($0.caption ?? "-")" }
+            lines += catalog.map { "\(modality) #\(rank[$0.itemID]!) \($0.externalID) \($0.caption ?? "-") labels \($0.labels)" }
             // Features of every other item (and an id no item has), by item id.
             let asked = catalog.enumerated().filter { $0.offset % 2 == 0 }.map(\.element.itemID) + [987_654_321]
             for (id, features) in try await store.galleryFeatures(modality, ids: asked) {
@@ -67,6 +67,12 @@ struct ServingStoreContractTests {
         // Wrong dimensions: refused, naming the entry; the good item before it is not stored either.
         await record("global of other width") { "\(try await store.addItems([image("c.jpg"), image("d.jpg", global: [1, 2])]))" }
         await record("local of other width") { "\(try await store.addItems([text("c#0", "a bird"), text("d#0", "a fish", local: [1, 2, 3, 4, 5, 6])]))" }
+        // Labels: given with new items and added to stored ones (a union: none is removed); a
+        // refused batch adds none.
+        func labelled(_ item: NewItem, _ labels: [String]) -> NewItem { var item = item; item.labels = labels; return item }
+        await record("labels") { "\(try await store.addItems([labelled(image("e.jpg"), ["dog", "animal", "dog"]), labelled(text("e#0", "a dog"), ["dog"])]))" }
+        await record("labels added to stored items") { "\(try await store.addItems([labelled(image("e.jpg"), ["pet"]), labelled(image("a.jpg"), ["dog"])]))" }
+        await record("labels of a refused batch") { "\(try await store.addItems([labelled(image("b.jpg"), ["never"]), image("f.jpg", global: [1, 2])]))" }
         await record("pairs") { "\(try await store.addPairs([NewPair(image: "a.jpg", text: "a#0", split: .train), NewPair(image: "b.jpg", text: "b#0", split: .dev)]))" }
         await record("pairs again, one new") { "\(try await store.addPairs([NewPair(image: "a.jpg", text: "a#0", split: .dev), NewPair(image: "a.jpg", text: "a#1", split: .train)]))" }
         await record("pair of an unknown image") { "\(try await store.addPairs([NewPair(image: "b.jpg", text: "a#1", split: .train), NewPair(image: "zz.jpg", text: "a#0", split: .train)]))" }
@@ -114,8 +120,13 @@ struct ServingStoreContractTests {
         #expect(memoryLog.contains("the refused batch wrote nothing: (added: 1, existing: 0)"))
         #expect(memoryLog.contains("promote a broken file: UnservableModelError 3"))
         #expect(memoryLog.contains { $0.hasPrefix("promote an unknown version: RegistryError model version 44 does not exist") })
-        #expect(memoryState.filter { $0.hasPrefix("image #") } == ["image #0 a.jpg -", "image #1 b.jpg -"])
-        #expect(memoryState.filter { $0.hasPrefix("text #") } == ["text #0 a#0 a dog", "text #1 b#0 a cat", "text #2 a#1 a dog running"])
+        #expect(memoryLog.contains("labels: (added: 2, existing: 0)"))
+        #expect(memoryLog.contains("labels added to stored items: (added: 0, existing: 2)"))
+        #expect(memoryLog.contains { $0.hasPrefix("labels of a refused batch: ItemWriteError items[1].features.global") })
+        #expect(memoryState.filter { $0.hasPrefix("image #") } == ["image #0 a.jpg - labels [\"dog\"]", "image #1 b.jpg - labels []",
+                                                                   "image #2 e.jpg - labels [\"animal\", \"dog\", \"pet\"]"])
+        #expect(memoryState.filter { $0.hasPrefix("text #") } == ["text #0 a#0 a dog labels []", "text #1 b#0 a cat labels []", "text #2 a#1 a dog running labels []",
+                                                                  "text #3 e#0 a dog labels [\"dog\"]"])
         #expect(memoryState.filter { $0.hasPrefix("picture") } == ["picture #0 4×3 [255, 216, 255, 217]"])
         #expect(memoryState.filter { $0.hasPrefix("version") } == [
             "version 3 step 300 candidate promoted false rsum - gate -",

@@ -1,0 +1,2 @@
+DROP VIEW amber.label_overview;
+DROP TABLE amber.item_labels;
