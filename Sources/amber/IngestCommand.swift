@@ -56,6 +56,9 @@ struct IngestCommand: ParsableCommand {
 
     @OptionGroup var textModel: TextModelOptions
 
+    @Option(help: "Categories of items: a file of 'modality<TAB>external_id<TAB>label' lines, added after the items (default: labels.tsv in the directory, if there).")
+    var labels: String?
+
     @Flag(help: "Apply pending migrations first.")
     var migrate = false
 
@@ -76,7 +79,26 @@ struct IngestCommand: ParsableCommand {
 
     var isPhotoDirectory: Bool { photoFolder.given || PhotoCaptions.looksLikePhotoDirectory(directory) }
 
+    /// The labels file, read and checked before anything is written (nil when there is none).
+    func labelFile() throws -> LabelFile? {
+        let path = labels ?? (directory as NSString).appendingPathComponent(LabelFile.defaultName)
+        guard labels != nil || FileManager.default.fileExists(atPath: path) else { return nil }
+        do { return try LabelFile.read(path, idPrefix: isPhotoDirectory ? idPrefix : "") } catch let error as IngestError { throw ValidationError("\(error)") }
+    }
+
+    /// Adds the labels of `file` after the items were written.
+    func addLabels(_ file: LabelFile?, on connection: PostgresConnection) throws {
+        guard let file else { return }
+        do {
+            let added = try ItemLabels.add(file, on: connection)
+            print("added \(added) labels from \(file.path) (\(file.entries.count - added) were there already)")
+        } catch let error as IngestError {
+            throw ValidationError("\(error) (the items are ingested; no label of the file was written)")
+        }
+    }
+
     func runPhotos() throws {
+        let labelFile = try labelFile()
         let readStart = Date()
         let (photos, splits) = try photoFolder.read(directory, images: images)
         let captionsFile = photos.captionsFile
@@ -112,11 +134,13 @@ struct IngestCommand: ParsableCommand {
             if !summary.skipped.isEmpty {
                 print("skipped \(summary.skipped.count) undecodable photos: \(summary.skipped.prefix(10).joined(separator: ", "))\(summary.skipped.count > 10 ? ", …" : "")")
             }
+            try addLabels(labelFile, on: connection)
         }
     }
 
     func run() throws {
         if isPhotoDirectory { return try runPhotos() }
+        let labelFile = try labelFile()
         let readStart = Date()
         var dataset: IngestDataset
         do {
@@ -150,6 +174,7 @@ struct IngestCommand: ParsableCommand {
             if missing > 0 {
                 print("\(missing) texts have no features in this layout; the text encoder computes them")
             }
+            try addLabels(labelFile, on: connection)
         }
     }
 }

@@ -1,5 +1,6 @@
 import AmberCatalog
 @testable import AmberStore
+import AmberTensor
 import Foundation
 import Testing
 
@@ -35,8 +36,8 @@ struct CommandLineTests {
         let migrate = try runAmber(["migrate", "--home", home])
         #expect(migrate.status == 0, "\(migrate.error)")
         #expect(migrate.output.contains("applied 0001_create_catalog"))
-        let down = try runAmber(["migrate", "down", "8", "--home", home])
-        #expect(down.output.contains("reverted 0010_add_feedback_cursor") && down.output.contains("reverted 0009_create_feedback") && down.output.contains("reverted 0008_create_item_images") && down.output.contains("reverted 0007_restrict_roles") && down.output.contains("reverted 0006_replace_prototype_agreement")
+        let down = try runAmber(["migrate", "down", "9", "--home", home])
+        #expect(down.output.contains("reverted 0011_create_item_labels") && down.output.contains("reverted 0010_add_feedback_cursor") && down.output.contains("reverted 0009_create_feedback") && down.output.contains("reverted 0008_create_item_images") && down.output.contains("reverted 0007_restrict_roles") && down.output.contains("reverted 0006_replace_prototype_agreement")
                 && down.output.contains("reverted 0005_create_checkpoints")
                 && down.output.contains("reverted 0004_create_roles")
                 && down.output.contains("reverted 0003_create_audit_views"))
@@ -95,6 +96,33 @@ struct CommandLineTests {
         let second = try runAmber(["ingest", fixture.directory, "--database-url", url])
         #expect(second.output.contains("added 0 images, 0 texts, 0 feature rows, 0 pairs"))
     }
+
+    /// `labels.tsv` beside the data (or `--labels FILE`): categories added after the items; a bad
+    /// line is refused by file and line before anything is written; an unknown item after the
+    /// items are in, with no label written.
+    @Test func ingestAddsLabelsFromAFileAndNamesBadLines() throws {
+        let fixture = try GlobalLocalFixture()
+        let url = try TestDatabase.fresh(migrated: true)
+        let connection = try PostgresConnection(url: url)
+        try "# category of each photo\nimage\timage0.jpg\tdog\nimage\timage1.jpg\tcat\n\nimage\timage0.jpg\tpet\ntext\timage0.jpg#0\tdog\n"
+            .write(toFile: fixture.path("labels.tsv"), atomically: true, encoding: .utf8)
+        let first = try runAmber(["ingest", fixture.directory, "--database-url", url])
+        #expect(first.status == 0 && first.output.contains("added 4 labels from"), "\(first.output) \(first.error)")
+        let rows = try connection.execute("SELECT label, modality::text AS m, items FROM amber.label_overview ORDER BY label, m")
+        #expect(try rows.column(String.self) == ["cat", "dog", "dog", "pet"])
+        #expect(try runAmber(["ingest", fixture.directory, "--database-url", url]).output.contains("added 0 labels"))
+
+        let bad = fixture.directory + "/bad.tsv"
+        try "image\timage0.jpg\tok\nimage\timage1.jpg\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try runAmber(["ingest", fixture.directory, "--labels", bad, "--database-url", url])
+        #expect(refused.status != 0 && refused.error.contains("\(bad):2: needs 3 tab-separated fields"), "\(refused.error)")
+        try "image\timage0.jpg\tnew\nvideo\tx\ty\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        #expect(try runAmber(["ingest", fixture.directory, "--labels", bad, "--database-url", url]).error.contains("\(bad):2: modality must be image or text"))
+        try "image\timage0.jpg\tnew\nimage\tnowhere.jpg\tx\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let unknown = try runAmber(["ingest", fixture.directory, "--labels", bad, "--database-url", url])
+        #expect(unknown.status != 0 && unknown.error.contains("\(bad):2: no image with external id 'nowhere.jpg' is stored"), "\(unknown.error)")
+        #expect(try count(connection, "amber.item_labels") == 4, "nothing of a refused file is written")
+    }
 }
 
 @Suite("The amber command line: train, resume, eval")
@@ -134,5 +162,46 @@ struct TrainingCommandLineTests {
         #expect(badAlpha.status != 0 && badAlpha.error.contains("--alpha must be in [0, 1]"), "\(badAlpha.error)")
         let notAModel = try runAmber(["eval", "--model", output + "/training.safetensors"] + common)
         #expect(notAModel.status != 0 && notAModel.error.contains("training.safetensors") && notAModel.error.contains("not an Amber model"), "\(notAModel.error)")
+    }
+
+    /// `amber train --supervision labels`, `amber eval labels` and `amber baseline labels` on a
+    /// small labelled set; a modality added later with `--from`; bad input named.
+    @Test func labelSupervisedTrainingEvaluationAndBaselines() throws {
+        let directory = NSTemporaryDirectory() + "amber-labelled-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var generator = RandomGenerator(seed: 4)
+        let labels = (0..<60).map { Int64($0 % 3) }
+        let imageCentres = Tensor.randomNormal([3, 6], standardDeviation: 2, using: &generator)
+        let textCentres = Tensor.randomNormal([3, 4], standardDeviation: 2, using: &generator)
+        try NumpyFile.write(imageCentres.indexSelect(labels.map { Int($0) }) + Tensor.randomNormal([60, 6], using: &generator), to: directory + "/image.npy")
+        try NumpyFile.write(textCentres.indexSelect(labels.map { Int($0) }) + Tensor.randomNormal([60, 4], using: &generator), to: directory + "/text.npy")
+        try NumpyFile.write(labels, shape: [60], to: directory + "/labels.npy")
+        let small = ["--supervision", "labels", "--data", directory, "--hidden", "12", "--output-dimension", "6", "--prior-epochs", "5", "--epochs", "10",
+                     "--batch-size", "16", "--image-learning-rate", "5e-3", "--prior-learning-rate", "5e-3"]
+        let imageOnly = try runAmber(["train"] + small + ["--modality", "image", "--output", directory + "/image"])
+        #expect(imageOnly.status == 0, "\(imageOnly.error)")
+        #expect(imageOnly.output.contains("prior: image") && imageOnly.output.contains("stage 2 image epoch 10/10"), "\(imageOnly.output)")
+        let both = try runAmber(["train"] + small + ["--modality", "text", "--from", directory + "/image/model.safetensors", "--output", directory + "/both"])
+        #expect(both.status == 0 && both.output.contains("validation: mAP@all"), "\(both.output) \(both.error)")
+        #expect(!both.output.contains("stage 1"), "the prior comes from --from")
+        let eval = try runAmber(["eval", "labels", "--model", directory + "/both/model.safetensors", "--data", directory])
+        #expect(eval.status == 0 && eval.output.contains("validation of \(directory) (12 images, 12 texts): mAP@all i→t"), "\(eval.output) \(eval.error)")
+        let halfModel = try runAmber(["eval", "labels", "--model", directory + "/image/model.safetensors", "--data", directory])
+        #expect(halfModel.status != 0 && halfModel.error.contains("need both an image and a text side"), "\(halfModel.error)")
+        let baseline = try runAmber(["baseline", "labels", "--data", directory, "--components", "2", "--power", "1", "--regularization", "0.1", "--penalty", "0.01"])
+        #expect(baseline.status == 0 && baseline.output.contains("CCA, best on validation") && baseline.output.contains("class posteriors (L2 0.01)"), "\(baseline.output) \(baseline.error)")
+
+        let otherShape = try runAmber(["train"] + small + ["--modality", "text", "--from", directory + "/image/model.safetensors", "--hidden", "7", "--output", directory + "/x"])
+        #expect(otherShape.status == 64 && otherShape.error.contains("--hidden"), "\(otherShape.error)")
+        let nowhere = try runAmber(["train", "--supervision", "labels", "--data", directory + "/nowhere"])
+        #expect(nowhere.status != 0 && nowhere.error.contains("nowhere does not exist"), "\(nowhere.error)")
+        let badShare = try runAmber(["train"] + small + ["--validation-share", "1.5"])
+        #expect(badShare.status != 0 && badShare.error.contains("--validation-share"), "\(badShare.error)")
+        let continuous = try runAmber(["train", "--supervision", "labels", "--continuous", "--database-url", "postgresql:///nowhere?host=/nonexistent"])
+        #expect(continuous.status == 64 && continuous.error.contains("continuous label training"), "\(continuous.error)")
+        try NumpyFile.write(labels.map { $0 == 2 ? -2 : $0 }, shape: [60], to: directory + "/labels.npy")
+        let badLabels = try runAmber(["train"] + small)
+        #expect(badLabels.status != 0 && badLabels.error.contains("\(directory)/labels.npy") && badLabels.error.contains("class -2"), "\(badLabels.error)")
     }
 }
