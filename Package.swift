@@ -191,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "AmberServerTests",
             dependencies: [
-                "AmberServer", "AmberCatalog", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage",
+                "AmberServer", "AmberCatalog", "AmberTrain", "AmberSearch", "AmberModel", "AmberStore", "AmberTensor", "AmberTestSupport", "AmberImage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -332,6 +332,15 @@ public struct LabelSupervisedModel: Sendable {
 
     /// Writes the model atomically (temp file, fsync, rename).
     public func write(to path: String) throws {
+        try AtomicFile.write(encodedChunks(), to: path)
+    }
+
+    /// The model file's bytes (what ``write(to:)`` writes), e.g. for a database row.
+    public func encoded() throws -> [UInt8] {
+        try encodedChunks().flatMap { $0 }
+    }
+
+    private func encodedChunks() throws -> [[UInt8]] {
         var entries: [String: SafetensorsFile.Entry] = ["prior": .float(prior, .float32)]
         var inputs: [String: Int] = [:]
         for (modality, encoder) in encoders {
@@ -348,12 +357,21 @@ public struct LabelSupervisedModel: Sendable {
             "inputs": MetadataJSON.encode(inputs),
         ]
         if let metrics { metadata["metrics"] = try MetadataJSON.encode(metrics) }
-        try AtomicFile.write(SafetensorsFile.encode(entries, metadata: metadata), to: path)
+        return try SafetensorsFile.encode(entries, metadata: metadata)
     }
 
     /// Reads a model written by ``write(to:)``; any problem is a `TensorFileError` naming the file.
     public static func read(from path: String) throws -> LabelSupervisedModel {
-        let file = try SafetensorsFile(path: path)
+        try read(SafetensorsFile(path: path))
+    }
+
+    /// Reads a model from the bytes of its file; `name` stands for the file in errors.
+    public static func read(bytes: [UInt8], name: String) throws -> LabelSupervisedModel {
+        try read(SafetensorsFile(bytes: bytes, name: name))
+    }
+
+    static func read(_ file: SafetensorsFile) throws -> LabelSupervisedModel {
+        let path = file.path
         func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
         guard file.metadata["format"] == format else {
             throw fail("not an Amber label-supervised model (format \(file.metadata["format"] ?? "missing"), expected \(format))")

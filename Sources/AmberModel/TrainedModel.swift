@@ -127,7 +127,7 @@ public struct TrainedModel: Sendable {
         try read(SafetensorsFile(bytes: bytes, name: name))
     }
 
-    private static func read(_ file: SafetensorsFile) throws -> TrainedModel {
+    static func read(_ file: SafetensorsFile) throws -> TrainedModel {
         let path = file.path
         func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
         guard file.metadata["format"] == format else {

@@ -53,22 +53,24 @@ public struct GalleryEncoding: @unchecked Sendable {
     /// Encodes `items` of `modality` with `model` in chunks of `chunkSize`; the querybank offsets
     /// (when the model has a querybank with β > 0) rank this modality against the other
     /// modality's training queries. Items must satisfy the model's ``FeatureLimits`` (at least
-    /// two fragments, the model's dimensions): the store and the API check them.
-    public static func encode(_ items: [(itemID: Int64, features: ItemFeatures)], of modality: Modality, model: TrainedModel,
+    /// two fragments, the model's dimensions): the store and the API check them. A model without
+    /// a local stage keeps no fragments (every item's count is 0).
+    public static func encode(_ items: [(itemID: Int64, features: ItemFeatures)], of modality: Modality, model: ServedModel,
                               chunkSize: Int = 256) -> GalleryEncoding {
-        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-        let D = model.encoder.jointDimension
+        let D = model.jointDimension
         let querybank = model.querybank.flatMap { $0.beta > 0 ? $0 : nil }
         guard !items.isEmpty else { return .empty(dimension: D, withOffsets: querybank != nil) }
+        let keepsFragments = model.localStage != nil
         var fused: [Float] = [], fragments: [Float] = []
         fused.reserveCapacity(items.count * D)
-        fragments.reserveCapacity(items.reduce(0) { $0 + $1.features.localCount } * D)
+        if keepsFragments { fragments.reserveCapacity(items.reduce(0) { $0 + $1.features.localCount } * D) }
         for start in stride(from: 0, to: items.count, by: chunkSize) {
             let batch = items[start ..< min(start + chunkSize, items.count)].map(\.features)
-            let encoded = withoutGradients { encoder(EncoderInput(batch)) }
+            let encoded = model.encode(modality, batch)
             fused += encoded.fused.scalars
-            let n = encoded.fragments.shape[1]
-            encoded.fragments.scalars.withUnsafeBufferPointer { padded in
+            guard let projected = encoded.fragments else { continue }
+            let n = projected.shape[1]
+            projected.scalars.withUnsafeBufferPointer { padded in
                 for (row, features) in batch.enumerated() {
                     fragments += padded[(row * n * D) ..< ((row * n + features.localCount) * D)]
                 }
@@ -79,7 +81,14 @@ public struct GalleryEncoding: @unchecked Sendable {
                          queries: modality == .image ? bank.textQueries : bank.imageQueries)
         }
         return GalleryEncoding(itemIDs: items.map(\.itemID), fused: fused, offsets: offsets, fragments: fragments,
-                               fragmentCounts: items.map(\.features.localCount), dimension: D)
+                               fragmentCounts: keepsFragments ? items.map(\.features.localCount) : [Int](repeating: 0, count: items.count),
+                               dimension: D)
+    }
+
+    /// ``encode(_:of:model:chunkSize:)`` with a matching model.
+    public static func encode(_ items: [(itemID: Int64, features: ItemFeatures)], of modality: Modality, model: TrainedModel,
+                              chunkSize: Int = 256) -> GalleryEncoding {
+        encode(items, of: modality, model: .matching(model), chunkSize: chunkSize)
     }
 
     /// The first fragment row of each item, and `F` at the end (`G + 1` values).

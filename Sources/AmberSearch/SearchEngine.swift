@@ -153,7 +153,7 @@ public struct SearchHit: Sendable, Equatable {
 /// encode the query → stage 1 on the target gallery (exact or binary prefilter, querybank
 /// offsets) → stage 2 re-scores the top `rerank` with the local alignment, fused with stage 1.
 public final class SearchEngine: @unchecked Sendable {
-    public let model: TrainedModel
+    public let model: ServedModel
     /// The model version the galleries were encoded with.
     public let version: Int64
     public let images: EncodedModalityGallery
@@ -163,7 +163,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// - Parameters:
     ///   - images, texts: the items and their features, in the same order.
     ///   - codesFrom: galleries of at least this many items also get sign-bit codes.
-    public convenience init(model: TrainedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
+    public convenience init(model: ServedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
                             codesFrom: Int = 100_000, chunkSize: Int = 256) {
         func encode(_ modality: Modality, _ entries: [(GalleryItem, ItemFeatures)]) -> GalleryEncoding {
             GalleryEncoding.encode(entries.map { ($0.0.itemID, $0.1) }, of: modality, model: model, chunkSize: chunkSize)
@@ -174,7 +174,7 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// Builds the engine over galleries already encoded with `model` (`items[i]` is row `i` of
     /// its encoding).
-    public init(model: TrainedModel, version: Int64, images: (items: [GalleryItem], encoding: GalleryEncoding),
+    public init(model: ServedModel, version: Int64, images: (items: [GalleryItem], encoding: GalleryEncoding),
                 texts: (items: [GalleryItem], encoding: GalleryEncoding), codesFrom: Int = 100_000) {
         self.model = model
         self.version = version
@@ -188,7 +188,19 @@ public final class SearchEngine: @unchecked Sendable {
         self.texts = gallery(.text, texts.items, texts.encoding)
     }
 
-    private init(model: TrainedModel, version: Int64, images: EncodedModalityGallery, texts: EncodedModalityGallery) {
+    /// The engine of a matching model.
+    public convenience init(model: TrainedModel, version: Int64, images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)],
+                            codesFrom: Int = 100_000, chunkSize: Int = 256) {
+        self.init(model: .matching(model), version: version, images: images, texts: texts, codesFrom: codesFrom, chunkSize: chunkSize)
+    }
+
+    /// The engine of a matching model over galleries already encoded with it.
+    public convenience init(model: TrainedModel, version: Int64, images: (items: [GalleryItem], encoding: GalleryEncoding),
+                            texts: (items: [GalleryItem], encoding: GalleryEncoding), codesFrom: Int = 100_000) {
+        self.init(model: .matching(model), version: version, images: images, texts: texts, codesFrom: codesFrom)
+    }
+
+    private init(model: ServedModel, version: Int64, images: EncodedModalityGallery, texts: EncodedModalityGallery) {
         self.model = model
         self.version = version
         self.images = images
@@ -212,9 +224,8 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.
     public func search(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
-        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-        let encoded = withoutGradients { encoder(EncoderInput([query])) }
-        return search(fused: encoded.fused.scalars, fragments: encoded.fragments.slice(axis: 1, 0..<query.localCount),
+        let encoded = model.encode(modality, [query])
+        return search(fused: encoded.fused.scalars, fragments: { encoded.fragments?.slice(axis: 1, 0..<query.localCount) },
                       of: modality, options: options)
     }
 
@@ -222,8 +233,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// global stage: the joint embedding's cosine. The local re-rank aligns texts with images
     /// and has no same-modality form, so there is none.
     public func searchSameModality(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {
-        let encoder = modality == .image ? model.model.imageEncoder : model.model.textEncoder
-        let encoded = withoutGradients { encoder(EncoderInput([query])) }
+        let encoded = model.encode(modality, [query])
         let gallery = gallery(modality)
         return gallery.index.search(encoded.fused.scalars, k: options.k, prefilter: options.prefilter).map {
             SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score)
@@ -234,30 +244,32 @@ public final class SearchEngine: @unchecked Sendable {
     /// embedding and fragments; no re-encoding).
     public func search(itemAt position: Int, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let source = gallery(modality)
-        return search(fused: source.index.embedding(at: position), fragments: source.paddedFragments([position]),
+        return search(fused: source.index.embedding(at: position), fragments: { source.paddedFragments([position]) },
                       of: modality, options: options)
     }
 
-    /// - Parameters: `fused` `[D]`, `fragments` `[1, m, D]` (real rows only).
-    private func search(fused: [Float], fragments queryFragments: Tensor, of modality: Modality, options: SearchOptions) -> [SearchHit] {
+    /// - Parameters: `fused` `[D]`, `fragments` `[1, m, D]` (real rows only; asked for only when
+    ///   stage 2 runs, and nil from a model without a local stage).
+    private func search(fused: [Float], fragments: () -> Tensor?, of modality: Modality, options: SearchOptions) -> [SearchHit] {
         let gallery = gallery(modality.other)
-        let queryCount = queryFragments.shape[1]
         let depth = options.rerank > 0 ? min(options.rerank, gallery.count) : 0
-        let alpha = options.alpha ?? model.ranking.alpha
+        let stage = model.localStage
+        let alpha = options.alpha ?? stage?.ranking.alpha ?? 1
         let first = gallery.index.search(fused, k: max(options.k, depth), prefilter: options.prefilter)
-        guard depth > 0, alpha < 1 else {
+        guard depth > 0, alpha < 1, let alignment = stage?.alignment, let queryFragments = fragments() else {
             return first.prefix(options.k).map { SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score) }
         }
+        let queryCount = queryFragments.shape[1]
         // Stage 2 on the top `depth`: the local alignment is defined text-to-image either way.
         let candidates = Array(first.prefix(depth))
         let positions = candidates.map(\.position)
         let local: [Float]
         if modality == .text {
-            local = model.alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCount(at: $0) },
-                                           texts: queryFragments, textCounts: [queryCount]).scalars
+            local = alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCount(at: $0) },
+                                     texts: queryFragments, textCounts: [queryCount]).scalars
         } else {
-            local = model.alignment.scores(images: queryFragments, imageCounts: [queryCount],
-                                           texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) }).scalars
+            local = alignment.scores(images: queryFragments, imageCounts: [queryCount],
+                                     texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) }).scalars
         }
         let reranked = TwoStageRanking.fuse(candidates: positions, global: candidates.map(\.score), local: local, alpha: alpha).map { fused in
             SearchHit(item: gallery.item(at: positions[fused.slot]), global: candidates[fused.slot].score, local: local[fused.slot], fused: fused.score)

@@ -43,7 +43,7 @@ public final class InMemoryServingStore: ServingStore {
 
     public init() {}
 
-    public func servingModel() async throws -> (version: Int64, model: TrainedModel)? {
+    public func servingModel() async throws -> (version: Int64, model: ServedModel)? {
         guard let (version, bytes) = state.withLock({ state -> (Int64, [UInt8])? in
             guard let serving = state.serving, let model = state.models.first(where: { $0.version.version == serving }) else { return nil }
             return (serving, model.bytes)

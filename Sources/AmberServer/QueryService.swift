@@ -12,7 +12,7 @@ import Synchronization
 /// versions, the bank summary. The PostgreSQL adapter (`PostgresServingStore` in `AmberStore`) is the real one.
 public protocol ServingStore: Sendable {
     /// The promoted model and its version, if one is promoted.
-    func servingModel() async throws -> (version: Int64, model: TrainedModel)?
+    func servingModel() async throws -> (version: Int64, model: ServedModel)?
     /// Every item of `modality` that has features, ordered by item id (no features: cheap).
     func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem]
     /// The features of the items of `modality` with these ids (those that have them), by item id.
@@ -118,7 +118,7 @@ public final class QueryService: Sendable {
     @discardableResult
     public func reload() async throws -> Int64? {
         guard let store else { return engine?.version }
-        let served: (version: Int64, model: TrainedModel)?
+        let served: (version: Int64, model: ServedModel)?
         do {
             served = try await store.servingModel()
         } catch let error as UnservableModelError {
@@ -182,7 +182,7 @@ public final class QueryService: Sendable {
             if let previous {
                 known = previous.gallery(modality).encoding
             } else if let cache, let fingerprint,
-                      let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint, dimension: model.encoder.jointDimension,
+                      let cached = cache.load(version: version, modality: modality, fingerprint: fingerprint, dimension: model.jointDimension,
                                               withOffsets: (model.querybank?.beta ?? 0) > 0) {
                 known = cached
                 fromCache += cached.count
@@ -197,7 +197,7 @@ public final class QueryService: Sendable {
             let items = catalog.filter { knownRow[$0.itemID] != nil || freshRow[$0.itemID] != nil }
             let kept = items.compactMap { knownRow[$0.itemID] }
             let reusedPart = known.map { $0.rows(kept) }
-            let joined = GalleryEncoding.concatenate([reusedPart, fresh].compactMap { $0 }, dimension: model.encoder.jointDimension,
+            let joined = GalleryEncoding.concatenate([reusedPart, fresh].compactMap { $0 }, dimension: model.jointDimension,
                                                      withOffsets: fresh.offsets != nil)
             let joinedRow = Dictionary(joined.itemIDs.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
             let encoding = fresh.count == 0 ? joined : joined.rows(items.map { joinedRow[$0.itemID]! })
@@ -237,7 +237,7 @@ public final class QueryService: Sendable {
     /// The engine in service grown by the items the catalogs hold after its galleries' items, or
     /// nil when the catalogs changed otherwise (an item gone or arriving out of id order: the
     /// caller rebuilds). Items whose features cannot be served are left out and added to `refused`.
-    private func appending(to previous: SearchEngine, catalogs: [Modality: [GalleryItem]], model: TrainedModel,
+    private func appending(to previous: SearchEngine, catalogs: [Modality: [GalleryItem]], model: ServedModel,
                            refused: inout Set<Int64>) async throws -> (engine: SearchEngine, added: [Modality: GalleryEncoding])? {
         var additions: [Modality: (items: [GalleryItem], encoding: GalleryEncoding)] = [:]
         for modality in Modality.allCases {
@@ -259,7 +259,7 @@ public final class QueryService: Sendable {
             let items = features.compactMap { byID[$0.itemID] }
             additions[modality] = (items, GalleryEncoding.encode(features, of: modality, model: model))
         }
-        let empty = (items: [GalleryItem](), encoding: GalleryEncoding.empty(dimension: model.encoder.jointDimension, withOffsets: (model.querybank?.beta ?? 0) > 0))
+        let empty = (items: [GalleryItem](), encoding: GalleryEncoding.empty(dimension: model.jointDimension, withOffsets: (model.querybank?.beta ?? 0) > 0))
         let engine = previous.adding(images: additions[.image] ?? empty, texts: additions[.text] ?? empty, codesFrom: codesFrom)
         return (engine, additions.mapValues(\.encoding))
     }
@@ -268,7 +268,7 @@ public final class QueryService: Sendable {
     /// come back (it did not decode: the store logged it; or it vanished), or whose features the
     /// model cannot take (written before today's checks, or by hand), joins `refused` and is
     /// logged once.
-    private func servableFeatures(_ ids: [Int64], of modality: Modality, model: TrainedModel,
+    private func servableFeatures(_ ids: [Int64], of modality: Modality, model: ServedModel,
                                   refused: inout Set<Int64>) async throws -> [(itemID: Int64, features: ItemFeatures)] {
         guard !ids.isEmpty, let store else { return [] }
         let stored = try await store.galleryFeatures(modality, ids: ids)
@@ -284,17 +284,16 @@ public final class QueryService: Sendable {
     }
 
     /// Why `features` cannot join the gallery of `modality` under `model`, or nil.
-    func servingProblem(_ features: ItemFeatures, of modality: Modality, model: TrainedModel) -> FeatureProblem? {
-        let d = model.dimensions
-        let (global, fragment) = modality == .image ? (d.imageGlobal, d.imageFragment) : (d.textGlobal, d.textFragment)
-        guard features.global.count == global, features.localDimension == fragment else {
-            return FeatureProblem(field: "features", message: "features of \(features.global.count) + n×\(features.localDimension); the model takes \(global) + n×\(fragment)")
+    func servingProblem(_ features: ItemFeatures, of modality: Modality, model: ServedModel) -> FeatureProblem? {
+        let (global, fragment) = model.featureDimensions(modality)
+        guard features.global.count == global, fragment.map({ features.localDimension == $0 }) ?? true else {
+            return FeatureProblem(field: "features", message: "features of \(features.global.count) + n×\(features.localDimension); the model takes \(global) + n×\(fragment.map(String.init) ?? "any")")
         }
         return features.problem(under: limits.features, modality: modality, field: "features")
     }
 
     /// The model's fingerprint for the gallery cache (nil without a cache).
-    private func galleryCacheFingerprint(_ model: TrainedModel) -> String? {
+    private func galleryCacheFingerprint(_ model: ServedModel) -> String? {
         guard cache != nil, let bytes = try? model.encoded() else { return nil }
         return GalleryCache.fingerprint(bytes)
     }
@@ -327,9 +326,12 @@ public final class QueryService: Sendable {
     public func search(_ request: SearchRequest) throws -> SearchResponse {
         guard let engine else { throw APIError(503, "no model is loaded yet; promote one (amber models promote) and retry", retryAfter: 5) }
         let started = Date()
-        let dimensions = engine.model.dimensions
-        let search = try ValidatedSearch(request, limits: limits) { modality in
-            modality == .image ? (dimensions.imageGlobal, dimensions.imageFragment) : (dimensions.textGlobal, dimensions.textFragment)
+        let model = engine.model
+        let search = try ValidatedSearch(request, limits: limits) { model.featureDimensions($0) }
+        /// Whether encoder-made features fit the model (a model trained on other encoders' features does not).
+        func fits(_ features: ItemFeatures, _ modality: Modality) -> Bool {
+            let (global, fragment) = model.featureDimensions(modality)
+            return features.global.count == global && fragment.map { features.local.count == features.localCount * $0 } ?? true
         }
         let hits: [SearchHit]
         let target: Modality
@@ -340,8 +342,8 @@ public final class QueryService: Sendable {
                 throw APIError(503, "the text encoder is not loaded; run ops/setup (it fetches its weights) and restart", field: "text", retryAfter: 60)
             }
             let features = self.features(of: text, encoder: textEncoder)
-            guard features.global.count == dimensions.textGlobal, features.local.count == features.localCount * dimensions.textFragment else {
-                throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(dimensions.textGlobal))",
+            guard fits(features, .text) else {
+                throw APIError(503, "the text encoder's vectors (\(features.global.count)) do not match the model's text features (\(model.featureDimensions(.text).global))",
                                field: "text", retryAfter: 60)
             }
             target = .image
@@ -369,8 +371,8 @@ public final class QueryService: Sendable {
             described = "features (\(modality.rawValue))"
         case .image(let image):
             let features = try imageFeatures(image, field: "image")
-            guard features.global.count == dimensions.imageGlobal, features.local.count == features.localCount * dimensions.imageFragment else {
-                throw APIError(503, "the image encoder's vectors (\(features.global.count)) do not match the model's image features (\(dimensions.imageGlobal))",
+            guard fits(features, .image) else {
+                throw APIError(503, "the image encoder's vectors (\(features.global.count)) do not match the model's image features (\(model.featureDimensions(.image).global))",
                                field: "image", retryAfter: 60)
             }
             if search.target == .image {
@@ -406,9 +408,9 @@ public struct UnservableModelError: Error, CustomStringConvertible {
 
     /// The model of a stored file, checked for serving.
     /// - Throws: ``UnservableModelError``.
-    public static func check(_ bytes: [UInt8], version: Int64) throws -> TrainedModel {
+    public static func check(_ bytes: [UInt8], version: Int64) throws -> ServedModel {
         do {
-            return try TrainedModel.read(bytes: bytes, name: "model version \(version)")
+            return try ServedModel.read(bytes: bytes, name: "model version \(version)")
         } catch {
             throw UnservableModelError(version: version, problem: "\(error)")
         }

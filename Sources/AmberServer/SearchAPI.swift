@@ -216,7 +216,7 @@ public struct ValidatedSearch: Sendable {
     /// Checks `request`; `dimensions` are the serving model's feature dimensions
     /// (global, fragment) per modality.
     /// - Throws: ``APIError`` 400 naming the field.
-    public init(_ request: SearchRequest, limits: ServerLimits, dimensions: (Modality) -> (global: Int, fragment: Int)) throws {
+    public init(_ request: SearchRequest, limits: ServerLimits, dimensions: (Modality) -> (global: Int, fragment: Int?)) throws {
         let given = [request.text != nil, request.itemID != nil, request.features != nil, request.image != nil].filter { $0 }.count
         guard given == 1 else {
             throw APIError.badRequest("text", "give exactly one of text, item_id, image and features (got \(given))")

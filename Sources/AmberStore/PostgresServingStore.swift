@@ -18,7 +18,7 @@ public struct PostgresServingStore: ServingStore {
         self.logger = logger
     }
 
-    public func servingModel() async throws -> (version: Int64, model: TrainedModel)? {
+    public func servingModel() async throws -> (version: Int64, model: ServedModel)? {
         guard let file = try await client.withConnection({ db in try ModelRegistry.servingModelFile(on: db) }) else { return nil }
         return (file.version, try UnservableModelError.check(file.bytes, version: file.version))
     }

@@ -90,13 +90,23 @@ struct AddModelCommand: ParsableCommand {
     @OptionGroup var database: DatabaseOptions
 
     func run() throws {
-        let model = try TrainedModel.read(from: file)          // checks it is a model before storing it
-        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file)))
-        let metrics = try MetadataJSON.encode(["rsum": (model.stageTwoMetrics ?? model.metrics)?.rsum ?? 0])
+        let bytes: [UInt8]
+        do { bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file))) } catch { throw ValidationError("\(file) cannot be read: \(error.localizedDescription)") }
+        // Checks it is a servable model (a matching model, or a label-supervised one with both networks) before storing it.
+        let model: ServedModel
+        do { model = try ServedModel.read(bytes: bytes, name: file) } catch { throw ValidationError("\(error)") }
+        let step: Int, configuration: String, metrics: String
+        switch model {
+        case .matching(let trained):
+            (step, configuration) = (trained.step, try MetadataJSON.encode(trained.encoder))
+            metrics = try MetadataJSON.encode(["rsum": (trained.stageTwoMetrics ?? trained.metrics)?.rsum ?? 0])
+        case .labels(let labelled):
+            (step, configuration) = (0, try MetadataJSON.encode(labelled.configuration))
+            metrics = try MetadataJSON.encode(["map_all": labelled.metrics?.mean ?? 0, "map_50": labelled.metrics?.meanAt50 ?? 0])
+        }
         try database.withDatabase { url in
             let connection = try PostgresConnection(url: url)
-            let version = try ModelRegistry.add(model: bytes, step: model.step, configuration: MetadataJSON.encode(model.encoder),
-                                                metrics: metrics, on: connection)
+            let version = try ModelRegistry.add(model: bytes, step: step, configuration: configuration, metrics: metrics, on: connection)
             if promote { try ModelRegistry.promote(version, on: connection) }
             print("added \(file) as model version \(version)" + (promote ? ", serving it" : ""))
         }

@@ -103,7 +103,7 @@ extension ServerTests {
         try ModelRegistry.promote(second, on: db)            // another process's promotion: NOTIFY only
         #expect(await waitFor(second), "the promotion swaps the engine")
         #expect(before.version == first && before.images.count == 16, "an engine a query already holds stays whole")
-        #expect(service.engine?.model.ranking.alpha == 0.5)
+        #expect(service.engine?.model.localStage?.ranking.alpha == 0.5)
 
         // Items that arrive with a pair (NOTIFY amber_new_pairs) join the galleries of the model in service.
         let (images, texts) = SearchEngineFixture.features(SearchEngineFixture.data())

@@ -214,7 +214,7 @@ extension ServerTests {
 /// A store whose serving model cannot be read.
 struct UnservableModelStore: ServingStore {
     let inner: MemoryServingStore
-    func servingModel() async throws -> (version: Int64, model: TrainedModel)? { throw UnservableModelError(version: 4, problem: "test") }
+    func servingModel() async throws -> (version: Int64, model: ServedModel)? { throw UnservableModelError(version: 4, problem: "test") }
     func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] { try await inner.galleryCatalog(modality) }
     func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)] {
         try await inner.galleryFeatures(modality, ids: ids)

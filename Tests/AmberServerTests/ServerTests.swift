@@ -22,7 +22,7 @@ final class MemoryServingStore: ServingStore, @unchecked Sendable {
     var texts: [(GalleryItem, ItemFeatures)] = []
     var promoted: [Int64] = []
 
-    func servingModel() async throws -> (version: Int64, model: TrainedModel)? { lock.withLock { model.map { ($0.0, $0.1) } } }
+    func servingModel() async throws -> (version: Int64, model: ServedModel)? { lock.withLock { model.map { ($0.0, .matching($0.1)) } } }
     func galleryCatalog(_ modality: Modality) async throws -> [GalleryItem] { lock.withLock { (modality == .image ? images : texts).map(\.0) } }
     func galleryFeatures(_ modality: Modality, ids: [Int64]) async throws -> [(itemID: Int64, features: ItemFeatures)] {
         lock.withLock {
