@@ -38,13 +38,17 @@ public struct LabelledItems: Sendable {
 public struct LabelledData: Sendable {
     public var items: [Modality: LabelledItems]
     public var classCount: Int
+    /// The classes' names (class `c` is `classNames[c]`), when the set has names (a catalogue's labels).
+    public var classNames: [String]?
 
-    public init(items: [Modality: LabelledItems], classCount: Int) {
+    public init(items: [Modality: LabelledItems], classCount: Int, classNames: [String]? = nil) {
         precondition(classCount >= 2, "LabelledData: needs at least two classes, got \(classCount)")
         precondition(items.values.allSatisfy { $0.labels.allSatisfy { !$0.isEmpty && $0.allSatisfy { (0..<classCount).contains($0) } } },
                      "LabelledData: every item needs classes in 0..<\(classCount)")
+        precondition(classNames.map { $0.count == classCount } ?? true, "LabelledData: \(classNames?.count ?? 0) names for \(classCount) classes")
         self.items = items
         self.classCount = classCount
+        self.classNames = classNames
     }
 
     /// Reads a directory holding `image.npy` `[N, di]`, `text.npy` `[N, dt]` and `labels.npy`
@@ -89,23 +93,34 @@ public struct LabelledData: Sendable {
     }
 
     /// Splits off a validation part: in each class (an item's first), a `share` of the rows
-    /// chosen by `seed`. Row `k` goes to the same side in every modality, so pairs stay pairs.
-    /// Needs every modality to have the same rows (as a loaded directory has).
+    /// chosen by `seed`. When every modality has the same rows with the same labels (pairs, as a
+    /// loaded directory has), row `k` goes to the same side in every modality, so pairs stay
+    /// pairs; otherwise each modality is split on its own.
     public func split(validationShare share: Double, seed: UInt64) -> (train: LabelledData, validation: LabelledData) {
-        guard let labels = items.values.first?.labels else { return (self, self) }
-        var generator = RandomGenerator(seed: seed)
-        var byClass = [[Int]](repeating: [], count: classCount)
-        for (row, classes) in labels.enumerated() { byClass[classes[0]].append(row) }
-        var validation: [Int] = []
-        for var rows in byClass where !rows.isEmpty {
-            generator.shuffle(&rows)
-            validation += rows.prefix(Int((Double(rows.count) * share).rounded()))
+        func held(_ labels: [[Int]], _ generator: inout RandomGenerator) -> [Int] {
+            var byClass = [[Int]](repeating: [], count: classCount)
+            for (row, classes) in labels.enumerated() { byClass[classes[0]].append(row) }
+            var validation: [Int] = []
+            for var rows in byClass where !rows.isEmpty {
+                generator.shuffle(&rows)
+                validation += rows.prefix(Int((Double(rows.count) * share).rounded()))
+            }
+            return validation.sorted()
         }
-        let held = Set(validation)
-        let train = labels.indices.filter { !held.contains($0) }
-        validation.sort()
-        return (LabelledData(items: items.mapValues { $0.subset(train) }, classCount: classCount),
-                LabelledData(items: items.mapValues { $0.subset(validation) }, classCount: classCount))
+        let labelSets = items.values.map(\.labels)
+        let paired = labelSets.dropFirst().allSatisfy { $0 == labelSets.first }
+        var train: [Modality: LabelledItems] = [:], validation: [Modality: LabelledItems] = [:]
+        var shared = RandomGenerator(seed: seed)
+        let sharedRows = paired ? held(labelSets.first ?? [], &shared) : []
+        for (modality, set) in items {
+            var own = RandomGenerator(seed: seed &+ (modality == .image ? 0x1000 : 0x2000))
+            let rows = paired ? sharedRows : held(set.labels, &own)
+            let heldSet = Set(rows)
+            train[modality] = set.subset(set.labels.indices.filter { !heldSet.contains($0) })
+            validation[modality] = set.subset(rows)
+        }
+        return (LabelledData(items: train, classCount: classCount, classNames: classNames),
+                LabelledData(items: validation, classCount: classCount, classNames: classNames))
     }
 }
 
@@ -316,9 +331,11 @@ public struct LabelSupervisedModel: Sendable {
     public var encoders: [Modality: LabelEncoder]
     /// Validation metrics when both modalities are present.
     public var metrics: LabelRetrievalMetrics?
+    /// The classes' names, when it was trained on named labels (a catalogue's).
+    public var classNames: [String]?
 
     public init(configuration: LabelEncoder.Configuration, classCount: Int, prior: Tensor, priorModality: Modality,
-                encoders: [Modality: LabelEncoder], metrics: LabelRetrievalMetrics? = nil) {
+                encoders: [Modality: LabelEncoder], metrics: LabelRetrievalMetrics? = nil, classNames: [String]? = nil) {
         precondition(prior.shape == [configuration.output, classCount], "LabelSupervisedModel: prior \(prior.shape), needs [\(configuration.output), \(classCount)]")
         self.configuration = configuration
         self.classCount = classCount
@@ -326,6 +343,7 @@ public struct LabelSupervisedModel: Sendable {
         self.priorModality = priorModality
         self.encoders = encoders
         self.metrics = metrics
+        self.classNames = classNames
     }
 
     static let format = "amber-label-model/1"
@@ -357,6 +375,7 @@ public struct LabelSupervisedModel: Sendable {
             "inputs": MetadataJSON.encode(inputs),
         ]
         if let metrics { metadata["metrics"] = try MetadataJSON.encode(metrics) }
+        if let classNames { metadata["class_names"] = try MetadataJSON.encode(classNames) }
         return try SafetensorsFile.encode(entries, metadata: metadata)
     }
 
@@ -408,8 +427,11 @@ public struct LabelSupervisedModel: Sendable {
             encoders[modality] = encoder
         }
         guard !encoders.isEmpty else { throw fail("has no modality's network") }
+        let classNames = file.metadata["class_names"] == nil ? nil : try field("class_names", as: [String].self)
+        if let classNames, classNames.count != classCount { throw fail("metadata 'class_names' has \(classNames.count) names for \(classCount) classes") }
         return LabelSupervisedModel(configuration: configuration, classCount: classCount, prior: prior, priorModality: priorModality,
-                                    encoders: encoders, metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: LabelRetrievalMetrics.self))
+                                    encoders: encoders, metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: LabelRetrievalMetrics.self),
+                                    classNames: classNames)
     }
 
     /// Validation metrics of this model on `data` (needs both modalities in both).

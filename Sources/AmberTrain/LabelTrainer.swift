@@ -250,7 +250,7 @@ public final class LabelTrainer {
         }
         for modality in modalities { encoders[modality] = try trainEncoder(modality, prior: prior) }
         var model = LabelSupervisedModel(configuration: configuration.network, classCount: train.classCount, prior: prior,
-                                         priorModality: priorModality, encoders: encoders)
+                                         priorModality: priorModality, encoders: encoders, classNames: train.classNames)
         model.metrics = model.evaluate(on: validation)
         return model
     }

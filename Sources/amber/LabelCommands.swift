@@ -1,5 +1,6 @@
 import AmberCatalog
 import AmberModel
+import AmberStore
 import AmberTensor
 import AmberTrain
 import ArgumentParser
@@ -67,6 +68,18 @@ struct LabelTrainingOptions: ParsableArguments {
     @Option(help: "Labels: λ of the feature mixup (1: off).") var mixup: Float = 0.9
     @Flag(help: "Labels: feed the features as they are (default: standardised by the training statistics).") var rawFeatures = false
     @OptionGroup var split: LabelSplitOptions
+    @Option(help: "Labels, continuous: train again after this many rounds at most (default: until stopped).") var rounds: Int?
+    @Option(help: "Labels, continuous: seconds between looks for new labelled items.") var pollSeconds: Double = 30
+    @Option(help: "Labels, continuous: promote a new version whose validation mAP@all is at most this far below the serving label model's (both on today's validation items).")
+    var mapTolerance: Double = 0.005
+
+    /// What is wrong with the continuous options, or nil.
+    var continuousProblem: String? {
+        if let rounds, rounds < 1 { return "--rounds must be at least 1, got \(rounds)" }
+        if !(pollSeconds.isFinite && pollSeconds >= 0.01 && pollSeconds <= 86_400) { return "--poll-seconds must be 0.01…86400, got \(pollSeconds)" }
+        if !(mapTolerance.isFinite && mapTolerance >= 0 && mapTolerance <= 1) { return "--map-tolerance must be in [0, 1], got \(mapTolerance)" }
+        return nil
+    }
 
     func configuration(_ optimization: OptimizationOptions) -> LabelTrainer.Configuration {
         var configuration = LabelTrainer.Configuration()
@@ -117,6 +130,77 @@ struct LabelTrainingOptions: ParsableArguments {
         try AtomicFile.write([Array(history)], to: output + "/history.json")
         if let metrics = model.metrics { print("validation: \(metrics)") }
         print("wrote \(output)/model.safetensors (\(model.encoders.keys.map(\.rawValue).sorted().joined(separator: " + ")) networks, prior of the \(model.priorModality.rawValue) side), \(output)/history.json")
+    }
+}
+
+extension LabelTrainingOptions {
+    /// `amber train --supervision labels --continuous`: whenever the catalogue's labelled items
+    /// change, trains a label model on them (both stages, every modality that has labelled
+    /// items), registers it as a model version and promotes it when no model is served, or when
+    /// the serving model is a label model of the same classes that does no better on today's
+    /// validation items (within `--map-tolerance`). A matching model in service is left to the
+    /// operator. SIGINT or SIGTERM stops it between rounds.
+    func runContinuously(database: DatabaseOptions, optimization: OptimizationOptions, migrate: Bool) throws {
+        let configuration = configuration(optimization)
+        if let problem = configuration.problem ?? continuousProblem { throw ValidationError(problem) }
+        let stop = StopSignal(signals: [SIGINT, SIGTERM])
+        try database.withDatabase { url in
+            let owner = try PostgresConnection(url: url)
+            if migrate { try Migrator(directory: Migrator.defaultDirectory()).migrateUp(on: owner) }
+            let db = try PostgresConnection(url: try database.serviceURL(ownerURL: url))
+            let clock = DateFormatter()
+            clock.dateFormat = "HH:mm:ss"
+            func log(_ line: String) { FileHandle.standardOutput.write(Data("[\(clock.string(from: Date()))] \(line)\n".utf8)) }
+            log("continuous label training (DRCL): networks → \(configuration.network.hidden.map(String.init).joined(separator: " → ")) → \(configuration.network.output), "
+                + "\(configuration.priorEpochs) + \(configuration.epochs) epochs, seed \(configuration.seed); looking for labelled items every \(pollSeconds) s")
+            var seen: LabelledCatalog.Version?
+            var round = 0
+            while !stop.isSet, rounds.map({ round < $0 }) ?? true {
+                let version = try LabelledCatalog.version(on: db)
+                guard version != seen else {
+                    let until = Date().addingTimeInterval(pollSeconds)
+                    while !stop.isSet && Date() < until { Thread.sleep(forTimeInterval: min(0.2, pollSeconds)) }
+                    continue
+                }
+                seen = version
+                guard let data = try LabelledCatalog.read(on: db) else {
+                    log("\(version.items) labelled items with features: fewer than two labels; waiting for more")
+                    continue
+                }
+                let modalities = Modality.allCases.filter { (data.items[$0]?.count ?? 0) >= 2 * data.classCount }
+                guard modalities.count == 2 else {
+                    log("labelled items: " + Modality.allCases.map { "\($0.rawValue) \(data.items[$0]?.count ?? 0)" }.joined(separator: ", ")
+                        + "; a search model needs both modalities with at least two items per class (\(2 * data.classCount)); waiting for more")
+                    continue
+                }
+                let (train, validation) = data.split(validationShare: split.validationShare, seed: split.splitSeed)
+                log("round \(round + 1): \(data.classCount) labels; " + modalities.map { "\($0.rawValue) \(train.items[$0]!.count) train / \(validation.items[$0]!.count) validation" }.joined(separator: ", "))
+                let trainer = LabelTrainer(configuration: configuration, train: train, validation: validation, progress: log)
+                let model = try trainer.run(modalities)
+                round += 1
+                guard let metrics = model.metrics else { continue }
+                let added = try ModelRegistry.add(model: try model.encoded(), step: round, configuration: MetadataJSON.encode(configuration.network),
+                                                  metrics: MetadataJSON.encode(["map_all": metrics.mean, "map_50": metrics.meanAt50]), on: db)
+                log("model version \(added): validation \(metrics)")
+                // The gate: compare with the serving model on the same validation items.
+                var promote = true
+                if let serving = try ModelRegistry.servingModelFile(on: db) {
+                    switch try? ServedModel.read(bytes: serving.bytes, name: "model version \(serving.version)") {
+                    case .labels(let current) where current.classNames == data.classNames && current.encoders.allSatisfy({ validation.items[$0.key]?.features.shape[1] == $0.value.inputDimension }):
+                        let now = current.evaluate(on: validation)?.mean ?? 0
+                        promote = metrics.mean >= now - mapTolerance
+                        log(String(format: "serving version %lld: validation mAP@all %.4f → %@", serving.version, now, promote ? "promoting" : "kept (the new version is worse)"))
+                    case .labels:
+                        log("serving version \(serving.version) is a label model of other classes or features; promoting the new one")
+                    default:
+                        promote = false
+                        log("serving version \(serving.version) is not a label model: version \(added) stays a candidate (amber models promote \(added))")
+                    }
+                }
+                if promote { try ModelRegistry.promote(added, on: db) }
+            }
+            log("stopped after \(round) rounds")
+        }
     }
 }
 

@@ -61,8 +61,9 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if supervision == .labels {
-            if continuous { throw ValidationError("--supervision labels trains offline on a labelled set (--data); continuous label training is not built yet") }
-            if let problem = labelOptions.configuration(optimization).problem { throw ValidationError(problem) }
+            if let problem = labelOptions.configuration(optimization).problem ?? (continuous ? labelOptions.continuousProblem : nil) {
+                throw ValidationError(problem)
+            }
             return
         }
         if let problem = try configuration().problem { throw ValidationError(problem) }
@@ -123,7 +124,11 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         if supervision == .labels {
-            try labelOptions.run(data: dataOptions.data, optimization: optimization, output: output)
+            if continuous {
+                try labelOptions.runContinuously(database: database, optimization: optimization, migrate: migrate)
+            } else {
+                try labelOptions.run(data: dataOptions.data, optimization: optimization, output: output)
+            }
             return
         }
         let configuration = try configuration()

@@ -1,5 +1,6 @@
 import AmberCatalog
 @testable import AmberStore
+import AmberModel
 import AmberTensor
 import Foundation
 import Testing
@@ -198,10 +199,48 @@ struct TrainingCommandLineTests {
         #expect(nowhere.status != 0 && nowhere.error.contains("nowhere does not exist"), "\(nowhere.error)")
         let badShare = try runAmber(["train"] + small + ["--validation-share", "1.5"])
         #expect(badShare.status != 0 && badShare.error.contains("--validation-share"), "\(badShare.error)")
-        let continuous = try runAmber(["train", "--supervision", "labels", "--continuous", "--database-url", "postgresql:///nowhere?host=/nonexistent"])
-        #expect(continuous.status == 64 && continuous.error.contains("continuous label training"), "\(continuous.error)")
+        let noRounds = try runAmber(["train", "--supervision", "labels", "--continuous", "--rounds", "0", "--database-url", "postgresql:///nowhere?host=/nonexistent"])
+        #expect(noRounds.status == 64 && noRounds.error.contains("--rounds"), "\(noRounds.error)")
         try NumpyFile.write(labels.map { $0 == 2 ? -2 : $0 }, shape: [60], to: directory + "/labels.npy")
         let badLabels = try runAmber(["train"] + small)
         #expect(badLabels.status != 0 && badLabels.error.contains("\(directory)/labels.npy") && badLabels.error.contains("class -2"), "\(badLabels.error)")
+    }
+
+    /// `amber train --supervision labels --continuous` on the catalogue's labelled items: a model
+    /// version per round, promoted when nothing serves or when it does no worse than the serving
+    /// label model on the same validation items.
+    @Test func continuousLabelTrainingRegistersAndPromotesVersions() throws {
+        let url = try TestDatabase.fresh(migrated: true)
+        let connection = try PostgresConnection(url: url)
+        var generator = RandomGenerator(seed: 5)
+        let imageCentres = Tensor.randomNormal([3, 6], standardDeviation: 2, using: &generator)
+        let textCentres = Tensor.randomNormal([3, 4], standardDeviation: 2, using: &generator)
+        var items: [NewItem] = []
+        for k in 0..<36 {
+            let c = k % 3
+            let image = (imageCentres.slice(axis: 0, c ..< c + 1) + Tensor.randomNormal([1, 6], using: &generator)).scalars
+            let text = (textCentres.slice(axis: 0, c ..< c + 1) + Tensor.randomNormal([1, 4], using: &generator)).scalars
+            items.append(NewItem(modality: .image, externalID: "i\(k)", caption: nil, features: ItemFeatures(global: image, local: [1, 2, 3, 4], localCount: 2),
+                                 labels: ["class \(c)"]))
+            items.append(NewItem(modality: .text, externalID: "t\(k)", caption: "text \(k)", features: ItemFeatures(global: text, local: [1, 2], localCount: 2),
+                                 labels: ["class \(c)"]))
+        }
+        _ = try ItemWriter.write(items, on: connection)
+        let train = ["train", "--supervision", "labels", "--continuous", "--rounds", "1", "--hidden", "12", "--output-dimension", "6",
+                     "--prior-epochs", "10", "--epochs", "20", "--batch-size", "16", "--image-learning-rate", "5e-3", "--prior-learning-rate", "5e-3",
+                     "--database-url", url]
+        let first = try runAmber(train)
+        #expect(first.status == 0 && first.output.contains("round 1: 3 labels") && first.output.contains("model version 1: validation mAP@all"),
+                "\(first.output) \(first.error)")
+        #expect(try ModelRegistry.serving(on: connection) == 1)
+        // The same data and seed again: the same quality, promoted; the served file is a label model with both networks and the labels' names.
+        let second = try runAmber(train)
+        #expect(second.status == 0 && second.output.contains("serving version 1: validation mAP@all") && second.output.contains("promoting"), "\(second.output)")
+        #expect(try ModelRegistry.serving(on: connection) == 2)
+        let file = try #require(try ModelRegistry.servingModelFile(on: connection))
+        guard case .labels(let model) = try ServedModel.read(bytes: file.bytes, name: "v2") else { Issue.record("not a label model"); return }
+        #expect(model.classNames == ["class 0", "class 1", "class 2"] && model.encoders.count == 2)
+        // Chance is ≈ 0.36 (a third of each gallery is relevant); 20 epochs of a small network get well above it.
+        #expect((model.metrics?.mean ?? 0) > 0.5, "\(String(describing: model.metrics))")
     }
 }
