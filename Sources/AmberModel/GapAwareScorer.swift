@@ -153,7 +153,7 @@ public struct GapAwareScorer: Sendable {
 ///   + w_dir · mean_i log mean_j,j' exp(−2 (1 − u_ij · u_ij'))  u = Δ / ‖Δ‖
 ///   + w_norm · (−mean_i var_j ‖Δ_ij‖, 0 once below −bound)
 /// ```
-public struct GapAwareLoss: Sendable {
+public struct GapAwareLoss: Sendable, Codable, Equatable {
     public var temperature: Float = 0.05
     public var informationWeight: Float = 1e-4
     public var directionWeight: Float = 0.01
@@ -166,6 +166,16 @@ public struct GapAwareLoss: Sendable {
         self.directionWeight = directionWeight
         self.normWeight = normWeight
         self.normBound = normBound
+    }
+
+    /// What is wrong with these settings, or nil.
+    public var problem: String? {
+        if !(temperature.isFinite && temperature > 0) { return "the GARE temperature must be positive, got \(temperature)" }
+        for (name, weight) in [("information", informationWeight), ("direction", directionWeight), ("norm", normWeight), ("norm bound", normBound)]
+        where !(weight.isFinite && weight >= 0) {
+            return "the GARE \(name) weight must be finite and ≥ 0, got \(weight)"
+        }
+        return nil
     }
 
     /// The symmetric InfoNCE of `scores` `[B, B]` (text `b` with image `b`), positives on the

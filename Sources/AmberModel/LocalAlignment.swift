@@ -73,6 +73,38 @@ public struct LocalAlignment: Sendable, Codable, Equatable {
     }
 }
 
+/// Which stage-2 scorer a model uses.
+public enum StageTwoKind: String, Sendable, Codable, CaseIterable {
+    /// SCAN-style text-to-image attention over the fragments (``LocalAlignment``).
+    case scan
+    /// GARE's gap-aware pair score (``GapAwareScorer``).
+    case gare
+}
+
+/// Stage 2's scorer of (image, text) pairs.
+public enum PairScorer: Sendable {
+    case scan(LocalAlignment)
+    case gare(GapAwareScorer)
+
+    public var kind: StageTwoKind {
+        switch self {
+        case .scan: .scan
+        case .gare: .gare
+        }
+    }
+
+    /// Scores `[I, T]` of images (projected fragments) against texts (projected fragments, and
+    /// fused embeddings `[T, D]`, which GARE reads); each scorer reads what it needs. Inference only.
+    public func scores(imageFragments: Tensor, imageCounts: [Int], textFragments: Tensor, textCounts: [Int], textFused: Tensor) -> Tensor {
+        switch self {
+        case .scan(let alignment):
+            return alignment.scores(images: imageFragments, imageCounts: imageCounts, texts: textFragments, textCounts: textCounts)
+        case .gare(let scorer):
+            return scorer.scores(texts: textFused, fragments: imageFragments, counts: imageCounts).transposed()
+        }
+    }
+}
+
 /// Two-stage ranking: stage 1 orders the gallery by the global (fused-embedding) score; stage 2
 /// re-scores the top `depth` candidates of each query with `α · global + (1 − α) · local` and
 /// puts them, in that order, above the rest (which keep their stage-1 order).
@@ -121,6 +153,12 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
     /// corrected score `s − o` in both stages.
     public func sweep(alphas: [Float], gallery: EncodedGallery, alignment: LocalAlignment, imageOfText: [Int],
                       offsets: ScoreOffsets? = nil, chunkSize: Int = 512) -> [(alpha: Float, metrics: RetrievalMetrics)] {
+        sweep(alphas: alphas, gallery: gallery, scorer: .scan(alignment), imageOfText: imageOfText, offsets: offsets, chunkSize: chunkSize)
+    }
+
+    /// ``sweep(alphas:gallery:alignment:imageOfText:offsets:chunkSize:)`` with any stage-2 scorer.
+    public func sweep(alphas: [Float], gallery: EncodedGallery, scorer: PairScorer, imageOfText: [Int],
+                      offsets: ScoreOffsets? = nil, chunkSize: Int = 512) -> [(alpha: Float, metrics: RetrievalMetrics)] {
         let I = gallery.images.shape[0], T = gallery.texts.shape[0]
         precondition(imageOfText.count == T && imageOfText.allSatisfy { $0 >= 0 && $0 < I },
                      "TwoStageRanking: \(imageOfText.count) image indices for \(T) texts of \(I) images")
@@ -168,7 +206,7 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                         let line = UnsafeBufferPointer(rebasing: s[(row * T)..<((row + 1) * T)])
                         let ranks = corrected(line, by: offsets?.texts) { line in
                             rankQuery(scores: line, positives: captionsOfImage[image]) { candidates in
-                                gallery.localScores(alignment, images: [image], texts: candidates).scalars
+                                gallery.localScores(scorer, images: [image], texts: candidates).scalars
                             }
                         }
                         for (a, rank) in ranks.enumerated() { imageRanks[a][image] = rank }
@@ -183,7 +221,7 @@ public struct TwoStageRanking: Sendable, Codable, Equatable {
                         let line = UnsafeBufferPointer(rebasing: s[(row * I)..<((row + 1) * I)])
                         let ranks = corrected(line, by: offsets?.images) { line in
                             rankQuery(scores: line, positives: [imageOfText[text]]) { candidates in
-                                gallery.localScores(alignment, images: candidates, texts: [text]).scalars
+                                gallery.localScores(scorer, images: candidates, texts: [text]).scalars
                             }
                         }
                         for (a, rank) in ranks.enumerated() { textRanks[a][text] = rank }

@@ -5,16 +5,21 @@ import AmberTensor
 public struct MatchingModel: Sendable {
     public let imageEncoder: ModalityEncoder
     public let textEncoder: ModalityEncoder
+    /// GARE's pair scorer (a training objective and a stage-2 re-ranker), when the model has one.
+    public let gare: GapAwareScorer?
 
+    /// The encoders are drawn from `generator` first, then the scorer, so a model with a scorer
+    /// starts its encoders where the same seed without one does.
     public init(imageGlobal: Int, imageFragment: Int, textGlobal: Int, textFragment: Int,
-                configuration: ModalityEncoder.Configuration, generator: inout RandomGenerator) {
+                configuration: ModalityEncoder.Configuration, gare: GapAwareScorer.Configuration? = nil, generator: inout RandomGenerator) {
         imageEncoder = ModalityEncoder(name: "image", globalDimension: imageGlobal, fragmentDimension: imageFragment,
                                        configuration: configuration, generator: &generator)
         textEncoder = ModalityEncoder(name: "text", globalDimension: textGlobal, fragmentDimension: textFragment,
                                       configuration: configuration, generator: &generator)
+        self.gare = gare.map { GapAwareScorer(dimension: configuration.jointDimension, configuration: $0, generator: &generator) }
     }
 
-    public var parameters: [Parameter] { imageEncoder.parameters + textEncoder.parameters }
+    public var parameters: [Parameter] { imageEncoder.parameters + textEncoder.parameters + (gare?.parameters ?? []) }
 
     /// Starts the global projections at a CCA solution, `h = (g − μ) A` (its first
     /// `jointDimension` directions), so training begins where the closed-form baseline ends;
@@ -116,7 +121,13 @@ public struct EncodedGallery: Sendable {
 
     /// Stage-2 local scores of the given images against the given texts, `[images, texts]`.
     public func localScores(_ alignment: LocalAlignment, images: [Int], texts: [Int]) -> Tensor {
-        alignment.scores(images: imageFragments.indexSelect(images), imageCounts: images.map { imageCounts[$0] },
-                         texts: textFragments.indexSelect(texts), textCounts: texts.map { textCounts[$0] })
+        localScores(.scan(alignment), images: images, texts: texts)
+    }
+
+    /// Stage-2 scores of `scorer` for the given images against the given texts, `[images, texts]`.
+    public func localScores(_ scorer: PairScorer, images: [Int], texts: [Int]) -> Tensor {
+        scorer.scores(imageFragments: imageFragments.indexSelect(images), imageCounts: images.map { imageCounts[$0] },
+                      textFragments: textFragments.indexSelect(texts), textCounts: texts.map { textCounts[$0] },
+                      textFused: self.texts.indexSelect(texts))
     }
 }

@@ -47,9 +47,9 @@ public enum ServedModel: Sendable {
         return nil
     }
 
-    /// The stage-2 re-rank: the local alignment and its α, or nil for a model with a global stage only.
-    public var localStage: (alignment: LocalAlignment, ranking: TwoStageRanking)? {
-        if case .matching(let model) = self { return (model.alignment, model.ranking) }
+    /// The stage-2 re-rank: the pair scorer and its α, or nil for a model with a global stage only.
+    public var localStage: (scorer: PairScorer, ranking: TwoStageRanking)? {
+        if case .matching(let model) = self { return (model.pairScorer, model.ranking) }
         return nil
     }
 

@@ -25,9 +25,10 @@ public struct TrainedModel: Sendable {
                       textGlobal: data.textGlobal.shape[1], textFragment: data.textTokens.shape[1])
         }
 
-        public func makeModel(_ configuration: ModalityEncoder.Configuration, generator: inout RandomGenerator) -> MatchingModel {
+        public func makeModel(_ configuration: ModalityEncoder.Configuration, gare: GapAwareScorer.Configuration? = nil,
+                              generator: inout RandomGenerator) -> MatchingModel {
             MatchingModel(imageGlobal: imageGlobal, imageFragment: imageFragment, textGlobal: textGlobal, textFragment: textFragment,
-                          configuration: configuration, generator: &generator)
+                          configuration: configuration, gare: gare, generator: &generator)
         }
 
         public var description: String {
@@ -52,13 +53,16 @@ public struct TrainedModel: Sendable {
     public var stageTwoMetrics: RetrievalMetrics?
     public var ranking: TwoStageRanking
     public var alignment: LocalAlignment
+    /// The stage-2 scorer: SCAN-style alignment, or the model's GARE scorer (which it must have).
+    public var stageTwo: StageTwoKind
     /// Hubness correction of stage 1 (β chosen on dev; β = 0 keeps it off), with the querybank
     /// of training embeddings it needs for galleries it has not seen. Nil in models without one.
     public var querybank: QuerybankNormalization?
 
     public init(encoder: ModalityEncoder.Configuration, dimensions: Dimensions, model: MatchingModel, step: Int,
                 metrics: RetrievalMetrics?, stageTwoMetrics: RetrievalMetrics?, ranking: TwoStageRanking, alignment: LocalAlignment,
-                querybank: QuerybankNormalization? = nil) {
+                querybank: QuerybankNormalization? = nil, stageTwo: StageTwoKind = .scan) {
+        precondition(stageTwo == .scan || model.gare != nil, "TrainedModel: a GARE stage 2 needs a model with a GARE scorer")
         self.encoder = encoder
         self.dimensions = dimensions
         self.model = model
@@ -68,12 +72,19 @@ public struct TrainedModel: Sendable {
         self.ranking = ranking
         self.alignment = alignment
         self.querybank = querybank
+        self.stageTwo = stageTwo
+    }
+
+    /// The stage-2 scorer the model serves with.
+    public var pairScorer: PairScorer {
+        if stageTwo == .gare, let gare = model.gare { return .gare(gare) }
+        return .scan(alignment)
     }
 
     /// Metrics of the ranking as the model serves it (its querybank β and stage-2 α) on `data`.
     public func servedMetrics(on data: RetrievalData) -> RetrievalMetrics {
         let gallery = model.encodeGallery(data)
-        return ranking.sweep(alphas: [ranking.alpha], gallery: gallery, alignment: alignment, imageOfText: data.imageOfText,
+        return ranking.sweep(alphas: [ranking.alpha], gallery: gallery, scorer: pairScorer, imageOfText: data.imageOfText,
                              offsets: offsets(for: gallery))[0].metrics
     }
 
@@ -106,6 +117,8 @@ public struct TrainedModel: Sendable {
             "ranking": MetadataJSON.encode(ranking),
             "alignment": MetadataJSON.encode(alignment),
         ]
+        if let gare = model.gare { metadata["gare"] = try MetadataJSON.encode(gare.configuration) }
+        if stageTwo != .scan { metadata["stage_two"] = stageTwo.rawValue }
         if let metrics { metadata["metrics"] = try MetadataJSON.encode(metrics) }
         if let stageTwoMetrics { metadata["stage_two_metrics"] = try MetadataJSON.encode(stageTwoMetrics) }
         if let querybank {
@@ -142,8 +155,15 @@ public struct TrainedModel: Sendable {
         let dimensions = try field("dimensions", as: Dimensions.self)
         if let problem = dimensions.problem { throw fail(problem) }
         guard let step = file.metadata["step"].flatMap(Int.init), step >= 0 else { throw fail("metadata has no non-negative integer 'step'") }
+        let gare = file.metadata["gare"] == nil ? nil : try field("gare", as: GapAwareScorer.Configuration.self)
+        if let problem = gare?.problem { throw fail("GARE configuration: \(problem)") }
+        let stageTwo = try file.metadata["stage_two"].map { name in
+            guard let kind = StageTwoKind(rawValue: name) else { throw fail("metadata 'stage_two' must be scan or gare, got '\(name)'") }
+            return kind
+        } ?? .scan
+        if stageTwo == .gare && gare == nil { throw fail("stage 2 is GARE but the file has no GARE scorer") }
         var generator = RandomGenerator(seed: 0)
-        let model = dimensions.makeModel(encoder, generator: &generator)
+        let model = dimensions.makeModel(encoder, gare: gare, generator: &generator)
         for parameter in model.parameters {
             guard file.arrays[parameter.name] != nil else { throw fail("has no tensor '\(parameter.name)'") }
             let value = try file.tensor(parameter.name)
@@ -179,7 +199,7 @@ public struct TrainedModel: Sendable {
         return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: step,
                             metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: RetrievalMetrics.self),
                             stageTwoMetrics: file.metadata["stage_two_metrics"] == nil ? nil : try field("stage_two_metrics", as: RetrievalMetrics.self),
-                            ranking: ranking, alignment: alignment, querybank: querybank)
+                            ranking: ranking, alignment: alignment, querybank: querybank, stageTwo: stageTwo)
     }
 }
 

@@ -256,20 +256,24 @@ public final class SearchEngine: @unchecked Sendable {
         let stage = model.localStage
         let alpha = options.alpha ?? stage?.ranking.alpha ?? 1
         let first = gallery.index.search(fused, k: max(options.k, depth), prefilter: options.prefilter)
-        guard depth > 0, alpha < 1, let alignment = stage?.alignment, let queryFragments = fragments() else {
+        guard depth > 0, alpha < 1, let scorer = stage?.scorer, let queryFragments = fragments() else {
             return first.prefix(options.k).map { SearchHit(item: gallery.item(at: $0.position), global: $0.score, local: nil, fused: $0.score) }
         }
         let queryCount = queryFragments.shape[1]
-        // Stage 2 on the top `depth`: the local alignment is defined text-to-image either way.
+        let D = queryFragments.shape[2]
+        // Stage 2 on the top `depth`: scores are defined (image, text) either way round.
         let candidates = Array(first.prefix(depth))
         let positions = candidates.map(\.position)
         let local: [Float]
         if modality == .text {
-            local = alignment.scores(images: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCount(at: $0) },
-                                     texts: queryFragments, textCounts: [queryCount]).scalars
+            local = scorer.scores(imageFragments: gallery.paddedFragments(positions), imageCounts: positions.map { gallery.fragmentCount(at: $0) },
+                                  textFragments: queryFragments, textCounts: [queryCount],
+                                  textFused: Tensor(shape: [1, fused.count], scalars: fused)).scalars
         } else {
-            local = alignment.scores(images: queryFragments, imageCounts: [queryCount],
-                                     texts: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) }).scalars
+            let texts = Tensor(shape: [positions.count, D], scalars: positions.flatMap { gallery.index.embedding(at: $0) })
+            local = scorer.scores(imageFragments: queryFragments, imageCounts: [queryCount],
+                                  textFragments: gallery.paddedFragments(positions), textCounts: positions.map { gallery.fragmentCount(at: $0) },
+                                  textFused: texts).scalars
         }
         let reranked = TwoStageRanking.fuse(candidates: positions, global: candidates.map(\.score), local: local, alpha: alpha).map { fused in
             SearchHit(item: gallery.item(at: positions[fused.slot]), global: candidates[fused.slot].score, local: local[fused.slot], fused: fused.score)

@@ -385,11 +385,13 @@ public final class QueryService: Sendable {
                 described = "image"
             }
         }
+        let reranked = hits.contains { $0.local != nil }
         return SearchResponse(
             modelVersion: engine.version, target: target.rawValue, query: described,
             results: hits.map { SearchResponse.Result(itemID: $0.item.itemID, externalID: $0.item.externalID, caption: $0.item.caption,
                                                       global: $0.global, local: $0.local, fused: $0.fused, labels: $0.item.labels) },
-            tookMilliseconds: Date().timeIntervalSince(started) * 1000)
+            tookMilliseconds: Date().timeIntervalSince(started) * 1000,
+            stageTwo: reranked ? model.localStage?.scorer.kind.rawValue ?? "none" : "none")
     }
 }
 

@@ -190,11 +190,15 @@ public struct SearchResponse: Encodable, Sendable {
     public var query: String
     public var results: [Result]
     public var tookMilliseconds: Double
+    /// The stage-2 scorer that re-ranked the top results: `scan`, `gare`, or `none` (stage 2 off
+    /// for this search, or the model has none).
+    public var stageTwo: String = "none"
 
     enum CodingKeys: String, CodingKey {
         case target, query, results
         case modelVersion = "model_version"
         case tookMilliseconds = "took_ms"
+        case stageTwo = "stage_two"
     }
 }
 

@@ -27,16 +27,21 @@ public enum SearchEngineFixture {
                              tokenOffsets: offsets, imageOfText: imageOfText, captions: (0..<T).map { "caption \($0)" })
     }
 
+    /// With `gare`, the model has a GARE scorer (its increment head random, so Δ ≠ 0) as stage 2.
     public static func model(alpha: Float, beta: Float,
-                             dimensions: TrainedModel.Dimensions = TrainedModel.Dimensions(imageGlobal: 12, imageFragment: 12, textGlobal: 8, textFragment: 8)) -> TrainedModel {
+                             dimensions: TrainedModel.Dimensions = TrainedModel.Dimensions(imageGlobal: 12, imageFragment: 12, textGlobal: 8, textFragment: 8),
+                             gare: Bool = false) -> TrainedModel {
         var encoder = ModalityEncoder.Configuration()
         encoder.jointDimension = 64
         var generator = RandomGenerator(seed: 3)
-        let model = dimensions.makeModel(encoder, generator: &generator)
+        let model = dimensions.makeModel(encoder, gare: gare ? GapAwareScorer.Configuration(width: 16) : nil, generator: &generator)
+        if let scorer = model.gare {
+            scorer.head.weight.assign(Tensor.randomNormal(scorer.head.weight.shape, standardDeviation: 0.05, using: &generator))
+        }
         let bank = QuerybankNormalization(beta: beta, imageQueries: Tensor.randomNormal([30, 64], using: &generator).l2Normalized(axis: -1),
                                           textQueries: Tensor.randomNormal([40, 64], using: &generator).l2Normalized(axis: -1))
         return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: 0, metrics: nil, stageTwoMetrics: nil,
-                            ranking: TwoStageRanking(alpha: alpha, depth: 6), alignment: LocalAlignment(), querybank: bank)
+                            ranking: TwoStageRanking(alpha: alpha, depth: 6), alignment: LocalAlignment(), querybank: bank, stageTwo: gare ? .gare : .scan)
     }
 
     public static func features(_ data: RetrievalData) -> (images: [(GalleryItem, ItemFeatures)], texts: [(GalleryItem, ItemFeatures)]) {

@@ -51,6 +51,17 @@ public final class MatchingTrainer {
         /// CE-CLIP: λ of the intra-modal contrast of a caption with its negatives; nil or 0: off.
         public var intraWeight: Float?
 
+        /// GARE: the pair scorer's configuration (nil: the model has none).
+        public var gare: GapAwareScorer.Configuration?
+        /// GARE: λ of its objective (nil or 0: the scorer is not trained).
+        public var gareWeight: Float?
+        /// GARE: the objective's temperature and regulariser weights (nil: ``GapAwareLoss``'s defaults).
+        public var gareLoss: GapAwareLoss?
+        /// GARE: train the scorer on detached embeddings, as a re-ranker that leaves stage 1 alone.
+        public var gareDetached: Bool?
+        /// The stage-2 scorer (nil: SCAN-style alignment).
+        public var stageTwo: StageTwoKind?
+
         /// Whether a CE-CLIP term is on.
         public var usesCaptionNegatives: Bool { [captionNegativeWeight, rankWeight, intraWeight].contains { ($0 ?? 0) > 0 } }
         /// Stage 2: the local alignment and the candidates it re-scores per query.
@@ -83,6 +94,10 @@ public final class MatchingTrainer {
             if prototypeWarmupSteps < 0 { return "--prototype-warmup must not be negative, got \(prototypeWarmupSteps)" }
             if let m = prototypeMomentum, !(m >= 0 && m < 1) { return "--prototype-momentum must be in [0, 1), got \(m)" }
             if !(1...10_000).contains(rerankDepth) { return "--rerank-depth must be 1…10000, got \(rerankDepth)" }
+            if let problem = gare?.problem ?? gareLoss?.problem { return problem }
+            if let w = gareWeight, !(w.isFinite && w >= 0) { return "--gare-weight must be a finite number ≥ 0, got \(w)" }
+            if (gareWeight ?? 0) > 0 && gare == nil { return "--gare-weight needs the model to have a GARE scorer" }
+            if stageTwo == .gare && (gareWeight ?? 0) <= 0 { return "--stage-two gare needs a trained GARE scorer: give --gare-weight" }
             if !(alignment.temperature.isFinite && alignment.temperature >= 0) { return "the alignment temperature must be finite and ≥ 0" }
             if alphaGrid.isEmpty || !alphaGrid.allSatisfy({ $0 >= 0 && $0 <= 1 }) { return "every α tried must be in [0, 1]" }
             if querybankBetas.isEmpty || !querybankBetas.allSatisfy({ $0 >= 0 && $0 <= 1000 }) { return "every querybank β tried must be in [0, 1000]" }
@@ -141,7 +156,7 @@ public final class MatchingTrainer {
         self.configuration = c
         dimensions = TrainedModel.Dimensions(of: train)
         var generator = RandomGenerator(seed: o.seed)
-        model = dimensions.makeModel(c.encoder, generator: &generator)
+        model = dimensions.makeModel(c.encoder, gare: c.gare, generator: &generator)
         if c.warmStartFromCCA {
             let cca = try LinearCCA.fit(x: train.imageGlobal.indexSelect(train.imageOfText), y: train.textGlobal,
                                         configuration: .init(regularization: 2, components: c.encoder.jointDimension, power: 1))
@@ -149,7 +164,7 @@ public final class MatchingTrainer {
         }
         // Momentum (key) encoder and queues for the memory-augmented loss.
         var keyGenerator = RandomGenerator(seed: o.seed)
-        keyModel = dimensions.makeModel(c.encoder, generator: &keyGenerator)
+        keyModel = dimensions.makeModel(c.encoder, gare: c.gare, generator: &keyGenerator)
         keyModel.copyParameters(from: model)
         imageQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
         textQueue = MemoryQueue(capacity: c.queueSize, dimension: c.encoder.jointDimension)
@@ -290,6 +305,14 @@ public final class MatchingTrainer {
                 + (triplet(scores: Tensor.matmul(gi, lt, transposeB: true), imageIDs: imageIDs)
                    + triplet(scores: Tensor.matmul(li, gt, transposeB: true), imageIDs: imageIDs)) * 0.5
             terms.add("graph", graphLoss * c.graphWeight)
+        }
+        if let scorer = model.gare, let weight = c.gareWeight, weight > 0 {
+            // GARE over the batch's pairs: fused texts against the images' projected fragments.
+            let detached = c.gareDetached ?? false
+            let (scores, increments) = scorer(texts: detached ? textBatch.fused.detached : textBatch.fused,
+                                              fragments: detached ? imageBatch.fragments.detached : imageBatch.fragments,
+                                              counts: imageInput.fragmentCounts, dropoutUsing: &dropout)
+            terms.add("gare", (c.gareLoss ?? GapAwareLoss())(scores: scores, increments: increments, imageIDs: imageIDs).total * weight)
         }
         if let negatives = captionNegatives, c.usesCaptionNegatives {
             captionNegativeTerms(negatives, batch: batch, images: imageBatch.fused, texts: textBatch.fused, into: &terms)
@@ -438,12 +461,13 @@ public final class MatchingTrainer {
         let normalization = querybank.with(beta: beta)
         let offsets = beta > 0 ? normalization.offsets(images: gallery.images, texts: gallery.texts) : nil
         // Stage 2 on top of it: α on dev (ties go to the larger α, less stage 2).
+        let scorer: PairScorer = c.stageTwo == .gare && model.gare != nil ? .gare(model.gare!) : .scan(c.alignment)
         let sweep = TwoStageRanking(alpha: 1, depth: c.rerankDepth)
-            .sweep(alphas: c.alphaGrid, gallery: gallery, alignment: c.alignment, imageOfText: dev.imageOfText, offsets: offsets)
+            .sweep(alphas: c.alphaGrid, gallery: gallery, scorer: scorer, imageOfText: dev.imageOfText, offsets: offsets)
         let chosen = sweep.max { $0.metrics.rsum < $1.metrics.rsum || ($0.metrics.rsum == $1.metrics.rsum && $0.alpha < $1.alpha) }
         let served = TrainedModel(encoder: c.encoder, dimensions: dimensions, model: model, step: loop.step, metrics: metrics,
                                   stageTwoMetrics: chosen?.metrics, ranking: TwoStageRanking(alpha: chosen?.alpha ?? 1, depth: c.rerankDepth),
-                                  alignment: c.alignment, querybank: normalization)
+                                  alignment: c.alignment, querybank: normalization, stageTwo: scorer.kind)
         return (served, betaSweep, sweep)
     }
 
@@ -502,7 +526,7 @@ public final class MatchingTrainer {
                               querybank: QuerybankNormalization? = nil) -> TrainedModel {
         TrainedModel(encoder: configuration.encoder, dimensions: dimensions, model: model, step: best?.evaluation.step ?? loop.step,
                      metrics: best?.evaluation.metrics, stageTwoMetrics: stageTwoMetrics, ranking: ranking, alignment: configuration.alignment,
-                     querybank: querybank)
+                     querybank: querybank, stageTwo: configuration.stageTwo == .gare && model.gare != nil ? .gare : .scan)
     }
 }
 

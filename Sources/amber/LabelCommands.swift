@@ -15,6 +15,7 @@ enum Supervision: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension Modality: ExpressibleByArgument {}
+extension StageTwoKind: ExpressibleByArgument {}
 
 /// Where a labelled set is and how its validation part is carved out.
 struct LabelSplitOptions: ParsableArguments {

@@ -35,6 +35,10 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "CE-CLIP: λ of the cross-modal rank loss with adaptive per-type margins (0: off).") var rankWeight: Float = 0
     @Option(help: "CE-CLIP: λ of the intra-modal contrast of a caption with its negatives (0: off).") var intraWeight: Float = 0
     @Option(help: "Seed of the typed negative captions (CaptionNegatives).") var negativeSeed: UInt64 = 0
+    @Option(help: "GARE: λ of the gap-aware pair objective (0: off); the model then carries a GARE scorer.") var gareWeight: Float = 0
+    @Option(help: "GARE: width of the increment network.") var gareWidth: Int = 256
+    @Flag(help: "GARE: train the scorer on detached embeddings (a stage-2 re-ranker that leaves stage 1 as it is).") var gareDetached = false
+    @Option(help: "Stage 2: scan (SCAN-style alignment) or gare (needs --gare-weight); α is chosen on dev either way.") var stageTwo: StageTwoKind = .scan
     @OptionGroup var textModel: TextModelOptions
     @Flag(help: "Start the global projections from the CCA solution (needs D ≤ the smaller global dimension).") var warmStart = false
     @Option(parsing: .upToNextOption, help: "Keep parameters whose name contains one of these at their start (e.g. fragment gate.weight).")
@@ -116,6 +120,12 @@ struct TrainCommand: ParsableCommand {
         if captionNegativeWeight != 0 { configuration.captionNegativeWeight = captionNegativeWeight }
         if rankWeight != 0 { configuration.rankWeight = rankWeight }
         if intraWeight != 0 { configuration.intraWeight = intraWeight }
+        if gareWeight != 0 {
+            configuration.gare = GapAwareScorer.Configuration(width: gareWidth)
+            configuration.gareWeight = gareWeight
+            if gareDetached { configuration.gareDetached = true }
+        }
+        if stageTwo != .scan { configuration.stageTwo = stageTwo }
         configuration.frozen = freeze
         configuration.anchorStrength = anchorStrength
         configuration.rerankDepth = rerankDepth
@@ -168,7 +178,8 @@ struct TrainCommand: ParsableCommand {
         let beta = result.model.querybank?.beta ?? 0
         print(beta == 0 ? "querybank normalisation does not help on dev: kept off (β = 0)"
                         : String(format: "chosen β %.1f: %@", beta, result.betaSweep.first { $0.beta == beta }?.metrics.description ?? ""))
-        print("stage 2 (local re-rank of the top \(rerankDepth), λ = \(configuration.alignment.temperature)) on dev, by α:")
+        print(result.model.stageTwo == .gare ? "stage 2 (GARE re-rank of the top \(rerankDepth)) on dev, by α:"
+              : "stage 2 (SCAN-style re-rank of the top \(rerankDepth), λ = \(configuration.alignment.temperature)) on dev, by α:")
         for entry in result.alphaSweep {
             print(String(format: "  α %.1f  rsum %.1f", entry.alpha, entry.metrics.rsum))
         }

@@ -7,17 +7,23 @@ import Testing
 
 @Suite("Search engine (two-stage ranking)")
 struct SearchEngineTests {
-    @Test("recall computed through the engine equals the offline two-stage evaluation",
-          arguments: [(Float(1), Float(0)), (0.6, 0), (0.6, 10), (1, 10)])
-    func theEngineRanksAsTheOfflineEvaluationDoes(alpha: Float, beta: Float) {
+    @Test("recall computed through the engine equals the offline two-stage evaluation (SCAN-style and GARE stage 2)",
+          arguments: [(Float(1), Float(0), false), (0.6, 0, false), (0.6, 10, false), (1, 10, false), (0.6, 10, true), (0, 0, true)])
+    func theEngineRanksAsTheOfflineEvaluationDoes(alpha: Float, beta: Float, gare: Bool) {
         let data = SearchEngineFixture.data()
-        let trained = SearchEngineFixture.model(alpha: alpha, beta: beta)
+        let trained = SearchEngineFixture.model(alpha: alpha, beta: beta, gare: gare)
         let (images, texts) = SearchEngineFixture.features(data)
         let engine = SearchEngine(model: trained, version: 1, images: images, texts: texts)
         // Offline: the sweep over the encoded gallery, with the model's offsets.
         let gallery = trained.model.encodeGallery(data)
-        let offline = trained.ranking.sweep(alphas: [alpha], gallery: gallery, alignment: trained.alignment, imageOfText: data.imageOfText,
+        let offline = trained.ranking.sweep(alphas: [alpha], gallery: gallery, scorer: trained.pairScorer, imageOfText: data.imageOfText,
                                             offsets: trained.offsets(for: gallery))[0].metrics
+        if gare, alpha < 1 {
+            // GARE re-ranks differently from the SCAN-style alignment.
+            let scan = trained.ranking.sweep(alphas: [alpha], gallery: gallery, alignment: trained.alignment, imageOfText: data.imageOfText,
+                                             offsets: trained.offsets(for: gallery))[0].metrics
+            #expect(scan != offline)
+        }
         // Online: every image and every caption as a query, full rankings.
         let options = SearchOptions(k: 1000, rerank: 6, alpha: alpha)
         let imageRanks = (0..<data.imageCount).map { i in
@@ -27,7 +33,7 @@ struct SearchEngineTests {
             engine.search(texts[t].1, of: .text, options: options).firstIndex { $0.item.itemID == Int64(100 + data.imageOfText[t]) }! + 1
         }
         let online = RetrievalMetrics(imageToText: RankSummary(ranks: imageRanks), textToImage: RankSummary(ranks: textRanks))
-        #expect(online == offline, "α \(alpha), β \(beta)")
+        #expect(online == offline, "α \(alpha), β \(beta), GARE \(gare)")
         #expect(online.rsum > 0 && online.rsum < 600)
     }
 

@@ -257,6 +257,7 @@ struct ServerTests {
             #expect(search.status == 200, "\(search.body)")
             let body = json(search.body)
             #expect(body["model_version"] as? Int == 3 && body["target"] as? String == "text")
+            #expect(body["stage_two"] as? String == "scan", "the response names the stage-2 scorer that ran")
             let results = body["results"] as? [[String: Any]] ?? []
             #expect(results.count == 5 && results.allSatisfy { ($0["caption"] as? String)?.hasPrefix("caption ") == true })
             #expect(results.allSatisfy { $0["labels"] as? [String] == ["group\(($0["item_id"] as? Int ?? 0) % 2)", "text"] }, "each result carries its item's labels")
@@ -269,7 +270,8 @@ struct ServerTests {
             let numbers = "{\"features\": {\"global\": \(image.global), \"local\": \(Array(0..<3).map { Array(image.local[($0 * 12) ..< (($0 + 1) * 12)]) })}, \"target\": \"text\", \"k\": 4}"
             let base64 = "{\"features\": {\"global\": \"\(Self.base64(image.global))\", \"local\": \"\(Self.base64(image.local))\"}, \"target\": \"text\", \"k\": 4}"
             let a = try await send("POST", "/v1/search", numbers, [:]), b = try await send("POST", "/v1/search", base64, [:])
-            let imageResults = try await send("POST", "/v1/search", #"{"item_id": 1000, "k": 2}"#, [:])
+            let imageResults = try await send("POST", "/v1/search", #"{"item_id": 1000, "k": 2, "rerank": 0}"#, [:])
+            #expect(json(imageResults.body)["stage_two"] as? String == "none")
             #expect((json(imageResults.body)["results"] as? [[String: Any]])?.allSatisfy { ($0["labels"] as? [String]) == [] } == true, "\(imageResults.body)")
             #expect(a.status == 200 && b.status == 200, "\(a.body) \(b.body)")
             #expect((json(a.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int } == (json(b.body)["results"] as? [[String: Any]])?.map { $0["item_id"] as? Int })

@@ -155,7 +155,7 @@ struct TrainingCommandLineTests {
         #expect(eval.status == 0, "\(eval.error)")
         #expect(eval.output.contains("dev: 8 images, 40 texts") && eval.output.contains("stage 1 (fused embeddings):") && eval.output.contains("rsum"), "\(eval.output)")
         let twoStage = try runAmber(["eval", "--model", output + "/best.safetensors", "--alpha", "0.5", "--depth", "4"] + common)
-        #expect(twoStage.output.contains("two-stage (α 0.50, top 4 re-ranked)"), "\(twoStage.output)")
+        #expect(twoStage.output.contains("two-stage, scan (α 0.50, top 4 re-ranked)"), "\(twoStage.output)")
 
         let missing = try runAmber(["eval", "--model", fixture.directory + "/nothing.safetensors"] + common)
         #expect(missing.status != 0 && missing.error.contains("nothing.safetensors"), "\(missing.error)")

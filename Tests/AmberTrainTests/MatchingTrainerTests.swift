@@ -191,6 +191,50 @@ struct MatchingTrainerTests {
         #expect(plain.train(batch: batches[0], data: train).terms["rank"] == nil)
     }
 
+    /// GARE as an objective and as the stage-2 scorer: the term trains deterministically and
+    /// resumes, the encoders start where a run without it starts, the model file carries the
+    /// scorer, and the chosen α's dev metrics are those of the GARE re-rank.
+    @Test func gareTrainsResumesAndServesAsStageTwo() throws {
+        let (train, dev) = Self.data()
+        var configuration = Self.fullConfiguration
+        configuration.gare = GapAwareScorer.Configuration(width: 8)
+        configuration.gareWeight = 0.5
+        configuration.stageTwo = .gare
+        configuration.alphaGrid = [1, 0.5, 0]
+        let batches = (0..<10).map { step in (0..<25).map { (step * 25 + $0 * 7) % train.textCount } }
+        let first = try MatchingTrainer(configuration: configuration, train: train, ownBatches: false)
+        let plain = try MatchingTrainer(configuration: Self.fullConfiguration, train: train, ownBatches: false)
+        #expect(zip(plain.model.parameters, first.model.parameters).allSatisfy { $0.value.scalars == $1.value.scalars }, "same encoder start")
+        #expect(first.model.gare != nil && first.model.parameters.count == plain.model.parameters.count + first.model.gare!.parameters.count)
+        for batch in batches.prefix(5) {
+            let step = first.train(batch: batch, data: train)
+            #expect(step.terms["gare"].map(\.isFinite) == true && !step.skipped, "\(step.terms)")
+        }
+        let resumed = try MatchingTrainer(resumingFrom: first.stateBytes(), name: "state", configuration: configuration, train: train, ownBatches: false)
+        for batch in batches.dropFirst(5) {
+            #expect(first.train(batch: batch, data: train).total.bitPattern == resumed.train(batch: batch, data: train).total.bitPattern)
+        }
+        #expect(first.model.parameters.map(\.value.scalars) == resumed.model.parameters.map(\.value.scalars))
+        // The model made ready to serve: stage 2 is GARE, its file carries the scorer.
+        let (served, _, sweep) = first.servingModel(train: train, dev: dev, metrics: nil)
+        #expect(served.stageTwo == .gare && sweep.count == 3)
+        let gare = try #require(first.model.gare)
+        let gallery = first.model.encodeGallery(dev)
+        let direct = TwoStageRanking(alpha: 1, depth: configuration.rerankDepth)
+            .sweep(alphas: [0.5], gallery: gallery, scorer: .gare(gare), imageOfText: dev.imageOfText, offsets: served.offsets(for: gallery))
+        #expect(sweep.first { $0.alpha == 0.5 }?.metrics == direct[0].metrics)
+        let bytes = try served.encoded()
+        let read = try TrainedModel.read(bytes: bytes, name: "gare model")
+        #expect(read.stageTwo == .gare && read.model.gare?.configuration == gare.configuration)
+        let texts = gallery.texts.slice(axis: 0, 0..<3), fragments = gallery.imageFragments.slice(axis: 0, 0..<2)
+        #expect(read.model.gare!.scores(texts: texts, fragments: fragments, counts: [2, 2]).scalars
+                == gare.scores(texts: texts, fragments: fragments, counts: [2, 2]).scalars)
+        // Option checks: GARE as stage 2 needs it trained.
+        var untrained = Self.baseConfiguration
+        untrained.stageTwo = .gare
+        #expect(untrained.problem?.contains("--gare-weight") == true)
+    }
+
     @Test func theResultIsTheBestOnDevWithBetaAndAlphaChosenOnDev() throws {
         var configuration = Self.fullConfiguration
         configuration.optimization.evaluateEvery = 20
