@@ -309,10 +309,10 @@ public final class MatchingTrainer {
         if let scorer = model.gare, let weight = c.gareWeight, weight > 0 {
             // GARE over the batch's pairs: fused texts against the images' projected fragments.
             let detached = c.gareDetached ?? false
-            let (scores, increments) = scorer(texts: detached ? textBatch.fused.detached : textBatch.fused,
-                                              fragments: detached ? imageBatch.fragments.detached : imageBatch.fragments,
-                                              counts: imageInput.fragmentCounts, dropoutUsing: &dropout)
-            terms.add("gare", (c.gareLoss ?? GapAwareLoss())(scores: scores, increments: increments, imageIDs: imageIDs).total * weight)
+            let output = scorer(texts: detached ? textBatch.fused.detached : textBatch.fused,
+                                fragments: detached ? imageBatch.fragments.detached : imageBatch.fragments,
+                                counts: imageInput.fragmentCounts, dropoutUsing: &dropout)
+            terms.add("gare", (c.gareLoss ?? GapAwareLoss())(output, imageIDs: imageIDs).total * weight)
         }
         if let negatives = captionNegatives, c.usesCaptionNegatives {
             captionNegativeTerms(negatives, batch: batch, images: imageBatch.fused, texts: textBatch.fused, into: &terms)

@@ -5,7 +5,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Amber's speed on this machine (numbers for docs/benchmarks.md).",
-        subcommands: [TensorBenchCommand.self, StoreBenchCommand.self, TextBenchCommand.self, ImageBenchCommand.self, TrainBenchCommand.self, SearchBenchCommand.self, HTTPBenchCommand.self]
+        subcommands: [TensorBenchCommand.self, StoreBenchCommand.self, TextBenchCommand.self, ImageBenchCommand.self, TrainBenchCommand.self, SearchBenchCommand.self, HTTPBenchCommand.self, RerankBenchCommand.self]
     )
 }
 

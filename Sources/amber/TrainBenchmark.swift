@@ -22,11 +22,14 @@ struct TrainBenchCommand: ParsableCommand {
     @Option(help: "Python with torch: runs ops/dev/train_reference_bench.py (the same model in PyTorch) after each round.")
     var reference: String?
     @Option(help: "Rounds of Amber then PyTorch (default: 3 with --reference, else 1).") var rounds: Int?
+    @Flag(help: "Also time the full model with GARE's objective (weight 0.5, width --gare-width) and give the ratio, same run.") var gare = false
+    @Option(help: "GARE: width of the increment network.") var gareWidth: Int = 256
 
     func validate() throws {
         guard (2...4096).contains(batchSize) else { throw ValidationError("--batch-size must be 2…4096, got \(batchSize)") }
         guard (1...8192).contains(dimension) else { throw ValidationError("--dimension must be 1…8192, got \(dimension)") }
         guard (1...10_000).contains(steps) else { throw ValidationError("--steps must be 1…10000, got \(steps)") }
+        guard (1...8192).contains(gareWidth) else { throw ValidationError("--gare-width must be 1…8192, got \(gareWidth)") }
         if let rounds, !(1...100).contains(rounds) { throw ValidationError("--rounds must be 1…100, got \(rounds)") }
     }
 
@@ -38,6 +41,10 @@ struct TrainBenchCommand: ParsableCommand {
             if reference != nil { print("round \(round + 1)") }
             let triplet = try tripletOnly(), full = try fullModel()
             amber.append((triplet, full))
+            if gare {
+                let withGARE = try fullModel(gare: GapAwareScorer.Configuration(width: gareWidth))
+                print(String(format: "GARE objective: %.0f → %.0f pairs/s (×%.2f of the step time)", Double(batchSize) / full, Double(batchSize) / withGARE, withGARE / full))
+            }
             if let reference {
                 let output = try runReferenceCapturing(python: reference, script: "ops/dev/train_reference_bench.py",
                                                        arguments: ["\(batchSize)", "\(dimension)", "\(steps)", "\(BLASThreads.count)"])
@@ -111,7 +118,7 @@ struct TrainBenchCommand: ParsableCommand {
 
     /// The trainer's own step with every loss on (queues of 2,048, prototypes, graph), timed
     /// through its step hook on synthetic data of the shared sets' shapes. Median seconds.
-    func fullModel() throws -> Double {
+    func fullModel(gare: GapAwareScorer.Configuration? = nil) throws -> Double {
         var generator = RandomGenerator(seed: 2)
         let imageCount = 200, textCount = 1000
         let counts = (0..<textCount).map { 10 + $0 % 9 }
@@ -133,6 +140,10 @@ struct TrainBenchCommand: ParsableCommand {
         configuration.prototypeWarmupSteps = 0
         configuration.graphWeight = 0.5
         configuration.alphaGrid = [1]
+        if let gare {
+            configuration.gare = gare
+            configuration.gareWeight = 0.5
+        }
         var times: [Double] = [], shares: [Double] = []
         var blasBefore = 0.0
         BLASProfile.reset()
@@ -147,8 +158,8 @@ struct TrainBenchCommand: ParsableCommand {
             }
         })
         let median = times.sorted()[times.count / 2]
-        print(String(format: "matching model, D = %d, batch %d, full model (triplet + memory bank + prototypes + graph): step %.1f ms (median of %d), %.0f pairs/s, %.0f%% in BLAS",
-                     dimension, batchSize, median * 1000, times.count, Double(batchSize) / median, 100 * shares.sorted()[shares.count / 2]))
+        print(String(format: "matching model, D = %d, batch %d, full model (triplet + memory bank + prototypes + graph%@): step %.1f ms (median of %d), %.0f pairs/s, %.0f%% in BLAS",
+                     dimension, batchSize, gare.map { " + GARE, width \($0.width)" } ?? "", median * 1000, times.count, Double(batchSize) / median, 100 * shares.sorted()[shares.count / 2]))
         return median
     }
 }
