@@ -389,48 +389,34 @@ public struct LabelSupervisedModel: Sendable {
         try read(SafetensorsFile(bytes: bytes, name: name))
     }
 
-    static func read(_ file: SafetensorsFile) throws -> LabelSupervisedModel {
-        let path = file.path
-        func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
-        guard file.metadata["format"] == format else {
-            throw fail("not an Amber label-supervised model (format \(file.metadata["format"] ?? "missing"), expected \(format))")
-        }
-        func field<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
-            guard let text = file.metadata[name] else { throw fail("metadata has no '\(name)'") }
-            do { return try MetadataJSON.decode(type, from: text) } catch { throw fail("metadata '\(name)' does not decode: \(error)") }
-        }
-        let configuration = try field("configuration", as: LabelEncoder.Configuration.self)
+    static func read(_ safetensors: SafetensorsFile) throws -> LabelSupervisedModel {
+        let file = try ModelFile(safetensors, format: format, kind: "label-supervised model")
+        let fail = file.fail
+        let configuration = try file.field("configuration", as: LabelEncoder.Configuration.self)
         if let problem = configuration.problem { throw fail("configuration: \(problem)") }
-        guard let classCount = file.metadata["classes"].flatMap(Int.init), (2...100_000).contains(classCount) else {
+        guard let classCount = safetensors.metadata["classes"].flatMap(Int.init), (2...100_000).contains(classCount) else {
             throw fail("metadata 'classes' must be an integer 2…100000")
         }
-        guard let priorModality = file.metadata["prior_modality"].flatMap(Modality.init(rawValue:)) else {
+        guard let priorModality = safetensors.metadata["prior_modality"].flatMap(Modality.init(rawValue:)) else {
             throw fail("metadata 'prior_modality' must be image or text")
         }
-        func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-            guard file.arrays[name] != nil else { throw fail("has no tensor '\(name)'") }
-            let value = try file.tensor(name)
-            guard value.shape == shape else { throw fail("'\(name)' has shape \(value.shape), the configuration needs \(shape)") }
-            guard value.scalars.allSatisfy(\.isFinite) else { throw fail("'\(name)' holds NaN or infinite values") }
-            return value
-        }
-        let prior = try tensor("prior", shape: [configuration.output, classCount])
+        let prior = try file.tensor("prior", shape: [configuration.output, classCount])
         var encoders: [Modality: LabelEncoder] = [:]
-        for (name, dimension) in try field("inputs", as: [String: Int].self) {
+        for (name, dimension) in try file.field("inputs", as: [String: Int].self) {
             guard let modality = Modality(rawValue: name) else { throw fail("metadata 'inputs' names '\(name)', not image or text") }
             guard (1...65_536).contains(dimension) else { throw fail("input dimension of \(name) must be 1…65536, got \(dimension)") }
             var generator = RandomGenerator(seed: 0)
-            let mean = try tensor("\(name).input.mean", shape: [dimension]), scale = try tensor("\(name).input.scale", shape: [dimension])
+            let mean = try file.tensor("\(name).input.mean", shape: [dimension]), scale = try file.tensor("\(name).input.scale", shape: [dimension])
             let encoder = LabelEncoder(modality: modality, inputDimension: dimension, configuration: configuration,
                                        standardization: (mean, scale), generator: &generator)
-            for parameter in encoder.parameters { parameter.assign(try tensor(parameter.name, shape: parameter.shape)) }
+            for parameter in encoder.parameters { parameter.assign(try file.tensor(parameter.name, shape: parameter.shape)) }
             encoders[modality] = encoder
         }
         guard !encoders.isEmpty else { throw fail("has no modality's network") }
-        let classNames = file.metadata["class_names"] == nil ? nil : try field("class_names", as: [String].self)
+        let classNames = try file.optionalField("class_names", as: [String].self)
         if let classNames, classNames.count != classCount { throw fail("metadata 'class_names' has \(classNames.count) names for \(classCount) classes") }
         return LabelSupervisedModel(configuration: configuration, classCount: classCount, prior: prior, priorModality: priorModality,
-                                    encoders: encoders, metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: LabelRetrievalMetrics.self),
+                                    encoders: encoders, metrics: try file.optionalField("metrics", as: LabelRetrievalMetrics.self),
                                     classNames: classNames)
     }
 

@@ -140,65 +140,49 @@ public struct TrainedModel: Sendable {
         try read(SafetensorsFile(bytes: bytes, name: name))
     }
 
-    static func read(_ file: SafetensorsFile) throws -> TrainedModel {
-        let path = file.path
-        func fail(_ problem: String) -> TensorFileError { TensorFileError(path: path, problem: problem) }
-        guard file.metadata["format"] == format else {
-            throw fail("not an Amber model (format \(file.metadata["format"] ?? "missing"), expected \(format))")
-        }
-        func field<T: Decodable>(_ name: String, as type: T.Type) throws -> T {
-            guard let text = file.metadata[name] else { throw fail("metadata has no '\(name)'") }
-            do { return try MetadataJSON.decode(type, from: text) } catch { throw fail("metadata '\(name)' does not decode: \(error)") }
-        }
-        let encoder = try field("encoder", as: ModalityEncoder.Configuration.self)
+    static func read(_ safetensors: SafetensorsFile) throws -> TrainedModel {
+        let file = try ModelFile(safetensors, format: format, kind: "model")
+        let fail = file.fail
+        let encoder = try file.field("encoder", as: ModalityEncoder.Configuration.self)
         if let problem = encoder.problem { throw fail("encoder configuration: \(problem)") }
-        let dimensions = try field("dimensions", as: Dimensions.self)
+        let dimensions = try file.field("dimensions", as: Dimensions.self)
         if let problem = dimensions.problem { throw fail(problem) }
-        guard let step = file.metadata["step"].flatMap(Int.init), step >= 0 else { throw fail("metadata has no non-negative integer 'step'") }
-        let gare = file.metadata["gare"] == nil ? nil : try field("gare", as: GapAwareScorer.Configuration.self)
+        guard let step = safetensors.metadata["step"].flatMap(Int.init), step >= 0 else { throw fail("metadata has no non-negative integer 'step'") }
+        let gare = try file.optionalField("gare", as: GapAwareScorer.Configuration.self)
         if let problem = gare?.problem { throw fail("GARE configuration: \(problem)") }
-        let stageTwo = try file.metadata["stage_two"].map { name in
+        let stageTwo = try safetensors.metadata["stage_two"].map { name in
             guard let kind = StageTwoKind(rawValue: name) else { throw fail("metadata 'stage_two' must be scan or gare, got '\(name)'") }
             return kind
         } ?? .scan
         if stageTwo == .gare && gare == nil { throw fail("stage 2 is GARE but the file has no GARE scorer") }
         var generator = RandomGenerator(seed: 0)
         let model = dimensions.makeModel(encoder, gare: gare, generator: &generator)
-        for parameter in model.parameters {
-            guard file.arrays[parameter.name] != nil else { throw fail("has no tensor '\(parameter.name)'") }
-            let value = try file.tensor(parameter.name)
-            guard value.shape == parameter.shape else {
-                throw fail("'\(parameter.name)' has shape \(value.shape), the configuration needs \(parameter.shape)")
-            }
-            guard value.scalars.allSatisfy(\.isFinite) else { throw fail("'\(parameter.name)' holds NaN or infinite values") }
-            parameter.assign(value)
-        }
-        let ranking = try field("ranking", as: TwoStageRanking.self)
+        for parameter in model.parameters { parameter.assign(try file.tensor(parameter.name, shape: parameter.shape)) }
+        let ranking = try file.field("ranking", as: TwoStageRanking.self)
         guard ranking.alpha >= 0, ranking.alpha <= 1, ranking.depth >= 1, ranking.depth <= 100_000 else {
             throw fail("ranking α \(ranking.alpha) must be in [0, 1] and depth \(ranking.depth) at least 1")
         }
-        let alignment = try field("alignment", as: LocalAlignment.self)
+        let alignment = try file.field("alignment", as: LocalAlignment.self)
         guard alignment.temperature.isFinite, alignment.temperature >= 0 else {
             throw fail("alignment temperature \(alignment.temperature) must be finite and ≥ 0")
         }
         var querybank: QuerybankNormalization?
-        if file.metadata["querybank_beta"] != nil {
-            let beta = try field("querybank_beta", as: Float.self)
+        if let beta = try file.optionalField("querybank_beta", as: Float.self) {
             guard beta >= 0, beta <= 1000 else { throw fail("querybank β \(beta) must be in [0, 1000]") }
-            guard file.arrays["querybank.images"] != nil, file.arrays["querybank.texts"] != nil else {
+            guard safetensors.arrays["querybank.images"] != nil, safetensors.arrays["querybank.texts"] != nil else {
                 throw fail("has a querybank β but not the tensors querybank.images and querybank.texts")
             }
-            let images = try file.tensor("querybank.images"), texts = try file.tensor("querybank.texts")
+            let images = try safetensors.tensor("querybank.images"), texts = try safetensors.tensor("querybank.texts")
             let D = encoder.jointDimension
             guard images.rank == 2, texts.rank == 2, images.shape[1] == D, texts.shape[1] == D, images.shape[0] > 0, texts.shape[0] > 0 else {
                 throw fail("querybank tensors have shapes \(images.shape) and \(texts.shape); the model needs [Q, \(D)] with Q ≥ 1")
             }
-            guard images.scalars.allSatisfy(\.isFinite), texts.scalars.allSatisfy(\.isFinite) else { throw fail("querybank tensors hold NaN or infinite values") }
-            querybank = QuerybankNormalization(beta: beta, imageQueries: images, textQueries: texts)
+            querybank = QuerybankNormalization(beta: beta, imageQueries: try file.tensor("querybank.images", shape: images.shape),
+                                               textQueries: try file.tensor("querybank.texts", shape: texts.shape))
         }
         return TrainedModel(encoder: encoder, dimensions: dimensions, model: model, step: step,
-                            metrics: file.metadata["metrics"] == nil ? nil : try field("metrics", as: RetrievalMetrics.self),
-                            stageTwoMetrics: file.metadata["stage_two_metrics"] == nil ? nil : try field("stage_two_metrics", as: RetrievalMetrics.self),
+                            metrics: try file.optionalField("metrics", as: RetrievalMetrics.self),
+                            stageTwoMetrics: try file.optionalField("stage_two_metrics", as: RetrievalMetrics.self),
                             ranking: ranking, alignment: alignment, querybank: querybank, stageTwo: stageTwo)
     }
 }
