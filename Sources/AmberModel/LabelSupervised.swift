@@ -188,6 +188,17 @@ public struct LabelEncoder: Sendable {
     }
 
     public var inputDimension: Int { inputMean.shape[0] }
+
+    /// The name and shape of every parameter a network of this configuration has, in
+    /// ``parameters`` order (what a model file must hold before a network is built from it).
+    public static func parameterShapes(modality: Modality, inputDimension: Int, configuration: Configuration) -> [(name: String, shape: [Int])] {
+        var width = inputDimension, shapes: [(String, [Int])] = []
+        for (index, next) in configuration.hidden.enumerated() {
+            shapes += [("\(modality.rawValue).hidden\(index).weight", [width, next]), ("\(modality.rawValue).hidden\(index).bias", [next])]
+            width = next
+        }
+        return shapes + [("\(modality.rawValue).output.weight", [width, configuration.output])]
+    }
     public var parameters: [Parameter] { hidden.flatMap(\.parameters) + [output] }
 
     /// `x` `[B, d]` → `[B, D]`, unit rows.
@@ -405,6 +416,12 @@ public struct LabelSupervisedModel: Sendable {
         for (name, dimension) in try file.field("inputs", as: [String: Int].self) {
             guard let modality = Modality(rawValue: name) else { throw fail("metadata 'inputs' names '\(name)', not image or text") }
             guard (1...65_536).contains(dimension) else { throw fail("input dimension of \(name) must be 1…65536, got \(dimension)") }
+            // Every tensor is checked against the metadata before a network is allocated: a small
+            // file that claims huge layers is refused, not built.
+            for (parameter, shape) in LabelEncoder.parameterShapes(modality: modality, inputDimension: dimension, configuration: configuration) {
+                guard let stored = safetensors.arrays[parameter] else { throw fail("has no tensor '\(parameter)'") }
+                guard stored.shape == shape else { throw fail("'\(parameter)' has shape \(stored.shape), the configuration needs \(shape)") }
+            }
             var generator = RandomGenerator(seed: 0)
             let mean = try file.tensor("\(name).input.mean", shape: [dimension]), scale = try file.tensor("\(name).input.scale", shape: [dimension])
             let encoder = LabelEncoder(modality: modality, inputDimension: dimension, configuration: configuration,

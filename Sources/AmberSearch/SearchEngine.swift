@@ -88,6 +88,22 @@ public final class EncodedModalityGallery: @unchecked Sendable {
             starts: starts.appending(newStarts, toViewOf: count + 1), positions: table)
     }
 
+    /// This gallery with its items' descriptions (caption, labels) taken from `catalog` where an
+    /// item with the same id differs; nil when none does. Rows, codes and fragments are shared.
+    public func updatingItems(from catalog: [Int64: GalleryItem]) -> EncodedModalityGallery? {
+        var current = items, changed = false
+        for (position, item) in current.enumerated() {
+            if let fresh = catalog[item.itemID], fresh != item {
+                current[position] = fresh
+                changed = true
+            }
+        }
+        guard changed else { return nil }
+        return EncodedModalityGallery(modality: modality, index: index, count: count,
+                                      items: AppendableBuffer(current, reserve: max(count / 2, 1024)), fragments: fragments,
+                                      counts: counts, starts: starts, positions: positions.copy(below: count))
+    }
+
     /// The item at `position`.
     public func item(at position: Int) -> GalleryItem { itemStore[position] }
 
@@ -221,6 +237,18 @@ public final class SearchEngine: @unchecked Sendable {
 
     /// The gallery of `modality`.
     public func gallery(_ modality: Modality) -> EncodedModalityGallery { modality == .image ? images : texts }
+
+    /// This engine with its items' descriptions (labels, captions) as `catalogs` has them now;
+    /// nil when nothing changed. Nothing is encoded again.
+    public func updatingItems(from catalogs: [Modality: [GalleryItem]]) -> SearchEngine? {
+        func fresh(_ modality: Modality) -> EncodedModalityGallery? {
+            let byID = Dictionary((catalogs[modality] ?? []).map { ($0.itemID, $0) }, uniquingKeysWith: { first, _ in first })
+            return gallery(modality).updatingItems(from: byID)
+        }
+        let newImages = fresh(.image), newTexts = fresh(.text)
+        guard newImages != nil || newTexts != nil else { return nil }
+        return SearchEngine(model: model, version: version, images: newImages ?? images, texts: newTexts ?? texts)
+    }
 
     /// Ranks the gallery of the other modality for a query of `modality` given by its features.
     public func search(_ query: ItemFeatures, of modality: Modality, options: SearchOptions) -> [SearchHit] {

@@ -142,7 +142,9 @@ public final class QueryService: Sendable {
         // Items refused for this model are not "new": leave them out before comparing.
         if !refused.isEmpty { catalogs = catalogs.mapValues { $0.filter { !refused.contains($0.itemID) } } }
         if let previous, Modality.allCases.allSatisfy({ catalogs[$0]!.map(\.itemID) == previous.gallery($0).index.itemIDs }) {
-            return version                                  // nothing new: no copy, no swap
+            // No new item; labels may have been added to stored ones: swap in their descriptions.
+            if let relabelled = previous.updatingItems(from: catalogs) { install(relabelled) }
+            return version                                  // nothing new to encode
         }
         let last = lastLoaded.withLock { $0 }
         let fingerprint = last?.version == version ? last?.fingerprint : galleryCacheFingerprint(model)
@@ -165,7 +167,7 @@ public final class QueryService: Sendable {
                     }
                 }
             }
-            install(grown.engine)
+            install(grown.engine.updatingItems(from: catalogs) ?? grown.engine)
             logger.info("gallery grown", metadata: [
                 "serve.version": "\(version)", "serve.images": "\(grown.engine.images.count)", "serve.texts": "\(grown.engine.texts.count)",
                 "serve.encoded": "\(grown.added.values.reduce(0) { $0 + $1.count })", "serve.appended": "true",

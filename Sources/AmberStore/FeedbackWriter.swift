@@ -57,7 +57,7 @@ public enum FeedbackWriter {
                         item.externalID = externalID(ofQuery: text)
                         item.caption = text
                         item.modality = .text
-                        let (added, _) = try ItemWriter.insert([item], source: "feedback", on: db)
+                        let (added, _, _) = try ItemWriter.insert([item], source: "feedback", on: db)
                         if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', '1')") }
                         let row = try db.execute("SELECT item_id FROM amber.items WHERE modality = 'text' AND external_id = $1", [.text(item.externalID)])
                         textID = try row.value(Int64.self, column: "item_id")

@@ -19,6 +19,8 @@ public enum ItemLabels {
                 added += try db.execute("INSERT INTO amber.item_labels (item_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                                         [.int(try item.value(Int64.self, column: "item_id")), .text(entry.label)]).affectedRows
             }
+            // Query servers take the new labels into their galleries' items.
+            if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', '0')") }
             return added
         }
     }

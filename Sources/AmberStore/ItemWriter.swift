@@ -11,18 +11,19 @@ public enum ItemWriter {
     ///   from those its modality has in the database.
     public static func write(_ items: [NewItem], source: String = "http", on db: PostgresConnection) throws -> (added: Int, existing: Int) {
         try db.transaction {
-            let (added, existing) = try insert(items, source: source, on: db)
-            // Query servers grow their galleries on this (an item need not wait for its pairs).
-            if added > 0 { try db.execute("SELECT pg_notify('amber_new_items', $1)", [.text(String(added))]) }
+            let (added, existing, labelled) = try insert(items, source: source, on: db)
+            // Query servers grow their galleries on this (an item need not wait for its pairs),
+            // and take stored items' new labels.
+            if added > 0 || labelled > 0 { try db.execute("SELECT pg_notify('amber_new_items', $1)", [.text(String(added))]) }
             return (added, existing)
         }
     }
 
     /// The body of ``write(_:source:on:)`` inside the caller's transaction (no notification).
-    static func insert(_ items: [NewItem], source: String, on db: PostgresConnection) throws -> (added: Int, existing: Int) {
+    static func insert(_ items: [NewItem], source: String, on db: PostgresConnection) throws -> (added: Int, existing: Int, labelled: Int) {
         do {
             var dimensions: [Modality: (global: Int, local: Int)] = [:]
-            var added = 0
+            var added = 0, labelled = 0
             for (index, item) in items.enumerated() {
                 let localDimension = item.features.localDimension
                 let known: (global: Int, local: Int)
@@ -46,11 +47,11 @@ public enum ItemWriter {
                     """, [.text(item.modality.rawValue), .text(item.externalID), item.caption.map(PostgresValue.text) ?? .null, .text(source)])
                 // Labels are added to the item, new or stored (never removed here).
                 for label in Set(item.labels).sorted() {
-                    try db.execute("""
+                    labelled += try db.execute("""
                         INSERT INTO amber.item_labels (item_id, label)
                         SELECT item_id, $3 FROM amber.items WHERE modality = $1::amber.modality AND external_id = $2
                         ON CONFLICT DO NOTHING
-                        """, [.text(item.modality.rawValue), .text(item.externalID), .text(label)])
+                        """, [.text(item.modality.rawValue), .text(item.externalID), .text(label)]).affectedRows
                 }
                 // An existing item keeps what it has: its features, and its thumbnail or none (this
                 // upload's picture need not be the photo those features came from).
@@ -64,7 +65,7 @@ public enum ItemWriter {
                           .int32(Int32(item.features.localCount)), .bytes(ElementType.float32.bytes(item.features.global)), .bytes(ElementType.float32.bytes(item.features.local))])
                 added += 1
             }
-            return (added, items.count - added)
+            return (added, items.count - added, labelled)
         }
     }
 

@@ -25,9 +25,39 @@ public enum LabelledCatalog {
                        newest: try row.value(String.self, column: "newest"))
     }
 
+    /// The labelled items split into training and validation by a seeded hash of each item's id:
+    /// an item stays on its side as the catalogue grows, so a model trained on today's items is
+    /// compared with the serving one on items neither trained on. Nil when there are fewer than
+    /// two labels or no items.
+    public static func read(on db: PostgresConnection, validationShare share: Double, seed: UInt64,
+                            logger: Logger = Logger(label: "amber.train")) throws -> (train: LabelledData, validation: LabelledData)? {
+        guard let (data, ids) = try readWithIDs(on: db, logger: logger) else { return nil }
+        var train: [Modality: LabelledItems] = [:], validation: [Modality: LabelledItems] = [:]
+        for (modality, items) in data.items {
+            let held = ids[modality]!.map { isValidation($0, share: share, seed: seed) }
+            train[modality] = items.subset(held.indices.filter { !held[$0] })
+            validation[modality] = items.subset(held.indices.filter { held[$0] })
+        }
+        return (LabelledData(items: train, classCount: data.classCount, classNames: data.classNames),
+                LabelledData(items: validation, classCount: data.classCount, classNames: data.classNames))
+    }
+
+    /// Whether item `id` is held out for validation (a SplitMix64 hash of id and seed below the share).
+    public static func isValidation(_ id: Int64, share: Double, seed: UInt64) -> Bool {
+        var z = UInt64(bitPattern: id) &+ seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Double(z >> 11) / Double(1 << 53) < share
+    }
+
     /// The labelled items, or nil when there are fewer than two labels or no items. A row that
     /// does not decode (a vector of another type or width) is skipped and logged.
     public static func read(on db: PostgresConnection, logger: Logger = Logger(label: "amber.train")) throws -> LabelledData? {
+        try readWithIDs(on: db, logger: logger)?.data
+    }
+
+    private static func readWithIDs(on db: PostgresConnection, logger: Logger) throws -> (data: LabelledData, ids: [Modality: [Int64]])? {
         let rows = try db.execute("""
             SELECT i.item_id, i.modality::text AS modality, f.global_type::text AS global_type, f.global_vector,
                    (SELECT json_agg(l.label ORDER BY l.label) FROM amber.item_labels l WHERE l.item_id = i.item_id)::text AS labels
@@ -35,7 +65,7 @@ public enum LabelledCatalog {
             WHERE EXISTS (SELECT 1 FROM amber.item_labels l WHERE l.item_id = i.item_id)
             ORDER BY i.item_id
             """)
-        var vectors: [Modality: [[Float]]] = [:], names: [Modality: [[String]]] = [:]
+        var vectors: [Modality: [[Float]]] = [:], names: [Modality: [[String]]] = [:], ids: [Modality: [Int64]] = [:]
         for row in 0..<rows.rowCount {
             do {
                 let id = try rows.value(Int64.self, row: row, column: "item_id")
@@ -50,6 +80,7 @@ public enum LabelledCatalog {
                 }
                 vectors[modality, default: []].append(global)
                 names[modality, default: []].append(labels)
+                ids[modality, default: []].append(id)
             } catch {
                 logger.error("labelled item row skipped", metadata: ["train.row": "\(row)", "error": "\(error)"])
             }
@@ -63,6 +94,6 @@ public enum LabelledCatalog {
             items[modality] = LabelledItems(features: Tensor(shape: [rows.count, dimension], scalars: rows.flatMap { $0 }),
                                             labels: names[modality]!.map { $0.compactMap { index[$0] } })
         }
-        return LabelledData(items: items, classCount: classNames.count, classNames: classNames)
+        return (LabelledData(items: items, classCount: classNames.count, classNames: classNames), ids)
     }
 }

@@ -56,6 +56,19 @@ public enum ModelRegistry {
         }
     }
 
+    /// Serves `version` if the serving version is still `expected` (nil: none is served), in one
+    /// transaction that holds the serving row: a gate that compared with `expected` cannot undo
+    /// a promotion made meanwhile. Returns whether it promoted.
+    public static func promote(_ version: Int64, ifServing expected: Int64?, on connection: PostgresConnection) throws -> Bool {
+        try connection.transaction {
+            let row = try connection.execute("SELECT model_version FROM amber.serving WHERE singleton FOR UPDATE")
+            let current = row.rowCount == 1 ? try row.decode(Int64.self, row: 0, column: "model_version") : nil
+            guard current == expected else { return false }
+            try promote(version, on: connection)
+            return true
+        }
+    }
+
     /// Registers a model file (the bytes of a `TrainedModel`) as a new candidate version; returns
     /// its number.
     public static func add(model bytes: [UInt8], step: Int, configuration: String, metrics: String, on connection: PostgresConnection) throws -> Int64 {

@@ -90,6 +90,7 @@ public final class LabelTrainer {
     public init(configuration: Configuration, train: LabelledData, validation: LabelledData, progress: @escaping (String) -> Void = { _ in }) {
         precondition(configuration.problem == nil, "LabelTrainer: \(configuration.problem ?? "")")
         precondition(train.classCount == validation.classCount, "LabelTrainer: train and validation classes differ")
+        precondition(train.classCount <= configuration.network.output, "LabelTrainer: \(train.classCount) classes need a shared space of at least as many dimensions")
         self.configuration = configuration
         self.train = train
         self.validation = validation

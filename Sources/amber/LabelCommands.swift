@@ -79,6 +79,7 @@ struct LabelTrainingOptions: ParsableArguments {
         if let rounds, rounds < 1 { return "--rounds must be at least 1, got \(rounds)" }
         if !(pollSeconds.isFinite && pollSeconds >= 0.01 && pollSeconds <= 86_400) { return "--poll-seconds must be 0.01…86400, got \(pollSeconds)" }
         if !(mapTolerance.isFinite && mapTolerance >= 0 && mapTolerance <= 1) { return "--map-tolerance must be in [0, 1], got \(mapTolerance)" }
+        if !(split.validationShare > 0 && split.validationShare < 1) { return "--validation-share must be in (0, 1), got \(split.validationShare)" }
         return nil
     }
 
@@ -105,6 +106,9 @@ struct LabelTrainingOptions: ParsableArguments {
         let (train, validation) = try split.split(all)
         let modalities = modality.isEmpty ? Modality.allCases.filter { all.items[$0] != nil } : Array(Set(modality)).sorted { $0.rawValue < $1.rawValue }
         for m in modalities where all.items[m] == nil { throw ValidationError("--modality \(m.rawValue): \(path) has no \(m.rawValue) features") }
+        guard all.classCount <= configuration.network.output else {
+            throw ValidationError("\(path) has \(all.classCount) classes; the shared space (--output-dimension \(configuration.network.output)) needs at least as many dimensions")
+        }
         var existing: LabelSupervisedModel?
         if let from {
             let model: LabelSupervisedModel
@@ -114,6 +118,11 @@ struct LabelTrainingOptions: ParsableArguments {
             }
             guard model.classCount == all.classCount else {
                 throw ValidationError("--from \(from) knows \(model.classCount) classes; \(path) has \(all.classCount)")
+            }
+            for (kept, encoder) in model.encoders {
+                if let items = all.items[kept], items.features.shape[1] != encoder.inputDimension {
+                    throw ValidationError("--from \(from) reads \(kept.rawValue) features of \(encoder.inputDimension) dimensions; \(path)'s \(kept.rawValue) features have \(items.features.shape[1])")
+                }
             }
             existing = model
         }
@@ -164,18 +173,22 @@ extension LabelTrainingOptions {
                     continue
                 }
                 seen = version
-                guard let data = try LabelledCatalog.read(on: db) else {
+                guard let (train, validation) = try LabelledCatalog.read(on: db, validationShare: split.validationShare, seed: split.splitSeed) else {
                     log("\(version.items) labelled items with features: fewer than two labels; waiting for more")
                     continue
                 }
-                let modalities = Modality.allCases.filter { (data.items[$0]?.count ?? 0) >= 2 * data.classCount }
-                guard modalities.count == 2 else {
-                    log("labelled items: " + Modality.allCases.map { "\($0.rawValue) \(data.items[$0]?.count ?? 0)" }.joined(separator: ", ")
-                        + "; a search model needs both modalities with at least two items per class (\(2 * data.classCount)); waiting for more")
+                let classes = train.classCount
+                guard classes <= configuration.network.output else {
+                    log("\(classes) labels, more than the shared space's \(configuration.network.output) dimensions (--output-dimension): waiting (a label model needs D ≥ the number of labels)")
                     continue
                 }
-                let (train, validation) = data.split(validationShare: split.validationShare, seed: split.splitSeed)
-                log("round \(round + 1): \(data.classCount) labels; " + modalities.map { "\($0.rawValue) \(train.items[$0]!.count) train / \(validation.items[$0]!.count) validation" }.joined(separator: ", "))
+                let modalities = Modality.allCases.filter { (train.items[$0]?.count ?? 0) >= 2 && (validation.items[$0]?.count ?? 0) >= 1 }
+                guard modalities.count == 2 else {
+                    log("labelled items (train / validation): " + Modality.allCases.map { "\($0.rawValue) \(train.items[$0]?.count ?? 0) / \(validation.items[$0]?.count ?? 0)" }.joined(separator: ", ")
+                        + "; a search model needs both modalities with training and validation items; waiting for more")
+                    continue
+                }
+                log("round \(round + 1): \(classes) labels; " + modalities.map { "\($0.rawValue) \(train.items[$0]!.count) train / \(validation.items[$0]!.count) validation" }.joined(separator: ", "))
                 let trainer = LabelTrainer(configuration: configuration, train: train, validation: validation, progress: log)
                 let model = try trainer.run(modalities)
                 round += 1
@@ -183,11 +196,12 @@ extension LabelTrainingOptions {
                 let added = try ModelRegistry.add(model: try model.encoded(), step: round, configuration: MetadataJSON.encode(configuration.network),
                                                   metrics: MetadataJSON.encode(["map_all": metrics.mean, "map_50": metrics.meanAt50]), on: db)
                 log("model version \(added): validation \(metrics)")
-                // The gate: compare with the serving model on the same validation items.
+                // The gate: compare with the serving model on the same validation items (neither trained on them).
                 var promote = true
-                if let serving = try ModelRegistry.servingModelFile(on: db) {
+                let serving = try ModelRegistry.servingModelFile(on: db)
+                if let serving {
                     switch try? ServedModel.read(bytes: serving.bytes, name: "model version \(serving.version)") {
-                    case .labels(let current) where current.classNames == data.classNames && current.encoders.allSatisfy({ validation.items[$0.key]?.features.shape[1] == $0.value.inputDimension }):
+                    case .labels(let current) where current.classNames == train.classNames && current.encoders.allSatisfy({ validation.items[$0.key]?.features.shape[1] == $0.value.inputDimension }):
                         let now = current.evaluate(on: validation)?.mean ?? 0
                         promote = metrics.mean >= now - mapTolerance
                         log(String(format: "serving version %lld: validation mAP@all %.4f → %@", serving.version, now, promote ? "promoting" : "kept (the new version is worse)"))
@@ -198,7 +212,9 @@ extension LabelTrainingOptions {
                         log("serving version \(serving.version) is not a label model: version \(added) stays a candidate (amber models promote \(added))")
                     }
                 }
-                if promote { try ModelRegistry.promote(added, on: db) }
+                if promote, try !ModelRegistry.promote(added, ifServing: serving?.version, on: db) {
+                    log("another version was promoted meanwhile: version \(added) stays a candidate")
+                }
             }
             log("stopped after \(round) rounds")
         }
@@ -254,6 +270,14 @@ struct LabelBaselineCommand: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "CCA exponents of the correlation weights to try.") var power: [Double] = [0, 1, 2]
     @Option(parsing: .upToNextOption, help: "Class posteriors: L2 penalties to try.") var penalty: [Float] = [0, 1e-3, 1e-2, 3e-2, 0.1, 0.3]
     @Option(parsing: .upToNextOption, help: "Class posteriors: seeds (mean ± std over them).") var seed: [UInt64] = [1, 2, 3]
+
+    func validate() throws {
+        guard !regularization.isEmpty, regularization.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= 1e6 }) else { throw ValidationError("--regularization values must be finite and in [0, 1e6]") }
+        guard !components.isEmpty, components.allSatisfy({ (1...65_536).contains($0) }) else { throw ValidationError("--components must be 1…65536") }
+        guard !power.isEmpty, power.allSatisfy({ $0.isFinite && abs($0) <= 100 }) else { throw ValidationError("--power values must be finite, |p| ≤ 100") }
+        guard !penalty.isEmpty, penalty.allSatisfy({ $0.isFinite && $0 >= 0 && $0 <= 1e6 }) else { throw ValidationError("--penalty values must be finite and in [0, 1e6]") }
+        guard !seed.isEmpty else { throw ValidationError("--seed needs at least one seed") }
+    }
 
     func run() throws {
         let (path, all) = try loadLabelledData(dataOptions.data)

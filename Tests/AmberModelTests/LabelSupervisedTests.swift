@@ -101,6 +101,8 @@ struct LabelSupervisedTests {
         let encoder = LabelEncoder(modality: .image, inputDimension: 5, configuration: .init(hidden: [7, 4], output: 3),
                                    standardization: statistics, generator: &generator)
         #expect(encoder.parameters.map(\.name) == ["image.hidden0.weight", "image.hidden0.bias", "image.hidden1.weight", "image.hidden1.bias", "image.output.weight"])
+        let declared = LabelEncoder.parameterShapes(modality: .image, inputDimension: 5, configuration: .init(hidden: [7, 4], output: 3))
+        #expect(declared.map(\.name) == encoder.parameters.map(\.name) && declared.map(\.shape) == encoder.parameters.map(\.shape))
         let x = randomTensor([4, 5], seed: 6, lower: -3, upper: 3)
         // Naive: standardise, two ReLU layers, no-bias output, unit length.
         let X = Self.rows(x), mean = statistics.mean.scalars.map(Double.init), scale = statistics.scale.scalars.map(Double.init)
@@ -214,6 +216,16 @@ struct LabelSupervisedTests {
         bytes[offset] = UInt8(ascii: "x")
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         #expect(throws: TensorFileError.self) { try LabelSupervisedModel.read(from: path) }
+        // A small file whose metadata claims huge layers is refused before any layer is built.
+        let huge = LabelEncoder.Configuration(hidden: [16_384, 16_384, 16_384], output: 16_384)
+        let claims: [String: String] = ["format": "amber-label-model/1", "configuration": try MetadataJSON.encode(huge), "classes": "3",
+                                        "prior_modality": "image", "inputs": #"{"image": 5}"#]
+        let lying = Self.directory() + "/lying.safetensors"
+        try SafetensorsFile.write(["prior": .float(Tensor.zeros([16_384, 3]), .float32), "image.input.mean": .float(Tensor.zeros([5]), .float32),
+                                   "image.input.scale": .float(Tensor.ones([5]), .float32)], metadata: claims, to: lying)
+        do { _ = try LabelSupervisedModel.read(from: lying); Issue.record("a file without its layers must be refused") } catch let error as TensorFileError {
+            #expect(error.problem.contains("has no tensor 'image.hidden0.weight'"), "\(error.problem)")
+        }
         #expect(throws: TensorFileError.self) { try LabelSupervisedModel.read(from: path + ".missing") }
     }
 }

@@ -114,6 +114,22 @@ struct LabelServingTests {
                 == b.searchSameModality(query, of: .image, options: options).map(\.global))
     }
 
+    /// Labels given later to stored items reach the served results without encoding anything again.
+    @Test func labelsAddedToStoredItemsReachTheServedItems() async throws {
+        let model = try Self.trainer().run([.image, .text])
+        let (service, store, _) = try await Self.serve(model)
+        let before = try #require(service.engine)
+        var relabelled = Self.catalogue().items[0]
+        relabelled.labels = ["class0", "favourite"]
+        _ = try await store.addItems([relabelled])
+        try await service.reload()
+        let after = try #require(service.engine)
+        let position = try #require(after.images.position(of: before.images.item(at: 0).itemID))
+        #expect(after.images.item(at: position).labels == ["class0", "favourite"])
+        #expect(after.images.encoding.fused == before.images.encoding.fused, "nothing encoded again")
+        #expect(before.images.item(at: 0).labels == ["class0"], "an engine a query holds is not changed under it")
+    }
+
     @Test func aModelWithOneNetworkIsNotPromoted() async throws {
         let imageOnly = try Self.trainer().run([.image])
         let store = InMemoryServingStore()

@@ -193,6 +193,15 @@ struct TrainingCommandLineTests {
         let baseline = try runAmber(["baseline", "labels", "--data", directory, "--components", "2", "--power", "1", "--regularization", "0.1", "--penalty", "0.01"])
         #expect(baseline.status == 0 && baseline.output.contains("CCA, best on validation") && baseline.output.contains("class posteriors (L2 0.01)"), "\(baseline.output) \(baseline.error)")
 
+        let narrow = try runAmber(["train"] + small + ["--output-dimension", "2", "--output", directory + "/x"])
+        #expect(narrow.status != 0 && narrow.error.contains("3 classes") && narrow.error.contains("--output-dimension 2"), "\(narrow.error)")
+        let widerImages = directory + "/wide"
+        try FileManager.default.createDirectory(atPath: widerImages, withIntermediateDirectories: true)
+        try NumpyFile.write(Tensor.randomNormal([60, 7], using: &generator), to: widerImages + "/image.npy")
+        try FileManager.default.copyItem(atPath: directory + "/text.npy", toPath: widerImages + "/text.npy")
+        try FileManager.default.copyItem(atPath: directory + "/labels.npy", toPath: widerImages + "/labels.npy")
+        let mismatched = try runAmber(["train"] + small.map { $0 == directory ? widerImages : $0 } + ["--modality", "text", "--from", directory + "/image/model.safetensors", "--output", directory + "/x"])
+        #expect(mismatched.status != 0 && mismatched.error.contains("reads image features of 6 dimensions"), "\(mismatched.error)")
         let otherShape = try runAmber(["train"] + small + ["--modality", "text", "--from", directory + "/image/model.safetensors", "--hidden", "7", "--output", directory + "/x"])
         #expect(otherShape.status == 64 && otherShape.error.contains("--hidden"), "\(otherShape.error)")
         let nowhere = try runAmber(["train", "--supervision", "labels", "--data", directory + "/nowhere"])
@@ -201,6 +210,10 @@ struct TrainingCommandLineTests {
         #expect(badShare.status != 0 && badShare.error.contains("--validation-share"), "\(badShare.error)")
         let noRounds = try runAmber(["train", "--supervision", "labels", "--continuous", "--rounds", "0", "--database-url", "postgresql:///nowhere?host=/nonexistent"])
         #expect(noRounds.status == 64 && noRounds.error.contains("--rounds"), "\(noRounds.error)")
+        let nanShare = try runAmber(["train", "--supervision", "labels", "--continuous", "--validation-share", "nan", "--database-url", "postgresql:///nowhere?host=/nonexistent"])
+        #expect(nanShare.status == 64 && nanShare.error.contains("--validation-share"), "\(nanShare.error)")
+        let badComponents = try runAmber(["baseline", "labels", "--data", directory, "--components", "-1"])
+        #expect(badComponents.status == 64 && badComponents.error.contains("--components"), "\(badComponents.error)")
         try NumpyFile.write(labels.map { $0 == 2 ? -2 : $0 }, shape: [60], to: directory + "/labels.npy")
         let badLabels = try runAmber(["train"] + small)
         #expect(badLabels.status != 0 && badLabels.error.contains("\(directory)/labels.npy") && badLabels.error.contains("class -2"), "\(badLabels.error)")
@@ -240,6 +253,14 @@ struct TrainingCommandLineTests {
         let file = try #require(try ModelRegistry.servingModelFile(on: connection))
         guard case .labels(let model) = try ServedModel.read(bytes: file.bytes, name: "v2") else { Issue.record("not a label model"); return }
         #expect(model.classNames == ["class 0", "class 1", "class 2"] && model.encoders.count == 2)
+        // The validation side of an item is fixed by its id (and the split seed), whatever else is stored.
+        let sides = (1...2000).map { LabelledCatalog.isValidation(Int64($0), share: 0.2, seed: 0) }
+        #expect(sides == (1...2000).map { LabelledCatalog.isValidation(Int64($0), share: 0.2, seed: 0) })
+        #expect((330...470).contains(sides.filter { $0 }.count), "\(sides.filter { $0 }.count) of 2000 held out at share 0.2")
+        #expect(sides != (1...2000).map { LabelledCatalog.isValidation(Int64($0), share: 0.2, seed: 1) })
+        // A gate that compared with the serving version does not override a promotion made meanwhile.
+        #expect(try !ModelRegistry.promote(1, ifServing: nil, on: connection) && ModelRegistry.serving(on: connection) == 2)
+        #expect(try ModelRegistry.promote(1, ifServing: 2, on: connection) && ModelRegistry.serving(on: connection) == 1)
         // Chance is ≈ 0.36 (a third of each gallery is relevant); 20 epochs of a small network get well above it.
         #expect((model.metrics?.mean ?? 0) > 0.5, "\(String(describing: model.metrics))")
     }
