@@ -48,6 +48,12 @@ struct LabelServingTests {
         return LabelTrainer(configuration: c, train: train, validation: validation)
     }
 
+    /// The model of seed 1, trained once for every test of the suite (they run in parallel with
+    /// the rest of the suite's tests; one training keeps the machine free for their requests).
+    static let seedOne: LabelSupervisedModel = {
+        do { return try trainer().run([.image, .text]) } catch { fatalError("training the fixture model failed: \(error)") }
+    }()
+
     static func serve(_ model: LabelSupervisedModel) async throws -> (QueryService, InMemoryServingStore, Int64) {
         let store = InMemoryServingStore()
         _ = try await store.addItems(catalogue().items)
@@ -60,7 +66,7 @@ struct LabelServingTests {
 
     @Test(arguments: Transport.allCases)
     func searchUsesEachModalitysNetworkAndOnlyTheGlobalStage(transport: Transport) async throws {
-        let model = try Self.trainer().run([.image, .text])
+        let model = Self.seedOne
         #expect((model.metrics?.mean ?? 0) > 0.9, "validation \(String(describing: model.metrics))")
         let (service, _, version) = try await Self.serve(model)
         let engine = try #require(service.engine)
@@ -99,7 +105,7 @@ struct LabelServingTests {
     /// DRCL's promise in the service: retraining (or adding) the text side leaves the image
     /// network, so the image gallery's vectors and the image searches stay as they were.
     @Test func aTextSideTrainedLaterLeavesTheImageGalleryAndItsSearchesUnchanged() async throws {
-        let first = try Self.trainer(seed: 1).run([.image, .text])
+        let first = Self.seedOne
         let later = try Self.trainer(seed: 2).run([.text], existing: first)
         #expect(later.encoders[.text]!.output.value.scalars != first.encoders[.text]!.output.value.scalars, "the text side changed")
         let (before, _, _) = try await Self.serve(first)
@@ -116,7 +122,7 @@ struct LabelServingTests {
 
     /// Labels given later to stored items reach the served results without encoding anything again.
     @Test func labelsAddedToStoredItemsReachTheServedItems() async throws {
-        let model = try Self.trainer().run([.image, .text])
+        let model = Self.seedOne
         let (service, store, _) = try await Self.serve(model)
         let before = try #require(service.engine)
         var relabelled = Self.catalogue().items[0]
