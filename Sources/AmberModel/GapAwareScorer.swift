@@ -81,13 +81,6 @@ public struct GapAwareScorer: Sendable {
             + [attentionNormGain, attentionNormBias] + residual.parameters + [outputNormGain, outputNormBias] + head.parameters
     }
 
-    /// `[1, I, n]`-broadcastable additive mask: 0 on real fragments, −1e9 on padding.
-    private static func maskBias(_ counts: [Int], n: Int) -> Tensor {
-        var bias = [Float](repeating: 0, count: counts.count * n)
-        for (i, count) in counts.enumerated() { for f in count..<n { bias[i * n + f] = -1e9 } }
-        return Tensor(shape: [counts.count, n], scalars: bias)
-    }
-
     /// What a forward pass gives: the scores and the increments in factored form,
     /// `Δ_ij = z_ij W_Δ + b_Δ` (the `T·I` increments are never formed: the score and the
     /// regularisers need only their products, see ``callAsFunction(texts:fragments:counts:)``).
@@ -137,7 +130,7 @@ public struct GapAwareScorer: Sendable {
                      && counts.allSatisfy { $0 >= 1 && $0 <= fragments.shape[1] },
                      "GapAwareScorer: texts \(texts.shape), fragments \(fragments.shape), counts \(counts)")
         let T = texts.shape[0], I = fragments.shape[0], n = fragments.shape[1], D = texts.shape[1], d = configuration.width
-        let mask = Self.maskBias(counts, n: n)                                                    // [I, n]
+        let mask = Tensor.paddingBias(counts: counts, length: n)                                  // [I, n]
         let real = Tensor(shape: [I, n, 1], scalars: mask.scalars.map { $0 == 0 ? 1 : 0 })
         let inverseCounts = Tensor(shape: [I, 1], scalars: counts.map { 1 / Float($0) })
         let means = (fragments * real).sum(axis: 1) * inverseCounts                               // [I, D]

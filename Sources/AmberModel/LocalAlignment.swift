@@ -53,9 +53,7 @@ public struct LocalAlignment: Sendable, Codable, Equatable {
                 return Tensor.concatenate(rows, axis: 0)
             }
             // Per text: every image at once, padding regions at −∞ before the softmax.
-            var bias = [Float](repeating: 0, count: I * n)
-            for i in 0..<I { for r in imageCounts[i]..<n { bias[i * n + r] = -1e9 } }
-            let regionBias = Tensor(shape: [I, n, 1], scalars: bias)
+            let regionBias = Tensor.paddingBias(counts: imageCounts, length: n).reshaped([I, n, 1])
             let flatRegions = regions.reshaped([I * n, D])
             var columns: [Tensor] = []
             columns.reserveCapacity(T)
@@ -70,6 +68,16 @@ public struct LocalAlignment: Sendable, Codable, Equatable {
             }
             return Tensor.concatenate(columns, axis: 1)
         }
+    }
+}
+
+extension Tensor {
+    /// `[B, n]` additive mask of padded rows: 0 on item `b`'s first `counts[b]` rows, −1e9 after
+    /// them (added to logits before a softmax over the rows).
+    static func paddingBias(counts: [Int], length n: Int) -> Tensor {
+        var bias = [Float](repeating: 0, count: counts.count * n)
+        for (b, count) in counts.enumerated() { for r in count..<n { bias[b * n + r] = -1e9 } }
+        return Tensor(shape: [counts.count, n], scalars: bias)
     }
 }
 

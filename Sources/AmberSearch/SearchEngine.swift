@@ -89,16 +89,19 @@ public final class EncodedModalityGallery: @unchecked Sendable {
     }
 
     /// This gallery with its items' descriptions (caption, labels) taken from `catalog` where an
-    /// item with the same id differs; nil when none does. Rows, codes and fragments are shared.
-    public func updatingItems(from catalog: [Int64: GalleryItem]) -> EncodedModalityGallery? {
-        var current = items, changed = false
-        for (position, item) in current.enumerated() {
-            if let fresh = catalog[item.itemID], fresh != item {
-                current[position] = fresh
-                changed = true
-            }
+    /// item with the same id differs; nil when none does. `catalog` lists the gallery's items in
+    /// gallery order (it may hold others between and after them: items left out, new ones), so
+    /// one walk compares them. Rows, codes and fragments are shared.
+    public func updatingItems(from catalog: [GalleryItem]) -> EncodedModalityGallery? {
+        var changed: [(position: Int, item: GalleryItem)] = []
+        var position = 0
+        for item in catalog where position < count && itemStore[position].itemID == item.itemID {
+            if itemStore[position] != item { changed.append((position, item)) }
+            position += 1
         }
-        guard changed else { return nil }
+        guard !changed.isEmpty else { return nil }
+        var current = items
+        for (position, item) in changed { current[position] = item }
         return EncodedModalityGallery(modality: modality, index: index, count: count,
                                       items: AppendableBuffer(current, reserve: max(count / 2, 1024)), fragments: fragments,
                                       counts: counts, starts: starts, positions: positions.copy(below: count))
@@ -241,10 +244,7 @@ public final class SearchEngine: @unchecked Sendable {
     /// This engine with its items' descriptions (labels, captions) as `catalogs` has them now;
     /// nil when nothing changed. Nothing is encoded again.
     public func updatingItems(from catalogs: [Modality: [GalleryItem]]) -> SearchEngine? {
-        func fresh(_ modality: Modality) -> EncodedModalityGallery? {
-            let byID = Dictionary((catalogs[modality] ?? []).map { ($0.itemID, $0) }, uniquingKeysWith: { first, _ in first })
-            return gallery(modality).updatingItems(from: byID)
-        }
+        func fresh(_ modality: Modality) -> EncodedModalityGallery? { gallery(modality).updatingItems(from: catalogs[modality] ?? []) }
         let newImages = fresh(.image), newTexts = fresh(.text)
         guard newImages != nil || newTexts != nil else { return nil }
         return SearchEngine(model: model, version: version, images: newImages ?? images, texts: newTexts ?? texts)

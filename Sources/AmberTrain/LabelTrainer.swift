@@ -124,6 +124,22 @@ public final class LabelTrainer {
         return (0..<n).map { b in Array(order[(b * count / n) ..< ((b + 1) * count / n)]) }
     }
 
+    /// One epoch over `count` items in shuffled near-equal batches (each: zero the gradients,
+    /// `loss`, backward, a step); the mean loss. `loss` may draw from the generator too (mixup).
+    private func epoch(_ count: Int, generator: inout RandomGenerator, optimizer: AdamW, learningRate: Float,
+                       loss: (_ rows: [Int], _ generator: inout RandomGenerator) -> Tensor) -> Float {
+        var total: Float = 0
+        let groups = batches(count, generator: &generator)
+        for rows in groups {
+            optimizer.zeroGradients()
+            let value = loss(rows, &generator)
+            value.backward()
+            optimizer.step(learningRate: learningRate)
+            total += value.scalar
+        }
+        return total / Float(groups.count)
+    }
+
     private func optimizer(_ parameters: [Parameter]) -> AdamW {
         AdamW(parameters: parameters, configuration: AdamW.Configuration(beta1: 0.5, beta2: 0.999, weightDecay: 0))
     }
@@ -155,22 +171,15 @@ public final class LabelTrainer {
             var best = (score: -Double.infinity, classifier: classifier.value)
             let started = Date()
             for epoch in 0..<configuration.priorEpochs {
-                var total: Float = 0
-                let groups = batches(items.count, generator: &generator)
-                for rows in groups {
-                    optimizer.zeroGradients()
-                    let features = encoder(items.features.indexSelect(rows))
-                    let loss = LabelSupervisedLosses.generalizedCrossEntropy(logits: Tensor.matmul(features, classifier.tensor),
-                                                                            targets: labels.indexSelect(rows), q: q(atEpoch: epoch))
-                    loss.backward()
-                    optimizer.step(learningRate: configuration.priorLearningRate)
-                    total += loss.scalar
+                let meanLoss = self.epoch(items.count, generator: &generator, optimizer: optimizer, learningRate: configuration.priorLearningRate) { rows, _ in
+                    LabelSupervisedLosses.generalizedCrossEntropy(logits: Tensor.matmul(encoder(items.features.indexSelect(rows)), classifier.tensor),
+                                                                  targets: labels.indexSelect(rows), q: q(atEpoch: epoch))
                 }
                 let score = withoutGradients {
                     Double((Tensor.matmul(encoder.embed(held.features), classifier.value).softmax(axis: 1) * heldLabels).sum(axis: 1).mean().scalar)
                 }
                 if score > best.score { best = (score, classifier.value) }
-                log(1, modality, epoch, configuration.priorEpochs, total / Float(groups.count), score, started: started)
+                log(1, modality, epoch, configuration.priorEpochs, meanLoss, score, started: started)
             }
             if configuration.priorEpochs == 0 { best = (0, classifier.value) }
             scores[modality] = best.score
@@ -200,10 +209,7 @@ public final class LabelTrainer {
         let λ = configuration.mixup
         let started = Date()
         for epoch in 0..<configuration.epochs {
-            var total: Float = 0
-            let groups = batches(items.count, generator: &generator)
-            for rows in groups {
-                optimizer.zeroGradients()
+            let meanLoss = self.epoch(items.count, generator: &generator, optimizer: optimizer, learningRate: configuration.learningRate(modality)) { rows, generator in
                 var features = encoder(items.features.indexSelect(rows))
                 var y = labels.indexSelect(rows)
                 if λ < 1 {
@@ -211,17 +217,14 @@ public final class LabelTrainer {
                     features = features * λ + features.indexSelect(partner) * (1 - λ)
                     y = y * λ + y.indexSelect(partner) * (1 - λ)
                 }
-                let value = loss(features: features, labels: y, prior: prior, inverse: inverse, q: q(atEpoch: epoch)).total
-                value.backward()
-                optimizer.step(learningRate: configuration.learningRate(modality))
-                total += value.scalar
+                return loss(features: features, labels: y, prior: prior, inverse: inverse, q: q(atEpoch: epoch)).total
             }
             let score = targetMeanAveragePrecision(encoder, held, inverse: inverse)
             if score > bestScore {
                 bestScore = score
                 bestEncoder.copyParameters(from: encoder)
             }
-            log(2, modality, epoch, configuration.epochs, total / Float(groups.count), score, started: started)
+            log(2, modality, epoch, configuration.epochs, meanLoss, score, started: started)
         }
         return bestEncoder
     }
